@@ -1,0 +1,1 @@
+"""The AWS CDK app for tweet-producer and the stack settings it shares with the embedded stack."""

@@ -1,0 +1,132 @@
+"""The tiny contract between the daemon and a sink: the daemon batches, the sink writes batches.
+
+Flow: the daemon calls `prepare(record)` once per record (the sink encodes it, or rejects it with a
+reason), groups the entries into batches within the sink's `limits`, calls `write(batch, deadline)` and
+accounts for every entry in the returned `WriteResult`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(slots=True)
+class Record:
+    """One record on its way from a source to a sink."""
+
+    data: bytes  # the exact bytes to deliver
+    event: Any  # `data` parsed (e.g. a JSON object), for sinks that read keys from it
+    source: str  # name of the source that emitted it
+    origin: str  # where it came from, e.g. "tweets.jsonl:42"
+
+
+class Entry(Protocol):
+    """A record encoded by a sink; `size` counts what it adds to a request against the sink's limits."""
+
+    @property
+    def record(self) -> Record: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+E = TypeVar("E", bound=Entry)
+
+
+class RecordRejected(Exception):
+    """Raised by `Sink.prepare` for a record the destination can never accept (it is dead-lettered)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How the daemon groups entries for this sink: a batch is flushed when full or `linger_s` old."""
+
+    max_records: int
+    max_bytes: int
+    linger_s: float
+
+
+@dataclass
+class WriteResult(Generic[E]):
+    """What became of each entry of a batch. Every entry handed to `write` is in exactly one list."""
+
+    sent: list[E] = field(default_factory=list)
+    failed: list[tuple[E, str, str]] = field(default_factory=list)  # (entry, reason, detail): dead-letter
+    unsent: list[E] = field(default_factory=list)  # not delivered before the deadline; not dead
+
+
+class SinkEvents(Protocol):
+    """Operational events a sink reports; the daemon's implementation logs and counts each one."""
+
+    def put_succeeded(self, *, records: int, latency_s: float) -> None:
+        """A request completed; `records` of its entries were accepted."""
+        ...
+
+    def put_failed(self, *, code: str, records: int, latency_s: float | None, detail: str) -> None:
+        """A request failed as a whole (`records` entries), or `records` of its entries failed with `code`."""
+        ...
+
+    def records_retried(self, *, records: int, attempt: int, delay_s: float, reason: str) -> None:
+        """`records` entries will be sent again after `delay_s`."""
+        ...
+
+
+class SinkConfig(BaseModel):
+    """Fields every sink has. Subclasses add their own and set `type` to a `Literal` of their name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    name: str | None = Field(default=None, description="Name used in logs and metrics (default: the type).")
+
+
+class Sink(ABC, Generic[E]):
+    """A destination for batches of records."""
+
+    config_model: ClassVar[type[SinkConfig]]
+
+    def __init__(self, config: SinkConfig, events: SinkEvents) -> None:
+        self.config = config
+        self.events = events
+
+    @property
+    @abstractmethod
+    def limits(self) -> BatchLimits: ...
+
+    @abstractmethod
+    def prepare(self, record: Record) -> E:
+        """Encode one record; raise `RecordRejected` when the destination can never take it."""
+
+    @abstractmethod
+    def write(self, batch: list[E], deadline: float | None) -> WriteResult[E]:
+        """Deliver a batch, retrying as the destination allows, until `deadline` (time.monotonic()).
+
+        With no deadline, retriable failures are retried until they succeed or the sink's own retry
+        budget is spent. Must not raise for delivery failures: they are reported in the result.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most sinks hold nothing to release
+        """Release connections; called once after the last write."""
+
+
+SINK_TYPES: dict[str, type[Sink[Any]]] = {}
+
+K = TypeVar("K", bound=type[Sink[Any]])
+
+
+def register_sink(cls: K) -> K:
+    """Register a sink class under the `type:` literal of its config model."""
+    type_name = cls.config_model.model_fields["type"].default
+    if not isinstance(type_name, str) or not type_name:
+        raise TypeError(f"{cls.__name__}.config_model must give `type` a default literal name")
+    SINK_TYPES[type_name] = cls
+    return cls
