@@ -9,6 +9,7 @@ from __future__ import annotations
 from sinks.base import (
     SINK_TYPES,
     BatchLimits,
+    Deadline,
     Entry,
     Record,
     RecordRejected,
@@ -22,6 +23,7 @@ from sinks.base import (
 __all__ = [
     "SINK_TYPES",
     "BatchLimits",
+    "Deadline",
     "Entry",
     "Record",
     "RecordRejected",

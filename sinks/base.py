@@ -7,6 +7,8 @@ accounts for every entry in the returned `WriteResult`.
 
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -64,6 +66,42 @@ class WriteResult(Generic[E]):
     unsent: list[E] = field(default_factory=list)  # not delivered before the deadline; not dead
 
 
+class Deadline:
+    """When a write must give up. The daemon can bring it forward (on shutdown) while a write is running."""
+
+    def __init__(self, at: float | None = None) -> None:
+        self._at = at  # time.monotonic() value, or None for "no deadline"
+        self._changed = threading.Event()
+
+    @property
+    def at(self) -> float | None:
+        return self._at
+
+    def set(self, at: float) -> None:
+        self._at = at
+        self._changed.set()
+
+    def remaining(self) -> float | None:
+        """Seconds left, or None without a deadline."""
+        return None if self._at is None else max(0.0, self._at - time.monotonic())
+
+    def expired(self) -> bool:
+        return self._at is not None and time.monotonic() >= self._at
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, cut short by the deadline (even one set meanwhile); True if it passed."""
+        end = time.monotonic() + seconds
+        while True:
+            now = time.monotonic()
+            if self._at is not None and now >= self._at:
+                return True
+            if now >= end:
+                return False
+            wait = end - now if self._at is None else min(end, self._at) - now
+            if self._changed.wait(wait):
+                self._changed.clear()
+
+
 class SinkEvents(Protocol):
     """Operational events a sink reports; the daemon's implementation logs and counts each one."""
 
@@ -107,11 +145,13 @@ class Sink(ABC, Generic[E]):
         """Encode one record; raise `RecordRejected` when the destination can never take it."""
 
     @abstractmethod
-    def write(self, batch: list[E], deadline: float | None) -> WriteResult[E]:
-        """Deliver a batch, retrying as the destination allows, until `deadline` (time.monotonic()).
+    def write(self, batch: list[E], deadline: Deadline) -> WriteResult[E]:
+        """Deliver a batch, retrying as the destination allows, until `deadline` passes.
 
-        With no deadline, retriable failures are retried until they succeed or the sink's own retry
-        budget is spent. Must not raise for delivery failures: they are reported in the result.
+        Without a deadline, retriable failures are retried until they succeed or the sink's own retry
+        budget is spent; entries still undelivered when the deadline passes are returned as `unsent`.
+        Sleeps between retries go through `deadline.sleep` so a shutdown cuts them short. Must not raise
+        for delivery failures: they are reported in the result.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook; most sinks hold nothing to release
