@@ -1,0 +1,90 @@
+"""moto's server on a local address: the Kinesis-, DynamoDB- and SQS-compatible endpoint of the embedded stack."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
+
+# Credentials for the local endpoint only. moto accepts any; fixed dummies guarantee that requests to it
+# are never signed with a user's real AWS credentials.
+EMBEDDED_ACCESS_KEY_ID = "embedded"
+EMBEDDED_SECRET_ACCESS_KEY = "embedded-not-a-secret"
+# Local calls answer in milliseconds; a stuck endpoint should surface quickly rather than hang the daemon.
+_CONNECT_TIMEOUT_S = 2.0
+_READ_TIMEOUT_S = 30.0
+
+
+class EndpointUnavailable(Exception):
+    """The endpoint's address cannot be bound (another process has it) or reached."""
+
+
+class EmbeddedEndpoint:
+    """moto's WSGI app served by a threaded werkzeug server, bound in the caller's thread so errors surface."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+        try:
+            self._server = make_server(self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler)
+        except (OSError, SystemExit) as exc:  # werkzeug exits when the port is taken
+            raise EndpointUnavailable(
+                f"cannot listen on {self.host}:{self.port} for the embedded stack ({exc}); "
+                "stop whatever uses that port or set embedded.listen to a free address"
+            ) from exc
+        self.port = self._server.server_address[1]  # resolves port 0 to the bound port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-endpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def embedded_client(service: str, endpoint_url: str, region: str) -> Any:
+    """A boto3 client for the embedded endpoint, with its dummy credentials."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=EMBEDDED_ACCESS_KEY_ID,
+        aws_secret_access_key=EMBEDDED_SECRET_ACCESS_KEY,
+        config=Config(connect_timeout=_CONNECT_TIMEOUT_S, read_timeout=_READ_TIMEOUT_S),
+    )
+
+
+def point_environment_at(endpoint_url: str, region: str) -> None:
+    """Make every boto3 client this process creates from the environment talk to the embedded endpoint.
+
+    Used for the processor, which (like any Lambda function) builds its clients from its environment.
+    """
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": EMBEDDED_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": EMBEDDED_SECRET_ACCESS_KEY,
+            "AWS_DEFAULT_REGION": region,
+            "AWS_REGION": region,
+            "AWS_ENDPOINT_URL": endpoint_url,
+        }
+    )

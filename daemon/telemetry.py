@@ -1,0 +1,145 @@
+"""Operational events: each function both logs (structlog) and counts (prometheus-client).
+
+One `Telemetry` per daemon owns its own Prometheus registry, so tests and embedded runs never share
+counters. A `Ledger` keeps the per-source totals the final summary reports.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as _Tally
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from daemon.logs import get_logger
+
+# Up to the 500 records one PutRecords call may carry.
+_BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 400, 500)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Ledger:
+    """Per-source counts; every received record ends as sent, dead-lettered or unsent."""
+
+    received: _Tally[str] = field(default_factory=_Tally)
+    sent: _Tally[str] = field(default_factory=_Tally)
+    dead_lettered: _Tally[str] = field(default_factory=_Tally)
+    unsent: _Tally[str] = field(default_factory=_Tally)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def totals(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                "received": sum(self.received.values()),
+                "sent": sum(self.sent.values()),
+                "dead_lettered": sum(self.dead_lettered.values()),
+                "unsent": sum(self.unsent.values()),
+            }
+
+    def in_flight(self) -> int:
+        """Records received and not yet accounted for (buffered or being written)."""
+        totals = self.totals()
+        return totals["received"] - totals["sent"] - totals["dead_lettered"] - totals["unsent"]
+
+
+class Telemetry:
+    """The daemon's metrics registry, counters and event functions."""
+
+    def __init__(self, sink: str) -> None:
+        self.sink = sink
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.ledger = Ledger()
+        self.log = get_logger()
+        r = self.registry
+        self.received = Counter("tweet_producer_records_received", "Records handed over by a source.", ["source"], registry=r)
+        self.sent = Counter("tweet_producer_records_sent", "Records the sink accepted.", ["sink"], registry=r)
+        self.failed = Counter(
+            "tweet_producer_records_failed", "Records dead-lettered, by reason.", ["source", "sink", "reason"], registry=r
+        )
+        self.unsent = Counter(
+            "tweet_producer_records_unsent", "Records not delivered before the shutdown deadline.", ["source", "sink"], registry=r
+        )
+        self.put_errors = Counter("tweet_producer_put_errors", "Failed requests or entries, by error code.", ["sink", "code"], registry=r)
+        self.retried = Counter("tweet_producer_records_retried", "Records sent again after a failure.", ["sink"], registry=r)
+        self.buffer_records = Gauge("tweet_producer_buffer_records", "Records waiting in the buffer.", registry=r)
+        self.buffer_bytes = Gauge("tweet_producer_buffer_bytes", "Bytes of record data waiting in the buffer.", registry=r)
+        self.put_latency = Histogram(
+            "tweet_producer_put_latency_seconds", "Duration of one put request.", ["sink"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.batch_records = Histogram(
+            "tweet_producer_batch_records", "Records per batch written.", ["sink"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.source_restarts = Counter("tweet_producer_source_restarts", "Source crashes followed by a restart.", ["source"], registry=r)
+        self.sources_running = Gauge("tweet_producer_sources_running", "Sources currently running.", registry=r)
+        self._received_by_source: dict[str, Any] = {}
+
+    # --- records -------------------------------------------------------------------------------
+
+    def record_received(self, source: str) -> None:
+        child = self._received_by_source.get(source)
+        if child is None:
+            child = self._received_by_source[source] = self.received.labels(source=source)
+        child.inc()
+        with self.ledger.lock:
+            self.ledger.received[source] += 1
+
+    def records_sent(self, by_source: _Tally[str], batch_size: int) -> None:
+        total = sum(by_source.values())
+        self.sent.labels(sink=self.sink).inc(total)
+        self.batch_records.labels(sink=self.sink).observe(batch_size)
+        with self.ledger.lock:
+            self.ledger.sent.update(by_source)
+
+    def record_dead_lettered(self, source: str, origin: str, reason: str, detail: str) -> None:
+        self.failed.labels(source=source, sink=self.sink, reason=reason).inc()
+        with self.ledger.lock:
+            self.ledger.dead_lettered[source] += 1
+        self.log.warning("record_dead_lettered", source=source, origin=origin, reason=reason, detail=detail)
+
+    def records_unsent(self, by_source: _Tally[str]) -> None:
+        for source, count in by_source.items():
+            self.unsent.labels(source=source, sink=self.sink).inc(count)
+        with self.ledger.lock:
+            self.ledger.unsent.update(by_source)
+        if by_source:
+            self.log.error("records_unsent", sink=self.sink, records=sum(by_source.values()), by_source=dict(by_source))
+
+    def buffer_level(self, records: int, size: int) -> None:
+        self.buffer_records.set(records)
+        self.buffer_bytes.set(size)
+
+    # --- sink events (the SinkEvents protocol) ---------------------------------------------------
+
+    def put_succeeded(self, *, records: int, latency_s: float) -> None:
+        self.put_latency.labels(sink=self.sink).observe(latency_s)
+        self.log.debug("put_succeeded", sink=self.sink, records=records, latency_s=round(latency_s, 4))
+
+    def put_failed(self, *, code: str, records: int, latency_s: float | None, detail: str) -> None:
+        self.put_errors.labels(sink=self.sink, code=code).inc()
+        if latency_s is not None:
+            self.put_latency.labels(sink=self.sink).observe(latency_s)
+        self.log.warning("put_failed", sink=self.sink, code=code, records=records, detail=detail)
+
+    def records_retried(self, *, records: int, attempt: int, delay_s: float, reason: str) -> None:
+        self.retried.labels(sink=self.sink).inc(records)
+        self.log.info("records_retried", sink=self.sink, records=records, attempt=attempt, delay_s=round(delay_s, 3), reason=reason)
+
+    # --- supervision ----------------------------------------------------------------------------
+
+    def source_started(self, source: str, attempt: int) -> None:
+        self.sources_running.inc()
+        self.log.info("source_started", source=source, attempt=attempt)
+
+    def source_finished(self, source: str) -> None:
+        self.sources_running.dec()
+        self.log.info("source_finished", source=source)
+
+    def source_crashed(self, source: str, error: BaseException, restart_in_s: float) -> None:
+        self.sources_running.dec()
+        self.source_restarts.labels(source=source).inc()
+        self.log.error(
+            "source_crashed", source=source, error=f"{type(error).__name__}: {error}", restart_in_s=round(restart_in_s, 2)
+        )

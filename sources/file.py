@@ -1,0 +1,147 @@
+"""Source `file`: replays JSON-lines files (paths or globs), optionally rate-limited and looping.
+
+Each line must be one JSON value in UTF-8. A line that is not (bad UTF-8, bad JSON, empty, longer than
+`max_line_bytes`) is rejected with its file and line number and the replay goes on.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from sources.base import Source, SourceConfig, SourceContext, register_source
+
+# Far above any real tweet (X v2 lines with expansions are a few KiB) and Kinesis's 1 MiB default record
+# limit, yet bounded so one corrupt file without newlines cannot exhaust memory.
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+MAX_LINE_BYTES_LIMIT = 10 * 1024 * 1024
+# How often the rate limiter re-checks the stop flag while waiting for its next slot.
+_RATE_WAIT_SLICE_S = 0.5
+# When looping over files that all turned out empty or missing, pause before trying again.
+_EMPTY_LOOP_PAUSE_S = 1.0
+
+REASON_INVALID_UTF8 = "invalid_utf8"
+REASON_INVALID_JSON = "invalid_json"
+REASON_EMPTY_LINE = "empty_line"
+REASON_LINE_TOO_LONG = "line_too_long"
+
+
+class FileSourceConfig(SourceConfig):
+    """Replay JSON-lines files."""
+
+    type: Literal["file"] = "file"
+    paths: list[str] = Field(min_length=1, description="Files or glob patterns, read in the order given.")
+    rate: float = Field(default=0, ge=0, description="Records per second at most; 0 = as fast as possible.")
+    loop: bool = Field(default=False, description="Start over from the first file after the last one.")
+    max_line_bytes: int = Field(
+        default=DEFAULT_MAX_LINE_BYTES, gt=0, le=MAX_LINE_BYTES_LIMIT, description="Longer lines are rejected."
+    )
+
+    @field_validator("paths")
+    @classmethod
+    def _no_blank_paths(cls, value: list[str]) -> list[str]:
+        if any(not p.strip() for p in value):
+            raise ValueError("paths must not be empty strings")
+        return value
+
+
+class _RateLimiter:
+    """Spaces records evenly at `rate` per second (no bursts after a pause: the schedule resets)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_at = time.monotonic()
+
+    def wait(self, ctx: SourceContext) -> bool:
+        """Returns False when the daemon is stopping."""
+        if not self.interval:
+            return not ctx.stopping
+        now = time.monotonic()
+        while self.next_at > now:
+            if ctx.wait(min(self.next_at - now, _RATE_WAIT_SLICE_S)):
+                return False
+            now = time.monotonic()
+        self.next_at = max(self.next_at, now) + self.interval
+        return True
+
+
+@register_source
+class FileSource(Source):
+    config_model = FileSourceConfig
+    config: FileSourceConfig
+
+    def __init__(self, config: FileSourceConfig) -> None:
+        super().__init__(config)
+        # Lines already handed over in the current pass, per file: a restart after a crash resumes after
+        # them instead of sending them twice. (Kept in memory only; durable checkpoints are the spool's job.)
+        self._position: dict[Path, int] = {}
+
+    def run(self, ctx: SourceContext) -> None:
+        limiter = _RateLimiter(self.config.rate)
+        while not ctx.stopping:
+            emitted_any = False
+            for path in self._expand():
+                for data, event, origin in self._records(path, ctx):
+                    if not limiter.wait(ctx) or not ctx.emit(data, event, origin):
+                        return
+                    emitted_any = True
+            if not self.config.loop:
+                return
+            self._position.clear()
+            if not emitted_any and ctx.wait(_EMPTY_LOOP_PAUSE_S):
+                return
+
+    def _expand(self) -> Iterator[Path]:
+        for pattern in self.config.paths:
+            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            if not matches:
+                raise FileNotFoundError(f"no file matches {pattern!r}")
+            for match in matches:
+                yield Path(match)
+
+    def _records(self, path: Path, ctx: SourceContext) -> Iterator[tuple[bytes, object, str]]:
+        limit = self.config.max_line_bytes
+        resume_after = self._position.get(path, 0)
+        with path.open("rb") as handle:
+            line_number = 0
+            while True:
+                raw = handle.readline(limit + 1)
+                if not raw:
+                    return
+                too_long = len(raw) > limit and not raw.endswith(b"\n")
+                if too_long:
+                    # Keep the first bytes for the dead letter; skip the rest of the over-long line.
+                    while (rest := handle.readline(limit + 1)) and not rest.endswith(b"\n"):
+                        pass
+                line_number += 1
+                if line_number <= resume_after:
+                    continue
+                origin = f"{path}:{line_number}"
+                # Marked before it is handed over: a crash resumes after this line. Only a stop can refuse
+                # the record after this point, and a stopped source is not resumed.
+                self._position[path] = line_number
+                if too_long:
+                    ctx.reject(raw, origin, REASON_LINE_TOO_LONG, f"line longer than {limit} bytes")
+                    continue
+                line = raw.rstrip(b"\r\n")
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    ctx.reject(line, origin, REASON_INVALID_UTF8, f"byte {exc.start}: {exc.reason}")
+                    continue
+                if not text.strip():
+                    ctx.reject(line, origin, REASON_EMPTY_LINE, "empty line")
+                    continue
+                try:
+                    event = json.loads(text)
+                except ValueError as exc:
+                    ctx.reject(line, origin, REASON_INVALID_JSON, str(exc))
+                    continue
+                yield line, event, origin
+
