@@ -1,0 +1,147 @@
+"""`tweet-producer run`: wires sources, buffer, sink, metrics and the embedded stack, and shuts down cleanly."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from daemon.buffer import RecordBuffer
+from daemon.config import Config, sink_name, split_listen
+from daemon.deadletter import DeadLetterFile
+from daemon.embedded.endpoint import EndpointUnavailable
+from daemon.logs import get_logger
+from daemon.pipeline import SinkWorker, SourceContext
+from daemon.supervisor import SourceSupervisor
+from daemon.telemetry import Telemetry
+from infra.settings import StackSettings
+from sinks import SINK_TYPES, SinkConfig
+from sources import SOURCE_TYPES
+
+# Sources check their stop flag at least this often (buffer waits, rate limiter); joining them is quick.
+_SOURCE_STOP_TIMEOUT_S = 5.0
+# How often the main thread wakes to notice that every source has finished.
+_MAIN_LOOP_TICK_S = 0.5
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 1
+
+
+def resolve_sink_config(config: Config, embedded_endpoint_url: str | None) -> SinkConfig:
+    """Fill what the sink config leaves to the stack: its stream, and the embedded endpoint when enabled."""
+    sink = config.sink
+    fields = type(sink).model_fields
+    updates: dict[str, Any] = {}
+    if "stream" in fields and getattr(sink, "stream") is None:
+        updates["stream"] = StackSettings(name=config.stack).stream_name
+    if embedded_endpoint_url is not None:
+        if "endpoint_url" in fields and getattr(sink, "endpoint_url") is None:
+            updates["endpoint_url"] = embedded_endpoint_url
+        if "region" in fields and getattr(sink, "region") is None:
+            updates["region"] = config.embedded.region
+    return sink.model_copy(update=updates)
+
+
+class Daemon:
+    """One run of the producer, from start to the final summary."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.log = get_logger()
+        self.shutdown_requested = threading.Event()
+        self.stopping_sources = threading.Event()
+
+    def request_shutdown(self, signum: int, _frame: FrameType | None = None) -> None:
+        if self.shutdown_requested.is_set():
+            self.log.warning("shutdown_already_in_progress", signal=signal.Signals(signum).name)
+            return
+        self.log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        self.shutdown_requested.set()
+
+    def run(self) -> int:
+        config = self.config
+        embedded = None
+        if config.embedded.enabled:
+            from daemon.embedded.stack import EmbeddedStack  # moto is heavy: import only when used
+
+            host, port = split_listen(config.embedded.listen)
+            embedded = EmbeddedStack(StackSettings(name=config.stack), host, port, config.embedded.region)
+            try:
+                embedded.start()
+            except EndpointUnavailable as exc:
+                self.log.error("embedded_stack_failed", error=str(exc))
+                return EXIT_STARTUP_FAILED
+
+        telemetry = Telemetry(sink_name(config))
+        metrics_server = None
+        if config.metrics.enabled:
+            host, port = split_listen(config.metrics.listen)
+            try:
+                metrics_server, _ = start_http_server(port, addr=host, registry=telemetry.registry)
+            except OSError as exc:
+                self.log.error("metrics_listen_failed", listen=config.metrics.listen, error=str(exc))
+                if embedded is not None:
+                    embedded.stop()
+                return EXIT_STARTUP_FAILED
+
+        sink_config = resolve_sink_config(config, embedded.endpoint_url if embedded else None)
+        sink = SINK_TYPES[sink_config.type](sink_config, telemetry)
+        buffer = RecordBuffer(config.buffer.max_records, config.buffer.max_bytes)
+        dead_letters = DeadLetterFile(config.dead_letter.path, telemetry.sink)
+        worker = SinkWorker(sink, buffer, telemetry, dead_letters)
+        supervisors = [
+            SourceSupervisor(
+                SOURCE_TYPES[source_config.type](source_config),
+                SourceContext(source_config.name or source_config.type, buffer, telemetry, dead_letters, self.stopping_sources),
+                telemetry,
+                self.stopping_sources,
+                config.supervision.restart_initial_backoff,
+                config.supervision.restart_max_backoff,
+            )
+            for source_config in config.sources
+        ]
+        worker.start()
+        for supervisor in supervisors:
+            supervisor.start()
+        self.log.info(
+            "daemon_started",
+            sources=[s.context.name for s in supervisors],
+            sink=telemetry.sink,
+            stream=getattr(sink_config, "stream", None),
+            endpoint=getattr(sink_config, "endpoint_url", None) or "aws",
+            metrics=f"http://{config.metrics.listen}/metrics" if config.metrics.enabled else None,
+            dead_letter=str(config.dead_letter.path),
+        )
+
+        announced_idle = False
+        while not self.shutdown_requested.wait(_MAIN_LOOP_TICK_S):
+            if not announced_idle and all(not s.thread.is_alive() for s in supervisors):
+                announced_idle = True
+                self.log.info("all_sources_finished", note="still serving; stop with SIGTERM or Ctrl-C", **telemetry.ledger.totals())
+
+        started = time.monotonic()
+        self.stopping_sources.set()
+        for supervisor in supervisors:
+            if not supervisor.join(_SOURCE_STOP_TIMEOUT_S):
+                self.log.error("source_did_not_stop", source=supervisor.context.name)
+        worker.finish(config.shutdown.flush_deadline)
+        sink.close()
+        dead_letters.close()
+        if embedded is not None:
+            embedded.stop()
+        totals = telemetry.ledger.totals()
+        self.log.info("shutdown_complete", seconds=round(time.monotonic() - started, 3), **totals)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        return EXIT_OK
+
+
+def run(config: Config) -> int:
+    daemon = Daemon(config)
+    signal.signal(signal.SIGTERM, daemon.request_shutdown)
+    signal.signal(signal.SIGINT, daemon.request_shutdown)
+    return daemon.run()

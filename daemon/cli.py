@@ -1,0 +1,84 @@
+"""The `tweet-producer` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from daemon.config import DEFAULT_CONFIG_PATH, Config, load_config
+from daemon.yamlsource import ConfigError
+
+EXIT_INVALID_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default: config.yaml)")
+
+
+def _load(path: Path) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} problem(s); nothing was started", file=sys.stderr)
+        return None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tweet-producer", description="Ship tweets and other JSON events into Amazon Kinesis.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the producer daemon (and the embedded stack when enabled)")
+    _add_config_option(run)
+
+    check = commands.add_parser("check-config", help="validate a config file; exit 2 listing every problem")
+    _add_config_option(check)
+
+    table = commands.add_parser("table", help="print the items of the stack's EventData table")
+    _add_config_option(table)
+    table.add_argument("--limit", type=int, default=None, help="print at most N items")
+    table.add_argument("--json", action="store_true", help="print a JSON array of the items")
+
+    sample = commands.add_parser("sample", help="write deterministic sample tweets (X API v2 stream lines)")
+    sample.add_argument("-n", "--count", type=int, default=3000)
+    sample.add_argument("--seed", type=int, default=2015)
+    sample.add_argument("-o", "--output", type=Path, required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "sample":
+        from daemon.sample import write_sample
+
+        write_sample(args.output, args.count, args.seed)
+        return 0
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_INVALID_CONFIG
+    if args.command == "check-config":
+        print(f"{args.config}: OK ({len(config.sources)} source(s), sink {config.sink.type})")
+        return 0
+    if args.command == "table":
+        from daemon.table import TableUnavailable, print_items, read_items
+
+        try:
+            print_items(read_items(config, args.limit), args.json)
+        except TableUnavailable as exc:
+            print(f"tweet-producer table: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        return 0
+
+    from daemon.app import run
+    from daemon.logs import configure_logging
+
+    configure_logging(config.log.level, config.log.format)
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
