@@ -10,8 +10,9 @@ import glob
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -87,9 +88,10 @@ class FileSource(Source):
         while not ctx.stopping:
             emitted_any = False
             for path in self._expand():
-                for data, event, origin in self._records(path, ctx):
+                for line_number, data, event, origin in self._records(path, ctx):
                     if not limiter.wait(ctx) or not ctx.emit(data, event, origin):
                         return
+                    self._position[path] = line_number
                     emitted_any = True
             if not self.config.loop:
                 return
@@ -105,7 +107,7 @@ class FileSource(Source):
             for match in matches:
                 yield Path(match)
 
-    def _records(self, path: Path, ctx: SourceContext) -> Iterator[tuple[bytes, object, str]]:
+    def _records(self, path: Path, ctx: SourceContext) -> Iterator[tuple[int, bytes, object, str]]:
         limit = self.config.max_line_bytes
         resume_after = self._position.get(path, 0)
         with path.open("rb") as handle:
@@ -123,25 +125,32 @@ class FileSource(Source):
                 if line_number <= resume_after:
                     continue
                 origin = f"{path}:{line_number}"
-                # Marked before it is handed over: a crash resumes after this line. Only a stop can refuse
-                # the record after this point, and a stopped source is not resumed.
-                self._position[path] = line_number
-                if too_long:
-                    ctx.reject(raw, origin, REASON_LINE_TOO_LONG, f"line longer than {limit} bytes")
+                line = raw if too_long else raw.rstrip(b"\r\n")
+                parsed = _parse(line, too_long, limit)
+                if isinstance(parsed, _Rejection):
+                    ctx.reject(line, origin, parsed.reason, parsed.detail)
+                    self._position[path] = line_number
                     continue
-                line = raw.rstrip(b"\r\n")
-                try:
-                    text = line.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    ctx.reject(line, origin, REASON_INVALID_UTF8, f"byte {exc.start}: {exc.reason}")
-                    continue
-                if not text.strip():
-                    ctx.reject(line, origin, REASON_EMPTY_LINE, "empty line")
-                    continue
-                try:
-                    event = json.loads(text)
-                except ValueError as exc:
-                    ctx.reject(line, origin, REASON_INVALID_JSON, str(exc))
-                    continue
-                yield line, event, origin
+                yield line_number, line, parsed, origin
 
+
+@dataclass(frozen=True, slots=True)
+class _Rejection:
+    reason: str
+    detail: str
+
+
+def _parse(line: bytes, too_long: bool, limit: int) -> Any:
+    """The line's JSON value, or a `_Rejection` saying why the line cannot be a record."""
+    if too_long:
+        return _Rejection(REASON_LINE_TOO_LONG, f"line longer than {limit} bytes")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _Rejection(REASON_INVALID_UTF8, f"byte {exc.start}: {exc.reason}")
+    if not text.strip():
+        return _Rejection(REASON_EMPTY_LINE, "empty line")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        return _Rejection(REASON_INVALID_JSON, str(exc))

@@ -120,3 +120,68 @@ class FakeAwsServer:
             aws_secret_access_key="fake",
             config=Config(**({"retries": {"max_attempts": 1, "mode": "standard"}} | config)),
         )
+
+
+# --- a scripted sink, for the daemon's own tests -------------------------------------------------
+
+from sinks.base import BatchLimits, Deadline, Record, RecordRejected, Sink, SinkConfig, WriteResult  # noqa: E402
+
+
+@dataclass
+class FakeEntry:
+    record: Record
+    size: int
+
+
+class ScriptedSinkConfig(SinkConfig):
+    type: str = "scripted"
+
+
+class ScriptedSink(Sink[FakeEntry]):
+    """A sink whose answer per entry comes from `decide(record) -> "sent" | "failed" | "unsent" | "lost"`.
+
+    `reject_when(record)` makes `prepare` reject a record; `block` holds every write until set (or the
+    deadline passes: then everything is unsent), like a destination that is down.
+    """
+
+    config_model = ScriptedSinkConfig
+
+    def __init__(
+        self,
+        limits: BatchLimits,
+        decide: Callable[[Record], str] = lambda _r: "sent",
+        reject_when: Callable[[Record], bool] = lambda _r: False,
+    ) -> None:
+        super().__init__(ScriptedSinkConfig(), events=None)  # type: ignore[arg-type]
+        self._limits = limits
+        self.decide = decide
+        self.reject_when = reject_when
+        self.batches: list[list[Record]] = []
+        self.block = threading.Event()
+        self.block.set()
+
+    @property
+    def limits(self) -> BatchLimits:
+        return self._limits
+
+    def prepare(self, record: Record) -> FakeEntry:
+        if self.reject_when(record):
+            raise RecordRejected("record_too_large", f"{len(record.data)} bytes")
+        return FakeEntry(record, len(record.data))
+
+    def write(self, batch: list[FakeEntry], deadline: Deadline) -> WriteResult[FakeEntry]:
+        self.batches.append([e.record for e in batch])
+        result: WriteResult[FakeEntry] = WriteResult()
+        while not self.block.is_set():
+            if deadline.sleep(0.01):
+                result.unsent.extend(batch)
+                return result
+        for entry in batch:
+            outcome = self.decide(entry.record)
+            if outcome == "sent":
+                result.sent.append(entry)
+            elif outcome == "failed":
+                result.failed.append((entry, "put_rejected", "ValidationException"))
+            elif outcome == "unsent":
+                result.unsent.append(entry)
+        return result
