@@ -1,0 +1,116 @@
+"""Fixtures shared by every test folder: free loopback ports and a running daemon process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class DaemonProcess:
+    """A real `tweet-producer run` process, with its JSON-lines log collected from stdout."""
+
+    config_path: Path
+    embedded_port: int
+    metrics_port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+    log_lines: list[dict[str, Any]] = field(default_factory=list)
+
+    def start(self) -> DaemonProcess:
+        self.stdout_path = self.workdir / "daemon.log"
+        self._stdout = self.stdout_path.open("wb")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "run", "-c", str(self.config_path)],
+            cwd=self.workdir, stdout=self._stdout, stderr=subprocess.STDOUT, env=env | {"PYTHONPATH": str(REPO)},
+        )
+        return self
+
+    def logs(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.stdout_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                lines.append({"event": "(not json)", "raw": raw})
+        return lines
+
+    def wait_for_event(self, name: str, timeout: float) -> dict[str, Any]:
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            for entry in self.logs():
+                if entry.get("event") == name:
+                    return entry
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.process.returncode}) before {name}:\n{self.stdout_path.read_text()}")
+            time.sleep(0.1)
+        raise AssertionError(f"no {name} event within {timeout}s:\n{self.stdout_path.read_text()[-5000:]}")
+
+    def metrics(self) -> dict[str, float]:
+        """Prometheus samples by `name{labels}`."""
+        body = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        samples = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                samples[key] = float(value)
+        return samples
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._stdout.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Any]:
+    """Builds daemons from a config body (the embedded and metrics addresses are filled in)."""
+    started: list[DaemonProcess] = []
+
+    def make(body: str) -> DaemonProcess:
+        embedded_port, metrics_port = free_port(), free_port()
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            body + f"\nembedded:\n  listen: 127.0.0.1:{embedded_port}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\n"
+            "log:\n  format: json\n",
+            encoding="utf-8",
+        )
+        daemon = DaemonProcess(config, embedded_port, metrics_port, tmp_path)
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.kill()
