@@ -36,12 +36,12 @@ def resolve_sink_config(config: Config, embedded_endpoint_url: str | None) -> Si
     sink = config.sink
     fields = type(sink).model_fields
     updates: dict[str, Any] = {}
-    if "stream" in fields and getattr(sink, "stream") is None:
+    if "stream" in fields and sink.stream is None:
         updates["stream"] = StackSettings(name=config.stack).stream_name
     if embedded_endpoint_url is not None:
-        if "endpoint_url" in fields and getattr(sink, "endpoint_url") is None:
+        if "endpoint_url" in fields and sink.endpoint_url is None:
             updates["endpoint_url"] = embedded_endpoint_url
-        if "region" in fields and getattr(sink, "region") is None:
+        if "region" in fields and sink.region is None:
             updates["region"] = config.embedded.region
     return sink.model_copy(update=updates)
 
@@ -121,7 +121,9 @@ class Daemon:
         while not self.shutdown_requested.wait(_MAIN_LOOP_TICK_S):
             if not announced_idle and all(not s.thread.is_alive() for s in supervisors):
                 announced_idle = True
-                self.log.info("all_sources_finished", note="still serving; stop with SIGTERM or Ctrl-C", **telemetry.ledger.totals())
+                self.log.info(
+                    "all_sources_finished", note="still serving; stop with SIGTERM or Ctrl-C", **telemetry.ledger.totals()
+                )
 
         started = time.monotonic()
         self.stopping_sources.set()

@@ -87,9 +87,7 @@ class ShutdownConfig(_Section):
 
 
 class DeadLetterConfig(_Section):
-    path: Path = Field(
-        default=Path("dead-letter.jsonl"), description="JSON-lines file of records that cannot be delivered."
-    )
+    path: Path = Field(default=Path("dead-letter.jsonl"), description="JSON-lines file of records that cannot be delivered.")
 
 
 class MetricsConfig(_Section):
@@ -189,9 +187,7 @@ def _plugin_model(
     return model
 
 
-def _validate(
-    model: type[BaseModel], data: Any, path: Path_, doc: LocatedDocument, problems: list[Problem]
-) -> Any:
+def _validate(model: type[BaseModel], data: Any, path: Path_, doc: LocatedDocument, problems: list[Problem]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -20,31 +20,84 @@ _USERS = 240
 
 # (lang, phrases, hashtags) — phrases in the language's own script.
 _LANGUAGES: list[tuple[str, list[str], list[str]]] = [
-    ("en", ["Streaming data is finally easy", "Just shipped a new pipeline", "Who else is watching the launch tonight?",
-            "Coffee first, then Kinesis shards", "This dashboard looks great"], ["AWS", "DataEngineering", "Serverless"]),
-    ("es", ["¡Qué día tan increíble en la conferencia!", "Mañana empieza el maratón de datos", "Nuestra canción favorita otra vez"],
-     ["Datos", "Fútbol", "Música"]),
-    ("fr", ["Très bonne journée à Paris", "On déploie ça ce soir, ça va être épique", "Le café est prêt, à vous !"],
-     ["Été", "Développement", "Cinéma"]),
-    ("de", ["Schöne Grüße aus München", "Die Straße ist heute völlig überfüllt", "Endlich Wochenende – Zeit für Bücher"],
-     ["Fußball", "Technik", "Grüße"]),
-    ("pt", ["Bom dia! Hoje tem lançamento novo", "Não acredito que já é dezembro", "Ação de graças com a família"],
-     ["Tecnologia", "Futebol", "Ação"]),
-    ("ja", ["今日はとても良い天気ですね", "新しいデータパイプラインを公開しました", "週末はラーメンを食べに行こう"], ["東京", "技術", "ラーメン"]),
+    (
+        "en",
+        [
+            "Streaming data is finally easy",
+            "Just shipped a new pipeline",
+            "Who else is watching the launch tonight?",
+            "Coffee first, then Kinesis shards",
+            "This dashboard looks great",
+        ],
+        ["AWS", "DataEngineering", "Serverless"],
+    ),
+    (
+        "es",
+        ["¡Qué día tan increíble en la conferencia!", "Mañana empieza el maratón de datos", "Nuestra canción favorita otra vez"],
+        ["Datos", "Fútbol", "Música"],
+    ),
+    (
+        "fr",
+        ["Très bonne journée à Paris", "On déploie ça ce soir, ça va être épique", "Le café est prêt, à vous !"],
+        ["Été", "Développement", "Cinéma"],
+    ),
+    (
+        "de",
+        ["Schöne Grüße aus München", "Die Straße ist heute völlig überfüllt", "Endlich Wochenende – Zeit für Bücher"],
+        ["Fußball", "Technik", "Grüße"],
+    ),
+    (
+        "pt",
+        ["Bom dia! Hoje tem lançamento novo", "Não acredito que já é dezembro", "Ação de graças com a família"],
+        ["Tecnologia", "Futebol", "Ação"],
+    ),
+    (
+        "ja",
+        ["今日はとても良い天気ですね", "新しいデータパイプラインを公開しました", "週末はラーメンを食べに行こう"],
+        ["東京", "技術", "ラーメン"],
+    ),
     ("zh", ["今天的数据流处理终于跑通了", "大家周末愉快", "这家咖啡店真不错"], ["数据", "云计算", "咖啡"]),
     ("ko", ["오늘 발표 정말 멋졌어요", "주말에 한강 가실 분?", "새로운 기능이 출시되었습니다"], ["서울", "기술", "음악"]),
     ("ar", ["صباح الخير من القاهرة", "البيانات الضخمة تغير كل شيء", "مبروك للفريق على الفوز"], ["تقنية", "كرة_القدم", "القاهرة"]),
     ("he", ["בוקר טוב מתל אביב", "השקנו היום גרסה חדשה", "שבת שלום לכולם"], ["טכנולוגיה", "ישראל"]),
-    ("hi", ["नमस्ते दोस्तों, आज का दिन शानदार है", "क्रिकेट मैच देखने का समय", "नई तकनीक सीखना मज़ेदार है"],
-     ["क्रिकेट", "भारत", "तकनीक"]),
-    ("ru", ["Доброе утро, Москва!", "Запустили новый сервис сегодня", "Кто смотрит матч вечером?"], ["Технологии", "Футбол", "Москва"]),
+    ("hi", ["नमस्ते दोस्तों, आज का दिन शानदार है", "क्रिकेट मैच देखने का समय", "नई तकनीक सीखना मज़ेदार है"], ["क्रिकेट", "भारत", "तकनीक"]),
+    (
+        "ru",
+        ["Доброе утро, Москва!", "Запустили новый сервис сегодня", "Кто смотрит матч вечером?"],
+        ["Технологии", "Футбол", "Москва"],
+    ),
     ("el", ["Καλημέρα από την Αθήνα", "Νέα έκδοση σήμερα"], ["Αθήνα", "Τεχνολογία"]),
     ("th", ["สวัสดีครับ วันนี้อากาศดีมาก", "ข้อมูลแบบเรียลไทม์สนุกมาก"], ["กรุงเทพ", "เทคโนโลยี"]),
     ("tr", ["Günaydın İstanbul!", "Bugün yeni sürümü yayınladık, çok heyecanlıyız"], ["İstanbul", "Teknoloji"]),
 ]
 _EMOJI = ["🚀", "🔥", "😂", "❤️", "🎉", "👍🏽", "🙏", "🇯🇵", "👨‍👩‍👧‍👦", "☕", "📈", "🤖", "🌍", "✨"]
-_FIRST_NAMES = ["Ana", "Kenji", "Fatima", "Olga", "Priya", "Lucas", "Mei", "Jonas", "Yara", "Noah", "Sofia", "Amir",
-                "Hana", "Mateo", "Zeynep", "Ivan", "Aisha", "Leo", "Nia", "Ravi", "أحمد", "さくら", "Дмитрий", "李娜", "민준"]
+_FIRST_NAMES = [
+    "Ana",
+    "Kenji",
+    "Fatima",
+    "Olga",
+    "Priya",
+    "Lucas",
+    "Mei",
+    "Jonas",
+    "Yara",
+    "Noah",
+    "Sofia",
+    "Amir",
+    "Hana",
+    "Mateo",
+    "Zeynep",
+    "Ivan",
+    "Aisha",
+    "Leo",
+    "Nia",
+    "Ravi",
+    "أحمد",
+    "さくら",
+    "Дмитрий",
+    "李娜",
+    "민준",
+]
 _RULES = [("1861000000000000001", "data streaming"), ("1861000000000000002", "languages"), ("1861000000000000003", "emoji")]
 
 
@@ -53,8 +106,13 @@ def _users(rng: random.Random) -> list[dict[str, str]]:
     for index in range(_USERS):
         first = rng.choice(_FIRST_NAMES)
         handle = f"{'user' if not first.isascii() else first.lower()}_{index:03d}{rng.randrange(100):02d}"
-        users.append({"id": str(_FIRST_USER_ID + index * 7919), "name": f"{first} {rng.choice(['✨', '', '', 'Dev'])}".strip(),
-                      "username": handle})
+        users.append(
+            {
+                "id": str(_FIRST_USER_ID + index * 7919),
+                "name": f"{first} {rng.choice(['✨', '', '', 'Dev'])}".strip(),
+                "username": handle,
+            }
+        )
     return users
 
 
@@ -78,8 +136,12 @@ def _tweet(rng: random.Random, index: int, users: list[dict[str, str]]) -> dict[
         "created_at": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "lang": lang,
         "conversation_id": tweet_id,
-        "public_metrics": {"retweet_count": rng.randrange(50), "reply_count": rng.randrange(10),
-                           "like_count": rng.randrange(500), "quote_count": rng.randrange(5)},
+        "public_metrics": {
+            "retweet_count": rng.randrange(50),
+            "reply_count": rng.randrange(10),
+            "like_count": rng.randrange(500),
+            "quote_count": rng.randrange(5),
+        },
     }
     if hashtags:
         data["entities"] = {"hashtags": hashtags}

@@ -79,5 +79,5 @@ def print_items(items: list[dict[str, Any]], as_json: bool, out: TextIO = sys.st
         message = " ".join(str(item.get("Message", "")).split())
         if len(message) > _MESSAGE_WIDTH:
             message = message[: _MESSAGE_WIDTH - 1] + "…"
-        out.write(f"{item.get('Timestamp', ''):<25} {str(item.get('Username', '')):<20} {str(item.get('Id', '')):<20} {message}\n")
+        out.write(f"{item.get('Timestamp', ''):<25} {item.get('Username', '')!s:<20} {item.get('Id', '')!s:<20} {message}\n")
     out.write(f"{len(items)} item(s)\n")

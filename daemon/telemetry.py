@@ -62,7 +62,9 @@ class Telemetry:
         self.unsent = Counter(
             "tweet_producer_records_unsent", "Records not delivered before the shutdown deadline.", ["source", "sink"], registry=r
         )
-        self.put_errors = Counter("tweet_producer_put_errors", "Failed requests or entries, by error code.", ["sink", "code"], registry=r)
+        self.put_errors = Counter(
+            "tweet_producer_put_errors", "Failed requests or entries, by error code.", ["sink", "code"], registry=r
+        )
         self.retried = Counter("tweet_producer_records_retried", "Records sent again after a failure.", ["sink"], registry=r)
         self.buffer_records = Gauge("tweet_producer_buffer_records", "Records waiting in the buffer.", registry=r)
         self.buffer_bytes = Gauge("tweet_producer_buffer_bytes", "Bytes of record data waiting in the buffer.", registry=r)
@@ -72,7 +74,9 @@ class Telemetry:
         self.batch_records = Histogram(
             "tweet_producer_batch_records", "Records per batch written.", ["sink"], buckets=_BATCH_BUCKETS, registry=r
         )
-        self.source_restarts = Counter("tweet_producer_source_restarts", "Source crashes followed by a restart.", ["source"], registry=r)
+        self.source_restarts = Counter(
+            "tweet_producer_source_restarts", "Source crashes followed by a restart.", ["source"], registry=r
+        )
         self.sources_running = Gauge("tweet_producer_sources_running", "Sources currently running.", registry=r)
         self._received_by_source: dict[str, Any] = {}
 
@@ -125,7 +129,9 @@ class Telemetry:
 
     def records_retried(self, *, records: int, attempt: int, delay_s: float, reason: str) -> None:
         self.retried.labels(sink=self.sink).inc(records)
-        self.log.info("records_retried", sink=self.sink, records=records, attempt=attempt, delay_s=round(delay_s, 3), reason=reason)
+        self.log.info(
+            "records_retried", sink=self.sink, records=records, attempt=attempt, delay_s=round(delay_s, 3), reason=reason
+        )
 
     # --- supervision ----------------------------------------------------------------------------
 

@@ -31,8 +31,8 @@ __all__ = [
     "SinkConfig",
     "SinkEvents",
     "WriteResult",
-    "register_sink",
     "load_builtin_sinks",
+    "register_sink",
 ]
 
 

@@ -154,7 +154,7 @@ class Sink(ABC, Generic[E]):
         for delivery failures: they are reported in the result.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook; most sinks hold nothing to release
+    def close(self) -> None:
         """Release connections; called once after the last write."""
 
 

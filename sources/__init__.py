@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sources.base import SOURCE_TYPES, Source, SourceConfig, SourceContext, register_source
 
-__all__ = ["SOURCE_TYPES", "Source", "SourceConfig", "SourceContext", "register_source", "load_builtin_sources"]
+__all__ = ["SOURCE_TYPES", "Source", "SourceConfig", "SourceContext", "load_builtin_sources", "register_source"]
 
 
 def load_builtin_sources() -> None:

@@ -44,7 +44,10 @@ class DaemonProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "run", "-c", str(self.config_path)],
-            cwd=self.workdir, stdout=self._stdout, stderr=subprocess.STDOUT, env=env | {"PYTHONPATH": str(REPO)},
+            cwd=self.workdir,
+            stdout=self._stdout,
+            stderr=subprocess.STDOUT,
+            env=env | {"PYTHONPATH": str(REPO)},
         )
         return self
 

@@ -58,7 +58,10 @@ def write_replay_file(path: Path) -> tuple[set[str], dict[int, str]]:
 def table_items(config: Path, cwd: Path) -> list[dict[str, Any]]:
     out = subprocess.run(
         [sys.executable, "-m", "daemon.cli", "table", "-c", str(config), "--json"],
-        cwd=cwd, capture_output=True, check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        cwd=cwd,
+        capture_output=True,
+        check=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     items: list[dict[str, Any]] = json.loads(out.stdout)
     return items
@@ -112,7 +115,10 @@ def test_replay_lands_one_item_per_good_tweet_and_bad_lines_are_dead_lettered(tm
     assert daemon.stop() == 0
     summary = daemon.wait_for_event("shutdown_complete", timeout=1)
     assert (summary["received"], summary["sent"], summary["dead_lettered"], summary["unsent"]) == (
-        GOOD_TWEETS + len(bad_at), GOOD_TWEETS, len(bad_at), 0
+        GOOD_TWEETS + len(bad_at),
+        GOOD_TWEETS,
+        len(bad_at),
+        0,
     )
 
 

@@ -14,7 +14,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 # Credentials for the local endpoint only. moto accepts any; fixed dummies guarantee that requests to it
 # are never signed with a user's real AWS credentials.
 EMBEDDED_ACCESS_KEY_ID = "embedded"
-EMBEDDED_SECRET_ACCESS_KEY = "embedded-not-a-secret"
+EMBEDDED_SECRET_ACCESS_KEY = "embedded-not-a-secret"  # noqa: S105 - a fixed dummy for the local endpoint
 # Local calls answer in milliseconds; a stuck endpoint should surface quickly rather than hang the daemon.
 _CONNECT_TIMEOUT_S = 2.0
 _READ_TIMEOUT_S = 30.0

@@ -43,7 +43,9 @@ def test_shipped_config_is_valid() -> None:
 
 def test_defaults_and_units(tmp_path: Path) -> None:
     """Durations and sizes accept units; unnamed sources are named after their type."""
-    path = write(tmp_path, VALID.replace("  - name: replay\n", "  - ") + "shutdown: {flush_deadline: 250ms}\nbuffer: {max_bytes: 2MiB}\n")
+    path = write(
+        tmp_path, VALID.replace("  - name: replay\n", "  - ") + "shutdown: {flush_deadline: 250ms}\nbuffer: {max_bytes: 2MiB}\n"
+    )
     config = load_config(path)
     assert config.shutdown.flush_deadline == pytest.approx(0.25)
     assert config.buffer.max_bytes == 2 * 1024 * 1024
@@ -64,20 +66,35 @@ BROKEN = [
     ("yaml_syntax", VALID + "metrics: [unclosed\n", 10, "(yaml)", "YAML syntax error"),
     ("unknown_top_level_key", VALID + "sinks: {}\n", 9, "sinks", "unknown key"),
     ("unknown_source_key", VALID.replace("    paths:", "    pathz: [x]\n    paths:"), 5, "sources[0].pathz", "unknown key"),
-    ("wrong_type", VALID.replace("    paths: [tweets.jsonl]", "    paths: [tweets.jsonl]\n    rate: fast"), 6,
-     "sources[0].rate", "valid number"),
+    (
+        "wrong_type",
+        VALID.replace("    paths: [tweets.jsonl]", "    paths: [tweets.jsonl]\n    rate: fast"),
+        6,
+        "sources[0].rate",
+        "valid number",
+    ),
     ("missing_paths", VALID.replace("    paths: [tweets.jsonl]\n", ""), 3, "sources[0].paths", "missing required key"),
     ("unknown_source_type", VALID.replace("type: file", "type: fiel"), 4, "sources[0].type", "unknown source type 'fiel'"),
     ("unknown_sink_type", VALID.replace("type: kinesis", "type: kafka"), 7, "sink.type", "unknown sink type 'kafka'"),
     ("missing_sink", VALID.split("sink:")[0], 1, "sink", "a sink is required"),
-    ("missing_env_var", VALID.replace("stream: s", "stream: ${TP_SURELY_UNSET_VARIABLE}"), 8, "sink.stream",
-     "environment variable TP_SURELY_UNSET_VARIABLE is not set"),
+    (
+        "missing_env_var",
+        VALID.replace("stream: s", "stream: ${TP_SURELY_UNSET_VARIABLE}"),
+        8,
+        "sink.stream",
+        "environment variable TP_SURELY_UNSET_VARIABLE is not set",
+    ),
     ("bad_duration", VALID + "shutdown:\n  flush_deadline: soon\n", 10, "shutdown.flush_deadline", "not a duration"),
     ("bad_listen", VALID + "metrics:\n  listen: 9477\n", 10, "metrics.listen", ""),
     ("negative_buffer", VALID + "buffer:\n  max_records: -5\n", 10, "buffer.max_records", "greater than or equal to 1"),
     ("duplicate_key", VALID + "stack: again\n", 9, "stack", "duplicate key"),
-    ("sources_not_a_list", VALID.replace("sources:\n  - name: replay\n    type: file\n    paths: [tweets.jsonl]\n",
-                                         "sources: file\n"), 2, "sources", "non-empty list"),
+    (
+        "sources_not_a_list",
+        VALID.replace("sources:\n  - name: replay\n    type: file\n    paths: [tweets.jsonl]\n", "sources: file\n"),
+        2,
+        "sources",
+        "non-empty list",
+    ),
     ("bad_stack_name", VALID.replace("stack: tweet-producer", "stack: 9 lives"), 1, "stack", "pattern"),
     ("sink_out_of_range", VALID.replace("stream: s", "stream: s\n  max_batch_records: 501"), 9, "sink.max_batch_records", "500"),
     ("unknown_log_level", VALID + "log:\n  level: loud\n", 10, "log.level", "debug"),
@@ -100,7 +117,9 @@ def test_broken_config_is_refused_with_location(
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     """Several mistakes in one file are all listed, in line order, not just the first."""
-    path = write(tmp_path, VALID.replace("type: file", "type: file\n    bogus: 1").replace("stream: s", "stream: s\n  linger: -1"))
+    path = write(
+        tmp_path, VALID.replace("type: file", "type: file\n    bogus: 1").replace("stream: s", "stream: s\n  linger: -1")
+    )
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     keys = [p.key for p in caught.value.problems]

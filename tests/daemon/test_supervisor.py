@@ -11,7 +11,8 @@ from daemon.deadletter import DeadLetterFile
 from daemon.pipeline import SourceContext
 from daemon.supervisor import SourceSupervisor
 from daemon.telemetry import Telemetry
-from sources.base import Source, SourceConfig, SourceContext as SourceContextProtocol
+from sources.base import Source, SourceConfig
+from sources.base import SourceContext as SourceContextProtocol
 
 
 class FlakySource(Source):
@@ -34,8 +35,9 @@ class FlakySource(Source):
                 return
 
 
-def supervise(source: Source, name: str, telemetry: Telemetry, buffer: RecordBuffer, tmp_path: Path,
-              stopping: threading.Event) -> SourceSupervisor:
+def supervise(
+    source: Source, name: str, telemetry: Telemetry, buffer: RecordBuffer, tmp_path: Path, stopping: threading.Event
+) -> SourceSupervisor:
     context = SourceContext(name, buffer, telemetry, DeadLetterFile(tmp_path / f"{name}.jsonl", "s"), stopping)
     return SourceSupervisor(source, context, telemetry, stopping, initial_backoff_s=0.05, max_backoff_s=0.2)
 
@@ -44,8 +46,10 @@ def test_crashing_source_is_restarted_and_others_keep_running(tmp_path: Path) ->
     """A source that crashes twice runs a third time and delivers; a healthy neighbour is unaffected."""
     telemetry, buffer, stopping = Telemetry("s"), RecordBuffer(1000, 10**6), threading.Event()
     flaky, steady = FlakySource(crashes=2, count=5), FlakySource(crashes=0, count=7)
-    supervisors = [supervise(flaky, "flaky", telemetry, buffer, tmp_path, stopping),
-                   supervise(steady, "steady", telemetry, buffer, tmp_path, stopping)]
+    supervisors = [
+        supervise(flaky, "flaky", telemetry, buffer, tmp_path, stopping),
+        supervise(steady, "steady", telemetry, buffer, tmp_path, stopping),
+    ]
     for s in supervisors:
         s.start()
     assert all(s.join(5) for s in supervisors)
