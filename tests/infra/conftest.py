@@ -1,0 +1,93 @@
+"""One synthesis per test session: the production stack and its local-endpoint variant, in one app."""
+
+from __future__ import annotations
+
+import os
+
+# jsii starts Node when aws_cdk is imported: silence Node 20's end-of-life banner before that.
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+import json  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import aws_cdk as cdk  # noqa: E402
+import pytest  # noqa: E402
+from aws_cdk.assertions import Template  # noqa: E402
+
+from infra.app import CONTEXT_SKIP_PIP, add_pipeline_stack, register_checks  # noqa: E402
+from infra.settings import StackSettings, StreamSettings  # noqa: E402
+from infra.stack import PipelineStack  # noqa: E402
+
+LOCAL_STACK_ID = "local"
+VARIANT_STACK_ID = "variant"
+VARIANT_SETTINGS = StackSettings(name="variant-stack", stream=StreamSettings(shard_count=None, retention_hours=48))
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    """The cloud assembly directory and the two stacks synthesized into it."""
+
+    outdir: Path
+    stack: PipelineStack
+    local_stack: PipelineStack
+    variant_stack: PipelineStack  # on-demand stream, data retained on deletion
+
+    def template_dict(self, stack: PipelineStack) -> dict[str, Any]:
+        return json.loads((self.outdir / stack.template_file).read_text())
+
+    def assets_manifest(self, stack: PipelineStack) -> dict[str, Any]:
+        return json.loads((self.outdir / f"{stack.artifact_id}.assets.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Synthesize the app once: tests only read the result (a synth costs several seconds)."""
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = cdk.App(outdir=str(outdir), context={CONTEXT_SKIP_PIP: "true"})
+    register_checks(app)
+    stack = add_pipeline_stack(app)
+    local_stack = add_pipeline_stack(app, LOCAL_STACK_ID, local=True)
+    variant_stack = PipelineStack(
+        app,
+        VARIANT_STACK_ID,
+        settings=VARIANT_SETTINGS,
+        install_requirements=False,
+        retain_data=True,
+    )
+    app.synth()
+    return Synthesized(outdir=outdir, stack=stack, local_stack=local_stack, variant_stack=variant_stack)
+
+
+@pytest.fixture(scope="session")
+def settings() -> StackSettings:
+    return StackSettings()
+
+
+@pytest.fixture(scope="session")
+def template_json(synthesized: Synthesized) -> dict[str, Any]:
+    return synthesized.template_dict(synthesized.stack)
+
+
+@pytest.fixture(scope="session")
+def template(template_json: dict[str, Any]) -> Template:
+    return Template.from_json(template_json)
+
+
+@pytest.fixture(scope="session")
+def resources(template_json: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(template_json["Resources"])
+
+
+def of_type(resources: dict[str, dict[str, Any]], cfn_type: str) -> dict[str, dict[str, Any]]:
+    """The resources of one CloudFormation type, by logical id."""
+    return {lid: res for lid, res in resources.items() if res["Type"] == cfn_type}
+
+
+def only(resources: dict[str, dict[str, Any]], cfn_type: str) -> tuple[str, dict[str, Any]]:
+    """The single resource of `cfn_type` (fails if there are none or several)."""
+    found = of_type(resources, cfn_type)
+    assert len(found) == 1, f"expected one {cfn_type}, found {sorted(found)}"
+    return next(iter(found.items()))
