@@ -13,15 +13,25 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from collections.abc import Iterator  # noqa: E402
+
 import aws_cdk as cdk  # noqa: E402
+import boto3  # noqa: E402
 import pytest  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
 
 from infra.app import CONTEXT_SKIP_PIP, add_pipeline_stack, register_checks  # noqa: E402
 from infra.settings import StackSettings, StreamSettings  # noqa: E402
 from infra.stack import PipelineStack  # noqa: E402
+from tests.infra import moto_cfn  # noqa: E402
+from tests.infra.localdeploy import create_stack, publish_assets  # noqa: E402
 
 LOCAL_STACK_ID = "local"
+# moto's state is shared by every server in the process: deploy in a region no other test folder uses.
+LOCAL_REGION = "ap-southeast-2"
+DUMMY_KEY_ID = "AKIDTESTINFRA0000000"
+DUMMY_SECRET = "dummy-secret-for-moto"
 VARIANT_STACK_ID = "variant"
 VARIANT_SETTINGS = StackSettings(name="variant-stack", stream=StreamSettings(shard_count=None, retention_hours=48))
 
@@ -59,6 +69,51 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     )
     app.synth()
     return Synthesized(outdir=outdir, stack=stack, local_stack=local_stack, variant_stack=variant_stack)
+
+
+@dataclass(frozen=True)
+class LocalAws:
+    """moto's server on 127.0.0.1 and a boto3 session with dummy credentials pointed at it."""
+
+    url: str
+    region: str
+    account: str
+    session: boto3.Session
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service, endpoint_url=self.url)
+
+
+@pytest.fixture(scope="session")
+def local_aws() -> Iterator[LocalAws]:
+    """A ThreadedMotoServer on a free port; the server's state is process-wide, so a region of our own."""
+    moto_cfn.install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    session = boto3.Session(
+        aws_access_key_id=DUMMY_KEY_ID, aws_secret_access_key=DUMMY_SECRET, region_name=LOCAL_REGION
+    )
+    try:
+        url = f"http://{host}:{port}"
+        account = session.client("sts", endpoint_url=url).get_caller_identity()["Account"]
+        yield LocalAws(url=url, region=LOCAL_REGION, account=account, session=session)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def deployed(synthesized: Synthesized, local_aws: LocalAws) -> dict[str, Any]:
+    """The local-endpoint template deployed into moto (assets published first); its description."""
+    stack = synthesized.local_stack
+    publish_assets(
+        synthesized.outdir,
+        synthesized.assets_manifest(stack),
+        local_aws.client("s3"),
+        account=local_aws.account,
+        region=local_aws.region,
+    )
+    return create_stack(local_aws.client("cloudformation"), stack.settings.name, synthesized.template_dict(stack))
 
 
 @pytest.fixture(scope="session")
