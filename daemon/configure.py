@@ -244,7 +244,11 @@ def _write_config(path: Path, text: str, document: dict[str, Any], changes: dict
     """Write `document` updated with `changes`; True when the file's comments outside them were kept."""
     wanted = {**document, **changes}
     rewritten = _replace_blocks(text, changes)
-    preserved = rewritten is not None and yaml.safe_load(rewritten) == wanted
+    try:
+        # The block edit is trusted only if it parses back to exactly the document wanted.
+        preserved = rewritten is not None and yaml.safe_load(rewritten) == wanted
+    except yaml.YAMLError:
+        preserved = False
     if not preserved:
         rewritten = yaml.safe_dump(wanted, sort_keys=False, allow_unicode=True, default_flow_style=False)
     mode = path.stat().st_mode & 0o777
