@@ -1,0 +1,184 @@
+"""The Lambda handler: Kinesis batch in, DynamoDB items out, a partial batch response back.
+
+Per invocation:
+1. Each Kinesis record is decoded (base64, KPL de-aggregation, UTF-8, JSON), mapped and turned into
+   items (Powertools BatchProcessor, one record at a time). A record that can never be stored is
+   dead-lettered and counts as processed, so the shard moves on; if the dead-letter destination refuses
+   it, the record is reported as a batch item failure instead (never dropped).
+2. All items of the batch are written together (processor/writer.py). Records whose items are still
+   unwritten when the time budget runs out are reported as batch item failures: Lambda retries from the
+   lowest one, and rewriting the others is harmless because items are deterministic (processor/items.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
+
+from processor import clients, telemetry
+from processor.config import ProcessorSettings
+from processor.deadletter import DeadLetterDestination, dead_letter_entry, destination
+from processor.decoding import UserRecord, envelope, parse_json, user_records
+from processor.errors import REJECTED_BY_TABLE, ConfigurationError, DeadLetterUnavailable, PermanentFailure
+from processor.items import build_item
+from processor.mappings import map_event
+from processor.telemetry import InvocationMetrics, logger
+from processor.writer import PutItem, TableWriter
+
+# Time kept back from the invocation's remaining time: one more write attempt can take up to
+# CONNECT + READ timeout (clients.py), then the response must still reach Lambda before its timeout.
+SAFETY_MARGIN_MS = 10_000
+# Budget when called without a Lambda context (tools, tests): the function's default timeout.
+DEFAULT_REMAINING_MS = 60_000
+DEAD_LETTER_UNAVAILABLE = "dead_letter_unavailable"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where an item came from: the record's position in the batch and the user record itself."""
+
+    index: int
+    record: UserRecord
+
+
+def _remaining_ms(context: Any) -> int:
+    get_remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return int(get_remaining()) if callable(get_remaining) else DEFAULT_REMAINING_MS
+
+
+class _Invocation:
+    """The state of one handler call (several may run at once in one process: nothing here is shared)."""
+
+    def __init__(self, settings: ProcessorSettings, context: Any, metrics: InvocationMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.started_at = datetime.now(UTC)
+        self.deadline = time.monotonic() + max(0, _remaining_ms(context) - SAFETY_MARGIN_MS) / 1000
+        self.request_id = getattr(context, "aws_request_id", None)
+        self._dead_letters: DeadLetterDestination | None = None
+        self._position: dict[int, int] = {}
+
+    def dead_letter(self, record: UserRecord, failure: PermanentFailure) -> None:
+        """Send to the dead-letter destination; raises DeadLetterUnavailable if it refuses."""
+        if self._dead_letters is None:
+            self._dead_letters = destination(self.settings)
+        correlation = {
+            "shard_id": record.shard_id,
+            "sequence_number": record.sequence_number,
+            "sub_sequence_number": record.sub_sequence_number,
+            "reason": failure.reason,
+        }
+        try:
+            self._dead_letters.send(dead_letter_entry(record, failure))
+        except DeadLetterUnavailable as exc:
+            self.metrics.failure(DEAD_LETTER_UNAVAILABLE)
+            logger.error("dead-letter destination failed; the record will be retried", extra=correlation | {"error": str(exc)})
+            raise
+        self.metrics.add(telemetry.DEAD_LETTERED)
+        self.metrics.failure(failure.reason)
+        logger.warning(
+            f"record dead-lettered: {failure.detail}", extra=correlation | {"destination": self._dead_letters.description}
+        )
+
+    def prepare(self, record: KinesisStreamRecord) -> list[PutItem[_Source]]:
+        """Phase 1 (per Kinesis record): the items to write. Permanent failures are dead-lettered here."""
+        raw = record.raw_event
+        index = self._position.setdefault(id(raw), len(self._position))
+        self.metrics.add(telemetry.RECORDS)
+        try:
+            users = user_records(raw)
+        except PermanentFailure as failure:
+            data = (raw.get("kinesis") or {}).get("data")
+            self.dead_letter(envelope(raw, data.encode("utf-8", "replace") if isinstance(data, str) else b""), failure)
+            return []
+        puts: list[PutItem[_Source]] = []
+        for user in users:
+            self.metrics.add(telemetry.USER_RECORDS)
+            try:
+                post = map_event(parse_json(user), self.settings.generic)
+                item = build_item(post, user.arrival or self.started_at, self.settings.ttl_attribute, self.settings.ttl_days)
+            except PermanentFailure as failure:
+                self.dead_letter(user, failure)
+                continue
+            puts.append(PutItem(item=item, ref=_Source(index, user)))
+        return puts
+
+    def write(self, puts: list[PutItem[_Source]]) -> set[int]:
+        """Phase 2 (whole batch): write the items; returns the batch positions of records to retry."""
+        if not puts:
+            return set()
+        report = TableWriter(clients.dynamodb(), self.settings.table_name).write(puts, self.deadline)
+        self.metrics.add(telemetry.ITEMS_WRITTEN, len(report.written))
+        self.metrics.add(telemetry.DUPLICATES_COLLAPSED, report.duplicates_collapsed)
+        retry: set[int] = set()
+        for put, message in report.rejected:
+            try:
+                self.dead_letter(put.ref.record, PermanentFailure(REJECTED_BY_TABLE, message))
+            except DeadLetterUnavailable:
+                retry.add(put.ref.index)
+        for put, error in report.unwritten:
+            self.metrics.failure(error.split(":", 1)[0])
+            retry.add(put.ref.index)
+        if report.unwritten:
+            first = report.unwritten[0]
+            logger.warning(
+                f"{len(report.unwritten)} items not written before the deadline; their records will be retried",
+                extra={
+                    "shard_id": first[0].ref.record.shard_id,
+                    "first_sequence_number": first[0].ref.record.sequence_number,
+                    "last_error": first[1],
+                    "calls": report.calls,
+                },
+            )
+        return retry
+
+
+class _TableBatchProcessor(BatchProcessor):
+    """Powertools' Kinesis BatchProcessor with a batch-level write after the per-record phase."""
+
+    def __init__(self, invocation: _Invocation) -> None:
+        super().__init__(event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False)
+        self._invocation = invocation
+
+    def process(self) -> list[tuple[Any, ...]]:
+        results = super().process()
+        puts = [put for status, result, _ in results if status == "success" for put in result]
+        retry = self._invocation.write(puts)
+        if retry:
+            # Records whose items were not written join the failures Powertools collected in phase 1.
+            failed_raw = [raw for index, raw in enumerate(self.records) if index in retry]
+            self.success_messages = [raw for raw in self.success_messages if all(raw is not f for f in failed_raw)]
+            self.fail_messages.extend(self._to_batch_type(record=raw, event_type=self.event_type) for raw in failed_raw)
+        return results
+
+
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+    """Lambda entry point for Kinesis events; returns {"batchItemFailures": [{"itemIdentifier": seq}, ...]}."""
+    started = time.monotonic()
+    try:
+        settings = ProcessorSettings.from_environ()
+    except ConfigurationError as exc:
+        logger.error(f"processor misconfigured: {exc}")
+        raise
+    metrics = InvocationMetrics()
+    invocation = _Invocation(settings, context, metrics)
+    try:
+        response = process_partial_response(
+            event=event, record_handler=invocation.prepare, processor=_TableBatchProcessor(invocation), context=context
+        )
+        failures = len(response.get("batchItemFailures", []))
+        metrics.add(telemetry.BATCH_ITEM_FAILURES, failures)
+        summary = {"request_id": invocation.request_id, "counts": dict(metrics.counts), "failures": dict(metrics.failures)}
+        if failures or metrics.failures:
+            logger.info("batch processed with failures", extra=summary)
+        else:
+            logger.debug("batch processed", extra=summary)
+        return response
+    finally:
+        metrics.flush((time.monotonic() - started) * 1000)
