@@ -45,9 +45,7 @@ def register_checks(app: cdk.App) -> None:
     # cdk-nag 3 is a policy-validation plugin: synth fails, and writes policy-validation-report.json into
     # the cloud assembly, when a finding is not acknowledged (infra/nag.py holds the acknowledged ones,
     # also written into each resource's Metadata as cdk_nag.rules_to_suppress).
-    cdk.Validations.of(app).add_plugins(
-        AwsSolutionsChecks(app, verbose=True, write_suppressions_to_cloud_formation=True)
-    )
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True, write_suppressions_to_cloud_formation=True))
 
 
 def add_pipeline_stack(app: cdk.App, construct_id: str | None = None, *, local: bool | None = None) -> PipelineStack:

@@ -62,7 +62,7 @@ class ProcessorBundling:
     def __init__(self, *, install_requirements: bool = True) -> None:
         self.install_requirements = install_requirements
 
-    def try_bundle(self, output_dir: str, *, image: DockerImage, **_: Any) -> bool:  # noqa: ARG002
+    def try_bundle(self, output_dir: str, *, image: DockerImage, **_: Any) -> bool:
         out = Path(output_dir)
         shutil.copytree(PROCESSOR_DIR, out / "processor", ignore=_IGNORED, dirs_exist_ok=True)
         requirements = PROCESSOR_DIR / REQUIREMENTS_FILE
@@ -72,7 +72,8 @@ class ProcessorBundling:
             raise BundlingError(f"{requirements} is missing: the processor's dependencies cannot be bundled")
         command = pip_command(requirements, out)
         try:
-            subprocess.run(command, check=True, timeout=PIP_TIMEOUT_SECONDS, capture_output=True, text=True)
+            # The command is built from constants and repository paths, never from user input.
+            subprocess.run(command, check=True, timeout=PIP_TIMEOUT_SECONDS, capture_output=True, text=True)  # noqa: S603
         except subprocess.CalledProcessError as exc:
             raise BundlingError(
                 f"pip could not install {requirements} for {PIP_PLATFORM}/Python {LAMBDA_PYTHON_VERSION} "

@@ -58,9 +58,7 @@ class DataPlane(Construct):
             partition_key=dynamodb.Attribute(name=settings.table.hash_key, type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name=settings.table.range_key, type=dynamodb.AttributeType.STRING),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True),
             # The AWS-owned-by-account key (aws/dynamodb): encrypted, and no KMS charge per request.
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             time_to_live_attribute=settings.table.ttl_attribute,

@@ -11,7 +11,7 @@ OUTPUT_REGION = "Region"
 OUTPUT_ACCESS_KEY_ID = "ProducerAccessKeyId"
 # The ARN of the Secrets Manager secret holding the producer's credentials; the secret itself is never
 # an output (the 2015 sample printed SecretAccessKey in plain text; anyone with DescribeStacks read it).
-OUTPUT_SECRET_ARN = "ProducerSecretArn"
+OUTPUT_SECRET_ARN = "ProducerSecretArn"  # noqa: S105 (an output name, not a secret)
 OUTPUT_TABLE_NAME = "TableName"
 OUTPUT_DEAD_LETTER_QUEUE_URL = "DeadLetterQueueUrl"
 
@@ -26,5 +26,5 @@ ALL_OUTPUTS = (
 )
 
 # JSON keys of the producer secret's value: {"AccessKeyId": "...", "SecretAccessKey": "..."}.
-SECRET_KEY_ACCESS_KEY_ID = "AccessKeyId"
-SECRET_KEY_SECRET_ACCESS_KEY = "SecretAccessKey"
+SECRET_KEY_ACCESS_KEY_ID = "AccessKeyId"  # noqa: S105 (a JSON key name)
+SECRET_KEY_SECRET_ACCESS_KEY = "SecretAccessKey"  # noqa: S105 (a JSON key name)

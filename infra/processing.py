@@ -45,8 +45,7 @@ def log_retention(days: int) -> logs.RetentionDays:
         return _LOG_RETENTION[days]
     except KeyError:
         raise ValueError(
-            f"function.log_retention_days={days} is not a CloudWatch Logs retention period; "
-            f"use one of {sorted(_LOG_RETENTION)}"
+            f"function.log_retention_days={days} is not a CloudWatch Logs retention period; use one of {sorted(_LOG_RETENTION)}"
         ) from None
 
 
@@ -89,13 +88,9 @@ class Processing(Construct):
             "ExecutionPolicy",
             roles=[self.role],
             statements=[
-                iam.PolicyStatement(
-                    sid="ReadStream", actions=list(KINESIS_READ_ACTIONS), resources=[data.stream.stream_arn]
-                ),
+                iam.PolicyStatement(sid="ReadStream", actions=list(KINESIS_READ_ACTIONS), resources=[data.stream.stream_arn]),
                 iam.PolicyStatement(sid="DecryptStream", actions=["kms:Decrypt"], resources=[data.key.key_arn]),
-                iam.PolicyStatement(
-                    sid="WriteTable", actions=list(TABLE_WRITE_ACTIONS), resources=[data.table.table_arn]
-                ),
+                iam.PolicyStatement(sid="WriteTable", actions=list(TABLE_WRITE_ACTIONS), resources=[data.table.table_arn]),
                 iam.PolicyStatement(
                     sid="SendDeadLetters",
                     actions=["sqs:SendMessage"],
@@ -145,4 +140,3 @@ class Processing(Construct):
         )
         # Lambda checks the role's rights when the mapping is created: the policy must exist first.
         self.event_source_mapping.node.add_dependency(self.policy)
-

@@ -34,12 +34,8 @@ class Producer(Construct):
             "Policy",
             users=[self.user],
             statements=[
-                iam.PolicyStatement(
-                    sid="PutRecords", actions=list(PRODUCER_STREAM_ACTIONS), resources=[data.stream.stream_arn]
-                ),
-                iam.PolicyStatement(
-                    sid="EncryptRecords", actions=list(PRODUCER_KEY_ACTIONS), resources=[data.key.key_arn]
-                ),
+                iam.PolicyStatement(sid="PutRecords", actions=list(PRODUCER_STREAM_ACTIONS), resources=[data.stream.stream_arn]),
+                iam.PolicyStatement(sid="EncryptRecords", actions=list(PRODUCER_KEY_ACTIONS), resources=[data.key.key_arn]),
             ],
         )
         self.access_key = iam.AccessKey(self, "AccessKey", user=self.user)

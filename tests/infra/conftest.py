@@ -8,30 +8,29 @@ import os
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-import json  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from collections.abc import Iterator  # noqa: E402
+import aws_cdk as cdk
+import boto3
+import pytest
+from aws_cdk.assertions import Template
+from moto.server import ThreadedMotoServer
 
-import aws_cdk as cdk  # noqa: E402
-import boto3  # noqa: E402
-import pytest  # noqa: E402
-from aws_cdk.assertions import Template  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
-
-from infra.app import CONTEXT_SKIP_PIP, add_pipeline_stack, register_checks  # noqa: E402
-from infra.settings import StackSettings, StreamSettings  # noqa: E402
-from infra.stack import PipelineStack  # noqa: E402
-from tests.infra import moto_cfn  # noqa: E402
-from tests.infra.localdeploy import create_stack, publish_assets  # noqa: E402
+from infra.app import CONTEXT_SKIP_PIP, add_pipeline_stack, register_checks
+from infra.settings import StackSettings, StreamSettings
+from infra.stack import PipelineStack
+from tests.infra import moto_cfn
+from tests.infra.localdeploy import create_stack, publish_assets
 
 LOCAL_STACK_ID = "local"
 # moto's state is shared by every server in the process: deploy in a region no other test folder uses.
 LOCAL_REGION = "ap-southeast-2"
 DUMMY_KEY_ID = "AKIDTESTINFRA0000000"
-DUMMY_SECRET = "dummy-secret-for-moto"
+DUMMY_SECRET = "dummy-secret-for-moto"  # noqa: S105 (moto accepts any credentials)
 VARIANT_STACK_ID = "variant"
 VARIANT_SETTINGS = StackSettings(name="variant-stack", stream=StreamSettings(shard_count=None, retention_hours=48))
 
@@ -91,9 +90,7 @@ def local_aws() -> Iterator[LocalAws]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    session = boto3.Session(
-        aws_access_key_id=DUMMY_KEY_ID, aws_secret_access_key=DUMMY_SECRET, region_name=LOCAL_REGION
-    )
+    session = boto3.Session(aws_access_key_id=DUMMY_KEY_ID, aws_secret_access_key=DUMMY_SECRET, region_name=LOCAL_REGION)
     try:
         url = f"http://{host}:{port}"
         account = session.client("sts", endpoint_url=url).get_caller_identity()["Account"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def test_pip_installs_wheels_for_lambdas_platform_and_python(tmp_path: Path) -> 
     """pip targets manylinux2014 aarch64 wheels only, for the runtime's Python version, into the bundle."""
     command = bundling.pip_command(tmp_path / "requirements.txt", tmp_path / "out")
     assert command[:4] == [sys.executable, "-m", "pip", "install"]
-    pairs = dict(zip(command, command[1:], strict=False))
+    pairs = dict(itertools.pairwise(command))
     assert pairs["--platform"] == PIP_PLATFORM == "manylinux2014_aarch64"
     assert pairs["--python-version"] == LAMBDA_PYTHON_VERSION
     assert pairs["--target"] == str(tmp_path / "out")
@@ -50,7 +51,7 @@ def test_skip_pip_copies_only_the_package(processor_dir: Path, tmp_path: Path) -
 
 def test_missing_requirements_file_is_an_error_naming_it(processor_dir: Path, tmp_path: Path) -> None:
     """Bundling for real without processor/requirements.txt fails and says which file is missing."""
-    with pytest.raises(BundlingError, match="requirements.txt is missing"):
+    with pytest.raises(BundlingError, match=r"requirements\.txt is missing"):
         ProcessorBundling().try_bundle(str(tmp_path / "out"), image=LAMBDA_RUNTIME.bundling_image)
 
 

@@ -76,8 +76,13 @@ def _lookalike_stack(local_aws: LocalAws, name: str, secret_value: dict[str, str
 
 
 def test_writes_0600_credentials_and_points_the_sink_at_the_stack(
-    deployed: dict[str, Any], local_aws: LocalAws, config_path: Path, tmp_path: Path, settings: StackSettings,
-    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    deployed: dict[str, Any],
+    local_aws: LocalAws,
+    config_path: Path,
+    tmp_path: Path,
+    settings: StackSettings,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Credentials file 0600 with a profile named after the stack; sink: kinesis/stream/region/profile."""
     credentials = tmp_path / "aws" / "credentials"
@@ -116,7 +121,11 @@ def test_writes_0600_credentials_and_points_the_sink_at_the_stack(
 
 
 def test_written_profile_really_puts_records(
-    deployed: dict[str, Any], local_aws: LocalAws, config_path: Path, tmp_path: Path, settings: StackSettings,
+    deployed: dict[str, Any],
+    local_aws: LocalAws,
+    config_path: Path,
+    tmp_path: Path,
+    settings: StackSettings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """botocore reads the written profile, and the configured stream/region accept a PutRecords call."""
@@ -149,7 +158,10 @@ def test_sink_for_aws_drops_a_stale_embedded_endpoint() -> None:
 
 
 def test_existing_profiles_and_top_comments_are_kept(
-    deployed: dict[str, Any], local_aws: LocalAws, tmp_path: Path, settings: StackSettings,
+    deployed: dict[str, Any],
+    local_aws: LocalAws,
+    tmp_path: Path,
+    settings: StackSettings,
 ) -> None:
     """Other profiles of the credentials file survive, and so does the config's leading comment."""
     credentials = tmp_path / "credentials"
@@ -169,7 +181,10 @@ def test_existing_profiles_and_top_comments_are_kept(
 
 
 def test_flow_style_config_is_rewritten_whole(
-    deployed: dict[str, Any], local_aws: LocalAws, tmp_path: Path, settings: StackSettings,
+    deployed: dict[str, Any],
+    local_aws: LocalAws,
+    tmp_path: Path,
+    settings: StackSettings,
 ) -> None:
     """A config whose sections are not top-level blocks is re-serialized, and the result says so."""
     config_path = tmp_path / "config.yaml"
@@ -205,11 +220,9 @@ def test_stack_without_our_outputs_is_rejected(local_aws: LocalAws, config_path:
                              credentials_path=tmp_path / "c", endpoint_url=local_aws.url)  # fmt: skip
 
 
-def test_secret_for_another_key_is_rejected_without_echoing_it(
-    local_aws: LocalAws, config_path: Path, tmp_path: Path
-) -> None:
+def test_secret_for_another_key_is_rejected_without_echoing_it(local_aws: LocalAws, config_path: Path, tmp_path: Path) -> None:
     """A secret whose key id differs from the output fails, and the error never contains the secret."""
-    secret = "s3cr3t-value-that-must-not-leak-0000000"
+    secret = "s3cr3t-value-that-must-not-leak-0000000"  # noqa: S105 (a canary, not a credential)
     _lookalike_stack(local_aws, "mismatch-stack", {"AccessKeyId": "AKIDSOMETHINGELSE000", "SecretAccessKey": secret})
     with pytest.raises(ConfigureError, match="redeploy") as error:
         configure_from_stack("mismatch-stack", region=local_aws.region, config_path=config_path,

@@ -26,7 +26,7 @@ def test_every_resource_of_the_template_is_created(
     assert "Rules" not in template and "BootstrapVersion" not in template.get("Parameters", {})
     created = local_aws.client("cloudformation").describe_stack_resources(StackName=deployed["StackName"])
     statuses = {r["LogicalResourceId"]: r["ResourceStatus"] for r in created["StackResources"]}
-    assert statuses == {lid: "CREATE_COMPLETE" for lid in template["Resources"]}
+    assert statuses == dict.fromkeys(template["Resources"], "CREATE_COMPLETE")
 
 
 def test_outputs_name_the_stacks_resources(deployed: dict[str, Any], local_aws: LocalAws, settings: StackSettings) -> None:

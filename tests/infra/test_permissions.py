@@ -158,5 +158,6 @@ def test_producer_user_cannot_decrypt_and_has_no_other_policy(
     _, user = only(resources, "AWS::IAM::User")
     assert set(user["Properties"]) <= {"UserName"}
     user_id, _ = only(resources, "AWS::IAM::User")
-    attached = [p for p in of_type(resources, "AWS::IAM::Policy").values() if {"Ref": user_id} in p["Properties"].get("Users", [])]
+    policies = of_type(resources, "AWS::IAM::Policy").values()
+    attached = [p for p in policies if {"Ref": user_id} in p["Properties"].get("Users", [])]
     assert len(attached) == 1

@@ -212,9 +212,7 @@ def test_secret_holds_the_access_key_pair(resources: dict) -> None:
     assert outputs.SECRET_KEY_ACCESS_KEY_ID in rendered and outputs.SECRET_KEY_SECRET_ACCESS_KEY in rendered
 
 
-def test_alarms_cover_iterator_age_errors_throttles_dead_letters_and_table(
-    resources: dict, settings: StackSettings
-) -> None:
+def test_alarms_cover_iterator_age_errors_throttles_dead_letters_and_table(resources: dict, settings: StackSettings) -> None:
     """Five alarms watch the documented metrics, each naming the stack's own resource."""
     alarms = {res["Properties"]["AlarmName"]: res["Properties"] for res in of_type(resources, "AWS::CloudWatch::Alarm").values()}
     expected = {
