@@ -9,6 +9,7 @@ process can read (e.g. to export them) without parsing stdout.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import Counter
@@ -32,6 +33,9 @@ FAILURES = "Failures"  # with a Reason dimension
 BATCH_DURATION = "BatchDuration"
 
 logger = Logger(service=SERVICE)
+# Powertools writes JSON lines to stdout itself; propagating would print every line again through the
+# host's root handlers (the daemon's stderr, the Lambda runtime's handler).
+logging.getLogger(SERVICE).propagate = False
 
 _totals: Counter[str] = Counter()
 _totals_lock = threading.Lock()
