@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aws_kinesis_agg
-from aws_kinesis_agg import messages_pb2
-from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+# The deaggregator must be imported before messages_pb2: it puts the package's own folder on sys.path,
+# which messages_pb2's `import config_pb2` relies on.
+from aws_kinesis_agg import deaggregator
 from google.protobuf.message import DecodeError
 
 from processor.errors import INVALID_AGGREGATE, INVALID_BASE64, INVALID_JSON, INVALID_UTF8, PermanentFailure
@@ -77,7 +79,7 @@ def _expected_user_records(data: bytes) -> int:
     body, digest = data[len(KPL_MAGIC) : -KPL_DIGEST_BYTES], data[-KPL_DIGEST_BYTES:]
     if len(data) <= len(KPL_MAGIC) + KPL_DIGEST_BYTES or hashlib.md5(body).digest() != digest:  # noqa: S324 - KPL's checksum
         raise PermanentFailure(INVALID_AGGREGATE, "KPL magic bytes present but the MD5 checksum does not match")
-    aggregate = messages_pb2.AggregatedRecord()
+    aggregate = deaggregator.messages_pb2.AggregatedRecord()
     try:
         aggregate.ParseFromString(body)
     except DecodeError as exc:
@@ -105,7 +107,7 @@ def user_records(raw: dict[str, Any]) -> list[UserRecord]:
     # The library skips (and only prints) user records it cannot build, so the count is checked here.
     found = [
         envelope(raw, base64.b64decode(r["kinesis"]["data"]), r["kinesis"]["subSequenceNumber"], r["kinesis"]["partitionKey"])
-        for r in iter_deaggregate_records([raw])
+        for r in deaggregator.iter_deaggregate_records([raw])
         if r["kinesis"].get("aggregated")
     ]
     if len(found) != expected:
