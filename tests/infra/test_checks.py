@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_sqs as sqs
 from cfnlint.api import lint_file
 
+from infra.app import register_checks
 from tests.infra.conftest import Synthesized
 
 NAG_PLUGIN = "AwsSolutions"
@@ -68,3 +71,15 @@ def test_cfn_lint_does_flag_a_broken_template(tmp_path: Path, template_json: dic
     path = tmp_path / "broken.template.json"
     path.write_text(json.dumps(broken))
     assert any(m.rule.id.startswith("E") for m in lint_file(path))
+
+
+def test_cdk_nag_fails_synthesis_on_an_unacknowledged_finding(tmp_path: Path) -> None:
+    """The same checks stop a synth that has a finding nobody acknowledged (here: a DLQ-less queue)."""
+    app = cdk.App(outdir=str(tmp_path))
+    register_checks(app)
+    stack = cdk.Stack(app, "nag-canary")
+    sqs.Queue(stack, "Queue", enforce_ssl=True)
+    with pytest.raises(RuntimeError, match=r"(?s)ValidationFailed.*AwsSolutions-SQS3"):
+        app.synth()
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    assert "AwsSolutions-SQS3" in {v["ruleName"] for v in _plugin(report)["violations"]}
