@@ -152,7 +152,10 @@ class MotoStack:
 
 
 def _boto_credentials() -> dict[str, str]:
-    return {"aws_access_key_id": DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+    return {
+        "aws_access_key_id": DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
 
 
 @pytest.fixture
@@ -179,7 +182,9 @@ def moto_stack(moto_url: str, aws_env: Callable[[str], None], monkeypatch: pytes
 
 
 @pytest.fixture
-def fake_dynamodb(aws_env: Callable[[str], None], monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Handler], FakeAwsServer]]:
+def fake_dynamodb(
+    aws_env: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[Handler], FakeAwsServer]]:
     """Start a FakeAwsServer with the given answers and point the processor's DynamoDB and SQS at it."""
     started: list[FakeAwsServer] = []
 

@@ -51,7 +51,11 @@ def test_poison_record_in_the_middle_is_dead_lettered_and_does_not_fail_the_batc
     assert [i["Id"] for i in moto_stack.items()] == ["1", "2"]
     [dead] = moto_stack.dead_letters()
     assert dead["reason"] == "invalid_json"
-    assert (dead["shardId"], dead["sequenceNumber"], dead["partitionKey"]) == (SHARD, poison["kinesis"]["sequenceNumber"], "poison-pk")
+    assert (dead["shardId"], dead["sequenceNumber"], dead["partitionKey"]) == (
+        SHARD,
+        poison["kinesis"]["sequenceNumber"],
+        "poison-pk",
+    )
     assert dead["eventSourceARN"] == STREAM_ARN
     assert base64.b64decode(dead["payloadBase64"]) == b'{"data": {"id": "broken"'
     assert "line 1 column" in dead["detail"]

@@ -61,7 +61,7 @@ def mastodon(text: str) -> dict[str, Any]:
         "id": "113104394839457181",
         "created_at": "2024-09-09T19:46:02.000Z",
         "language": "hi",
-        "content": f"<p>{text.replace('&', '&amp;')}</p><p>second &amp; <a href=\"https://x\">link</a><br>line</p>",
+        "content": f'<p>{text.replace("&", "&amp;")}</p><p>second &amp; <a href="https://x">link</a><br>line</p>',
         "spoiler_text": "",
         "account": {"id": "109", "username": "alice", "acct": "alice@example.social"},
         "tags": [{"name": "हिंदी", "url": "https://x/tags/x"}],
@@ -145,7 +145,12 @@ def test_x_v1_extended_tweet_full_text_wins() -> None:
 def test_jetstream_fields() -> None:
     """Jetstream: the DID as Username, the record key as Id, createdAt, first language, tag facets."""
     post = map_event(jetstream("x"), DEFAULT_PATHS)
-    assert (post.username, post.id, post.lang, post.hashtags) == ("did:plc:eygmaihciaxprqvxpfvl6flk", "3l3qo2vutsw2b", "ar", ("日本",))
+    assert (post.username, post.id, post.lang, post.hashtags) == (
+        "did:plc:eygmaihciaxprqvxpfvl6flk",
+        "3l3qo2vutsw2b",
+        "ar",
+        ("日本",),
+    )
     assert post.timestamp == datetime(2024, 9, 9, 19, 46, 2, 102000, tzinfo=UTC)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def tweets(count: int) -> list[dict[str, Any]]:
     return [kinesis_record(x_v2(str(1000 + i), f"tweet {i}", username=f"user{i}")) for i in range(count)]
 
 
-def failures(response: dict[str, Any]) -> list[str]:
+def failures(response: Mapping[str, Any]) -> list[str]:
     return [f["itemIdentifier"] for f in response["batchItemFailures"]]
 
 
@@ -80,7 +80,9 @@ def test_throttling_errors_are_retried_with_backoff(fake_dynamodb: StartFake, co
 
 def test_remaining_time_exhausted_reports_unwritten_records_as_failures(fake_dynamodb: StartFake) -> None:
     """No time left for retries: the records whose items stayed unprocessed are batch item failures, the rest not."""
-    fake = fake_dynamodb(lambda operation, body: unprocessed([r for r in requests_of(body) if int(ids_of({"RequestItems": {TABLE: [r]}})[0]) % 2]))
+    fake = fake_dynamodb(
+        lambda operation, body: unprocessed([r for r in requests_of(body) if int(ids_of({"RequestItems": {TABLE: [r]}})[0]) % 2])
+    )
     records = tweets(6)
     response = handler(kinesis_event(*records), no_time_left())
     assert failures(response) == [sequence(r) for i, r in enumerate(records) if i % 2]
@@ -163,7 +165,9 @@ def test_validation_exception_isolates_and_dead_letters_only_the_rejected_item(
 
 def test_an_aggregate_with_one_unwritten_user_record_is_reported_once(fake_dynamodb: StartFake) -> None:
     """A KPL record is retried as a whole when any of its user records was not written."""
-    fake_dynamodb(lambda operation, body: unprocessed([r for r in requests_of(body) if r["PutRequest"]["Item"]["Id"]["S"] == "52"]))
+    fake_dynamodb(
+        lambda operation, body: unprocessed([r for r in requests_of(body) if r["PutRequest"]["Item"]["Id"]["S"] == "52"])
+    )
     aggregator = RecordAggregator()
     for i in range(4):
         aggregator.add_user_record(f"pk{i}", json.dumps(x_v2(f"5{i}", "agg")).encode())
