@@ -41,12 +41,47 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_option(table)
     table.add_argument("--limit", type=int, default=None, help="print at most N items")
     table.add_argument("--json", action="store_true", help="print a JSON array of the items")
+    table.add_argument(
+        "--profile", default=None, help="AWS profile allowed to scan the table (the producer's own profile is not)"
+    )
+
+    configure = commands.add_parser("configure", help="point the config at a deployed stack (writes 0600 credentials)")
+    _add_config_option(configure)
+    configure.add_argument("--from-stack", required=True, metavar="NAME", help="the deployed CloudFormation stack")
+    configure.add_argument("--region", default=None, help="the stack's region (default: the AWS chain's)")
+    configure.add_argument("--profile", default=None, help="AWS profile allowed to read the stack and its secret")
+    configure.add_argument("--endpoint-url", default=None, help="a non-AWS endpoint (tests, local stacks)")
+    configure.add_argument(
+        "--credentials-file",
+        type=Path,
+        default=Path("~/.aws/credentials").expanduser(),
+        help="where the producer's key is written, mode 0600 (default: ~/.aws/credentials)",
+    )
 
     sample = commands.add_parser("sample", help="write deterministic sample tweets (X API v2 stream lines)")
     sample.add_argument("-n", "--count", type=int, default=3000)
     sample.add_argument("--seed", type=int, default=2015)
     sample.add_argument("-o", "--output", type=Path, required=True)
     return parser
+
+
+def _configure(args: argparse.Namespace) -> int:
+    from daemon.configure import ConfigureError, configure_from_stack
+
+    try:
+        result = configure_from_stack(
+            args.from_stack,
+            region=args.region,
+            config_path=args.config,
+            credentials_path=args.credentials_file,
+            endpoint_url=args.endpoint_url,
+            profile=args.profile,
+        )
+    except ConfigureError as exc:
+        print(f"tweet-producer configure: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(result.summary()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
         write_sample(args.output, args.count, args.seed)
         return 0
+
+    if args.command == "configure":
+        return _configure(args)
 
     config = _load(args.config)
     if config is None:
@@ -67,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         from daemon.table import TableUnavailable, print_items, read_items
 
         try:
-            print_items(read_items(config, args.limit), args.json)
+            print_items(read_items(config, args.limit, profile=args.profile), args.json)
         except TableUnavailable as exc:
             print(f"tweet-producer table: {exc}", file=sys.stderr)
             return EXIT_FAILED

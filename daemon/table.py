@@ -22,19 +22,22 @@ class TableUnavailable(Exception):
     """The table cannot be read; the message says why and what to do."""
 
 
-def _client(config: Config) -> tuple[Any, str]:
+def _client(config: Config, profile: str | None) -> tuple[Any, str]:
     if config.embedded.enabled:
         from daemon.embedded.endpoint import embedded_client
 
         host, port = split_listen(config.embedded.listen)
         url = f"http://{host}:{port}"
         return embedded_client("dynamodb", url, config.embedded.region), url
-    session = boto3.Session(profile_name=getattr(config.sink, "profile", None), region_name=getattr(config.sink, "region", None))
+    # The producer's own profile may only put records (least privilege); reading needs another profile.
+    session = boto3.Session(
+        profile_name=profile or getattr(config.sink, "profile", None), region_name=getattr(config.sink, "region", None)
+    )
     return session.client("dynamodb", endpoint_url=getattr(config.sink, "endpoint_url", None)), "aws"
 
 
-def read_items(config: Config, limit: int | None) -> list[dict[str, Any]]:
-    client, where = _client(config)
+def read_items(config: Config, limit: int | None, profile: str | None = None) -> list[dict[str, Any]]:
+    client, where = _client(config, profile)
     table = StackSettings(name=config.stack).table_name
     deserializer = TypeDeserializer()
     items: list[dict[str, Any]] = []
@@ -51,7 +54,14 @@ def read_items(config: Config, limit: int | None) -> list[dict[str, Any]]:
         raise TableUnavailable(f"cannot reach {where}: {hint} ({exc})") from exc
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        raise TableUnavailable(f"cannot read table {table} at {where}: {error.get('Code')}: {error.get('Message')}") from exc
+        hint = (
+            " (the producer's profile cannot read the table: pass --profile)"
+            if error.get("Code") == "AccessDeniedException"
+            else ""
+        )
+        raise TableUnavailable(
+            f"cannot read table {table} at {where}: {error.get('Code')}: {error.get('Message')}{hint}"
+        ) from exc
     except BotoCoreError as exc:
         raise TableUnavailable(f"cannot read table {table} at {where}: {exc}") from exc
     items.sort(key=lambda i: (str(i.get("Username", "")), str(i.get("Id", ""))))
