@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -155,6 +155,9 @@ class _TableBatchProcessor(BatchProcessor):
             failed_raw = [raw for index, raw in enumerate(self.records) if index in retry]
             self.success_messages = [raw for raw in self.success_messages if all(raw is not f for f in failed_raw)]
             self.fail_messages.extend(self._to_batch_type(record=raw, event_type=self.event_type) for raw in failed_raw)
+            # Report in stream order, as phase 1 did: Lambda resumes from the lowest failed sequence number.
+            position = {id(raw): index for index, raw in enumerate(self.records)}
+            self.fail_messages.sort(key=lambda message: position[id(cast(KinesisStreamRecord, message).raw_event)])
         return results
 
 
@@ -166,6 +169,8 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     except ConfigurationError as exc:
         logger.error(f"processor misconfigured: {exc}")
         raise
+    if isinstance(event, dict) and event.get("Records") == []:
+        return {"batchItemFailures": []}  # Powertools refuses an empty batch; there is nothing to do
     metrics = InvocationMetrics()
     invocation = _Invocation(settings, context, metrics)
     try:

@@ -180,3 +180,20 @@ def test_ttl_attribute_is_set_from_the_arrival_time_when_ttl_days_is_positive(
     assert handler(kinesis_event(kinesis_record(x_v2("1", "expires"))), context) == {"batchItemFailures": []}
     [item] = moto_stack.items()
     assert item[moto_stack.settings.table.ttl_attribute] == int(ARRIVAL) + 7 * 86_400
+
+
+def test_an_empty_batch_succeeds_without_calls(moto_stack: MotoStack, context: FakeContext) -> None:
+    """No records: an empty partial batch response and no table writes."""
+    assert handler(kinesis_event(), context) == {"batchItemFailures": []}
+    assert moto_stack.items() == []
+
+
+def test_failures_from_both_phases_are_reported_in_stream_order(
+    moto_stack: MotoStack, context: FakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead-letter failure (phase 1) and an unwritten item (phase 2) are reported by ascending position."""
+    monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", moto_stack.queue_url + "-missing")
+    monkeypatch.setenv("TABLE_NAME", moto_stack.settings.table_name + "-missing")
+    records = [kinesis_record(x_v2("1", "unwritable")), kinesis_record(b"poison"), kinesis_record(x_v2("2", "unwritable"))]
+    response = handler(kinesis_event(*records), context)
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [r["kinesis"]["sequenceNumber"] for r in records]
