@@ -12,6 +12,9 @@ INVALID_TEXT = "invalid_text"
 KEY_TOO_LARGE = "key_too_large"
 ITEM_TOO_LARGE = "item_too_large"
 REJECTED_BY_TABLE = "rejected_by_table"
+# An unexpected error while decoding or mapping one payload. It would recur on every retry and stall the
+# shard, so the payload is dead-lettered (replayable once the bug is fixed) and the error logged in full.
+PROCESSING_ERROR = "processing_error"
 
 
 class PermanentFailure(Exception):

@@ -25,7 +25,7 @@ from processor import clients, telemetry
 from processor.config import ProcessorSettings
 from processor.deadletter import DeadLetterDestination, dead_letter_entry, destination
 from processor.decoding import UserRecord, envelope, parse_json, user_records
-from processor.errors import REJECTED_BY_TABLE, ConfigurationError, DeadLetterUnavailable, PermanentFailure
+from processor.errors import PROCESSING_ERROR, REJECTED_BY_TABLE, ConfigurationError, DeadLetterUnavailable, PermanentFailure
 from processor.items import build_item
 from processor.mappings import map_event
 from processor.telemetry import InvocationMetrics, logger
@@ -105,6 +105,13 @@ class _Invocation:
                 item = build_item(post, user.arrival or self.started_at, self.settings.ttl_attribute, self.settings.ttl_days)
             except PermanentFailure as failure:
                 self.dead_letter(user, failure)
+                continue
+            except Exception as exc:  # noqa: BLE001 - see PROCESSING_ERROR
+                logger.exception(
+                    "unexpected error mapping a record",
+                    extra={"shard_id": user.shard_id, "sequence_number": user.sequence_number},
+                )
+                self.dead_letter(user, PermanentFailure(PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
                 continue
             puts.append(PutItem(item=item, ref=_Source(index, user)))
         return puts

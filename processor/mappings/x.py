@@ -28,7 +28,10 @@ def _snowflake_time(tweet_id: str) -> datetime | None:
     offset_ms = int(tweet_id) >> _SNOWFLAKE_TIME_SHIFT if tweet_id.isascii() and tweet_id.isdigit() else 0
     if not offset_ms:  # not a snowflake (pre-2010 ids are small sequential numbers)
         return None
-    return datetime.fromtimestamp((offset_ms + SNOWFLAKE_EPOCH_MS) / 1000, UTC)
+    try:
+        return datetime.fromtimestamp((offset_ms + SNOWFLAKE_EPOCH_MS) / 1000, UTC)
+    except (OverflowError, OSError, ValueError):  # digits, but no real id: no time to take from it
+        return None
 
 
 def is_v2(event: dict[str, Any]) -> bool:

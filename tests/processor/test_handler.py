@@ -197,3 +197,25 @@ def test_failures_from_both_phases_are_reported_in_stream_order(
     records = [kinesis_record(x_v2("1", "unwritable")), kinesis_record(b"poison"), kinesis_record(x_v2("2", "unwritable"))]
     response = handler(kinesis_event(*records), context)
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [r["kinesis"]["sequenceNumber"] for r in records]
+
+
+def test_an_unexpected_mapping_error_dead_letters_the_payload_instead_of_stalling(
+    moto_stack: MotoStack, context: FakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that fails on one payload would fail on every retry: that payload is dead-lettered, the rest written."""
+    from processor import handler as handler_module
+
+    real_map_event = handler_module.map_event
+
+    def buggy(event: Any, generic: Any) -> Any:
+        if event["data"]["id"] == "2":
+            raise KeyError("surprise")
+        return real_map_event(event, generic)
+
+    monkeypatch.setattr(handler_module, "map_event", buggy)
+    records = [kinesis_record(x_v2(str(i), "t")) for i in range(1, 4)]
+    assert handler(kinesis_event(*records), context) == {"batchItemFailures": []}
+    assert [i["Id"] for i in moto_stack.items()] == ["1", "3"]
+    [dead] = moto_stack.dead_letters()
+    assert (dead["reason"], dead["sequenceNumber"]) == ("processing_error", records[1]["kinesis"]["sequenceNumber"])
+    assert "KeyError" in dead["detail"]

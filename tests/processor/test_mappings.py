@@ -123,6 +123,11 @@ def test_x_v2_without_includes_or_created_at_uses_author_id_and_the_snowflake_ti
     assert post.timestamp.replace(microsecond=0) == datetime(2018, 10, 10, 20, 19, 24, tzinfo=UTC)
 
 
+def test_x_v2_id_that_is_no_snowflake_leaves_the_time_to_the_arrival() -> None:
+    """Digits too large to be a real tweet id give no time (the item then uses the arrival time)."""
+    assert map_event({"data": {"id": "9" * 40, "text": "t", "author_id": "1"}}, DEFAULT_PATHS).timestamp is None
+
+
 def test_x_v2_long_post_uses_note_tweet_text() -> None:
     """A long post's full text (note_tweet) wins over its truncated data.text."""
     payload = x_v2("1", "truncated…", note_tweet={"text": "the whole long text ✍️"})
