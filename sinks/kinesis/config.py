@@ -1,0 +1,65 @@
+"""The `kinesis` sink's configuration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sinks.base import SinkConfig
+
+# PutRecords limits (Kinesis API reference): 500 records and 5 MiB per request; 1 MiB per record
+# (data + partition key) unless the stream's maximum record size was raised, up to 10 MiB.
+MAX_RECORDS_PER_REQUEST = 500
+MAX_REQUEST_BYTES = 5 * 1024 * 1024
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+MAX_RECORD_BYTES_LIMIT = 10 * 1024 * 1024
+DEFAULT_PARTITION_KEY_PATHS = ("data.author_id", "user.id_str", "author_id")
+
+
+class RetryConfig(BaseModel):
+    """Backoff between attempts: exponential from `initial_backoff`, capped at `max_backoff`, full jitter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    initial_backoff: float = Field(default=0.1, gt=0, le=60, description="Seconds; the first retry waits up to this.")
+    max_backoff: float = Field(default=10.0, gt=0, le=600, description="Seconds; no retry waits longer.")
+    max_attempts: int = Field(
+        default=0, ge=0, description="Attempts per record before it is dead-lettered; 0 = until delivered or shutdown."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.max_backoff < self.initial_backoff:
+            raise ValueError("max_backoff must not be smaller than initial_backoff")
+        return self
+
+
+class KinesisSinkConfig(SinkConfig):
+    """Write records to a Kinesis data stream with PutRecords."""
+
+    type: Literal["kinesis"] = "kinesis"
+    stream: str | None = Field(default=None, min_length=1, max_length=128, description="Stream name (default: the stack's).")
+    region: str | None = Field(default=None, description="AWS region (default: the AWS chain's, or the embedded stack's).")
+    endpoint_url: str | None = Field(default=None, description="Custom endpoint (default: AWS, or the embedded stack).")
+    profile: str | None = Field(default=None, description="Named AWS profile; otherwise the standard credential chain.")
+    partition_key: list[str] = Field(
+        default=list(DEFAULT_PARTITION_KEY_PATHS),
+        min_length=1,
+        description="Dotted paths into the record tried in order; the first non-empty value is the key.",
+    )
+    linger: float = Field(default=0.2, ge=0, le=60, description="Seconds a batch may wait to fill up.")
+    max_batch_records: int = Field(default=MAX_RECORDS_PER_REQUEST, ge=1, le=MAX_RECORDS_PER_REQUEST)
+    max_batch_bytes: int = Field(default=MAX_REQUEST_BYTES, ge=1024, le=MAX_REQUEST_BYTES)
+    max_record_bytes: int = Field(default=DEFAULT_MAX_RECORD_BYTES, ge=1024, le=MAX_RECORD_BYTES_LIMIT)
+    retry: RetryConfig = RetryConfig()
+    connect_timeout: float = Field(default=5.0, gt=0, le=120, description="Seconds to open a connection.")
+    read_timeout: float = Field(default=10.0, gt=0, le=300, description="Seconds to wait for a response.")
+
+    @model_validator(mode="after")
+    def _record_fits_request(self) -> KinesisSinkConfig:
+        if self.max_record_bytes > self.max_batch_bytes:
+            raise ValueError("max_record_bytes must not exceed max_batch_bytes (a record must fit in one request)")
+        if any(not path.strip() or path.startswith(".") or path.endswith(".") for path in self.partition_key):
+            raise ValueError("partition_key paths are dotted names like data.author_id")
+        return self

@@ -1,0 +1,119 @@
+"""One PutRecords call -> a typed outcome: which entries failed and with what code, or how the call failed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+from sinks.kinesis.config import KinesisSinkConfig
+from sinks.kinesis.records import KinesisEntry
+
+# Codes that mean "later may work": throttling, server faults, expired (refreshable) credentials.
+RETRIABLE_ERROR_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "LimitExceededException",
+        "KMSThrottlingException",
+        "InternalFailure",
+        "InternalFailureException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ExpiredTokenException",
+        "RequestExpired",
+    }
+)
+_HTTP_TOO_MANY_REQUESTS = 429
+_HTTP_SERVER_ERROR = 500
+
+
+@dataclass(frozen=True)
+class EntryFailure:
+    position: int
+    code: str
+    message: str
+
+    @property
+    def retriable(self) -> bool:
+        return self.code in RETRIABLE_ERROR_CODES
+
+
+@dataclass(frozen=True)
+class PutResponse:
+    """The call completed; `failures` lists the entries Kinesis did not accept (FailedRecordCount)."""
+
+    failures: tuple[EntryFailure, ...]
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class CallFailed:
+    """The call as a whole failed: no entry was accepted."""
+
+    code: str
+    message: str
+    retriable: bool
+    latency_s: float
+
+
+PutOutcome = PutResponse | CallFailed
+
+
+class KinesisService:
+    """Owns the boto3 client; botocore's own retries are off because the sink decides about retries."""
+
+    def __init__(self, config: KinesisSinkConfig) -> None:
+        if config.stream is None:
+            raise ValueError("the kinesis sink needs a stream name")
+        self.stream = config.stream
+        session = boto3.Session(profile_name=config.profile, region_name=config.region)
+        self.client: Any = session.client(
+            "kinesis",
+            endpoint_url=config.endpoint_url,
+            config=Config(
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+            ),
+        )
+
+    def put_records(self, entries: Sequence[KinesisEntry]) -> PutOutcome:
+        started = time.monotonic()
+        try:
+            response = self.client.put_records(
+                StreamName=self.stream,
+                Records=[{"Data": e.record.data, "PartitionKey": e.partition_key} for e in entries],
+            )
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code = str(error.get("Code") or f"HTTP{status}")
+            retriable = code in RETRIABLE_ERROR_CODES or status == _HTTP_TOO_MANY_REQUESTS or status >= _HTTP_SERVER_ERROR
+            return CallFailed(code, str(error.get("Message", "")), retriable, time.monotonic() - started)
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            # Credentials can appear (instance role, rotated file): keep the records and keep trying.
+            return CallFailed("NoCredentials", str(exc), True, time.monotonic() - started)
+        except BotoCoreError as exc:  # connection refused/reset, timeouts, DNS: the network may come back
+            return CallFailed(type(exc).__name__, str(exc), True, time.monotonic() - started)
+        latency = time.monotonic() - started
+        if not response.get("FailedRecordCount"):
+            return PutResponse((), latency)
+        failures = tuple(
+            EntryFailure(position, str(result["ErrorCode"]), str(result.get("ErrorMessage", "")))
+            for position, result in enumerate(response["Records"])
+            if result.get("ErrorCode")
+        )
+        return PutResponse(failures, latency)
+
+    def close(self) -> None:
+        self.client.close()
