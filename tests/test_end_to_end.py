@@ -25,7 +25,7 @@ MAX_RECORD_BYTES = 3072
 def malformed_lines() -> list[tuple[bytes, str]]:
     """20 bad lines, each with the reason the pipeline must give."""
     over_long = json.dumps({"data": {"id": "x", "text": "y" * (MAX_LINE_BYTES + 10)}}).encode()
-    oversize_record = json.dumps({"data": {"id": "big", "text": "é" * 1400, "author_id": "1"}}, ensure_ascii=False).encode()
+    oversize_record = json.dumps({"data": {"id": "big", "text": "é" * 1600, "author_id": "1"}}, ensure_ascii=False).encode()
     assert MAX_RECORD_BYTES < len(oversize_record) < MAX_LINE_BYTES
     return (
         [(b'{"data": {"id": "broken"', "invalid_json")] * 4
