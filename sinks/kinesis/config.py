@@ -60,6 +60,7 @@ class KinesisSinkConfig(SinkConfig):
     def _record_fits_request(self) -> KinesisSinkConfig:
         if self.max_record_bytes > self.max_batch_bytes:
             raise ValueError("max_record_bytes must not exceed max_batch_bytes (a record must fit in one request)")
-        if any(not path.strip() or path.startswith(".") or path.endswith(".") for path in self.partition_key):
-            raise ValueError("partition_key paths are dotted names like data.author_id")
+        for path in self.partition_key:
+            if any(not part.strip() for part in path.split(".")):
+                raise ValueError(f"partition_key path {path!r} has an empty segment; paths are dotted names like data.author_id")
         return self
