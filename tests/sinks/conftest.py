@@ -1,0 +1,186 @@
+"""Kinesis sink fixtures: dummy AWS credentials, a scripted PutRecords endpoint, records and a recording observer."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sinks.base import Record, WriteResult
+from sinks.kinesis import KinesisSink, KinesisSinkConfig
+from sinks.kinesis.records import KinesisEntry
+from tests.fakes import FakeAwsServer, Reply
+
+REGION = "us-east-1"
+STREAM = "tweets-under-test"
+# Backoff small enough that a retrying test finishes in milliseconds; timeouts short enough that a broken
+# fake fails the test quickly instead of hanging it.
+TINY_RETRY = {"initial_backoff": 0.001, "max_backoff": 0.004}
+FAST_TIMEOUTS = {"connect_timeout": 2.0, "read_timeout": 5.0}
+
+PutReply = Callable[[dict[str, Any]], Reply | dict[str, Any]]
+
+
+@pytest.fixture(autouse=True)
+def dummy_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The sink takes credentials from the AWS chain: give it dummies and hide any real profile or endpoint."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
+                 "AWS_ENDPOINT_URL_KINESIS", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-not-a-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+# --- the recording observer ---------------------------------------------------------------------
+
+
+@dataclass
+class RecordingEvents:
+    """A SinkEvents implementation that keeps every call, and signals each records_retried as it happens."""
+
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    retry_announced: threading.Event = field(default_factory=threading.Event)
+
+    def put_succeeded(self, *, records: int, latency_s: float) -> None:
+        self.calls.append(("put_succeeded", {"records": records, "latency_s": latency_s}))
+
+    def put_failed(self, *, code: str, records: int, latency_s: float | None, detail: str) -> None:
+        self.calls.append(("put_failed", {"code": code, "records": records, "latency_s": latency_s, "detail": detail}))
+
+    def records_retried(self, *, records: int, attempt: int, delay_s: float, reason: str) -> None:
+        self.calls.append(("records_retried", {"records": records, "attempt": attempt, "delay_s": delay_s, "reason": reason}))
+        self.retry_announced.set()
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [args for event, args in self.calls if event == name]
+
+
+@pytest.fixture
+def events() -> RecordingEvents:
+    """A fresh recording observer."""
+    return RecordingEvents()
+
+
+# --- records --------------------------------------------------------------------------------------
+
+
+def tweet_record(text: str = "hello", *, author_id: Any = "1001", tweet_id: str = "1", origin: str = "test:1") -> Record:
+    """A record shaped like an X API v2 stream line, its bytes the UTF-8 JSON of the event."""
+    event = {"data": {"id": tweet_id, "text": text, "author_id": author_id}}
+    return Record(json.dumps(event, ensure_ascii=False).encode("utf-8"), event, "test", origin)
+
+
+@pytest.fixture
+def make_records() -> Callable[..., list[Record]]:
+    """Builds `n` distinct tweet records with distinct authors (so entries are told apart by key and bytes)."""
+
+    def make(n: int, text: str = "tweet") -> list[Record]:
+        return [tweet_record(f"{text} {i}", author_id=str(5000 + i), tweet_id=str(i), origin=f"test:{i}") for i in range(n)]
+
+    return make
+
+
+# --- the scripted PutRecords endpoint ---------------------------------------------------------------
+
+
+def accept_all(body: dict[str, Any]) -> dict[str, Any]:
+    """A PutRecords response accepting every record of the request."""
+    records = [{"SequenceNumber": f"{i + 1:056d}", "ShardId": "shardId-000000000000"} for i in range(len(body["Records"]))]
+    return {"FailedRecordCount": 0, "Records": records}
+
+
+def fail_positions(failures: dict[int, str]) -> PutReply:
+    """A reply failing the entries at the given positions with the given ErrorCode, accepting the rest."""
+
+    def reply(body: dict[str, Any]) -> dict[str, Any]:
+        response = accept_all(body)
+        for position, code in failures.items():
+            response["Records"][position] = {"ErrorCode": code, "ErrorMessage": f"{code} (scripted)"}
+        response["FailedRecordCount"] = len(failures)
+        return response
+
+    return reply
+
+
+def whole_call(reply: Reply) -> PutReply:
+    """The same whole-call reply (an error or a dropped connection) whatever the request."""
+    return lambda _body: reply
+
+
+THROTTLED = Reply.error("ProvisionedThroughputExceededException", 400, "Rate exceeded for shard")
+INTERNAL_500 = Reply.error("InternalFailure", 500, "internal service failure")
+DROPPED = Reply(drop_connection=True)
+
+
+@dataclass
+class ScriptedKinesis:
+    """A FakeAwsServer answering PutRecords calls from a script, one reply per call, then accepting all."""
+
+    server: FakeAwsServer
+    script: list[PutReply]
+
+    def requests(self) -> list[list[tuple[bytes, str]]]:
+        """Each PutRecords request's records as (data, partition key), in arrival order."""
+        return [
+            [(base64.b64decode(r["Data"]), r["PartitionKey"]) for r in body["Records"]]
+            for body in self.server.operations("PutRecords")
+        ]
+
+
+@pytest.fixture
+def kinesis_fake() -> Iterator[Callable[..., ScriptedKinesis]]:
+    """Starts a scripted fake Kinesis endpoint: `kinesis_fake(reply, reply, ...)`; stopped after the test."""
+    started: list[FakeAwsServer] = []
+
+    def start(*script: PutReply) -> ScriptedKinesis:
+        queue = list(script)
+        lock = threading.Lock()
+
+        def handler(operation: str, body: dict[str, Any]) -> Reply | dict[str, Any]:
+            if operation != "PutRecords":
+                return Reply.error("UnknownOperationException", 400, operation)
+            with lock:
+                step = queue.pop(0) if queue else accept_all
+            return step(body)
+
+        server = FakeAwsServer(handler).start()
+        started.append(server)
+        return ScriptedKinesis(server, queue)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def make_sink(events: RecordingEvents) -> Iterator[Callable[..., KinesisSink]]:
+    """Builds a KinesisSink for an endpoint with tiny backoff and a seeded RNG; closed after the test."""
+    sinks: list[KinesisSink] = []
+
+    def make(endpoint_url: str | None = None, seed: int = 7, **overrides: Any) -> KinesisSink:
+        retry = TINY_RETRY | overrides.pop("retry", {})
+        fields = {"stream": STREAM, "endpoint_url": endpoint_url, "retry": retry} | FAST_TIMEOUTS | overrides
+        sink = KinesisSink(KinesisSinkConfig.model_validate(fields), events, rng=random.Random(seed))
+        sinks.append(sink)
+        return sink
+
+    yield make
+    for sink in sinks:
+        sink.close()
+
+
+def assert_accounted(batch: list[KinesisEntry], result: WriteResult[KinesisEntry]) -> None:
+    """Every entry handed to write is in exactly one of sent / failed / unsent (by identity)."""
+    placed = [id(e) for e in result.sent] + [id(e) for e, _, _ in result.failed] + [id(e) for e in result.unsent]
+    assert sorted(placed) == sorted(id(e) for e in batch)
