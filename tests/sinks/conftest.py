@@ -128,7 +128,15 @@ class ScriptedKinesis:
     """A FakeAwsServer answering PutRecords calls from a script, one reply per call, then accepting all."""
 
     server: FakeAwsServer
-    script: list[PutReply]
+    script: list[PutReply] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, operation: str, body: dict[str, Any]) -> Reply | dict[str, Any]:
+        if operation != "PutRecords":
+            return Reply.error("UnknownOperationException", 400, operation)
+        with self.lock:
+            step = self.script.pop(0) if self.script else accept_all
+        return step(body)
 
     def requests(self) -> list[list[tuple[bytes, str]]]:
         """Each PutRecords request's records as (data, partition key), in arrival order."""
@@ -138,29 +146,26 @@ class ScriptedKinesis:
         ]
 
 
+@pytest.fixture(scope="package")
+def _kinesis_server() -> Iterator[ScriptedKinesis]:
+    # One server for the folder: stopping a ThreadingHTTPServer waits out its 0.5 s poll interval.
+    scripted = ScriptedKinesis(FakeAwsServer(lambda operation, body: scripted.handle(operation, body)))
+    scripted.server.start()
+    yield scripted
+    scripted.server.stop()
+
+
 @pytest.fixture
-def kinesis_fake() -> Iterator[Callable[..., ScriptedKinesis]]:
-    """Starts a scripted fake Kinesis endpoint: `kinesis_fake(reply, reply, ...)`; stopped after the test."""
-    started: list[FakeAwsServer] = []
+def kinesis_fake(_kinesis_server: ScriptedKinesis) -> Callable[..., ScriptedKinesis]:
+    """Scripts the fake Kinesis endpoint: `kinesis_fake(reply, reply, ...)`, one reply per PutRecords call."""
 
     def start(*script: PutReply) -> ScriptedKinesis:
-        queue = list(script)
-        lock = threading.Lock()
+        with _kinesis_server.lock:
+            _kinesis_server.script[:] = script
+        _kinesis_server.server.calls.clear()
+        return _kinesis_server
 
-        def handler(operation: str, body: dict[str, Any]) -> Reply | dict[str, Any]:
-            if operation != "PutRecords":
-                return Reply.error("UnknownOperationException", 400, operation)
-            with lock:
-                step = queue.pop(0) if queue else accept_all
-            return step(body)
-
-        server = FakeAwsServer(handler).start()
-        started.append(server)
-        return ScriptedKinesis(server, queue)
-
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 @pytest.fixture

@@ -1,0 +1,212 @@
+"""Kinesis sink retries against a scripted endpoint: partial re-sends, whole-call failures, permanent errors,
+attempt limits and the events reported for each."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sinks.base import Deadline, Record
+from sinks.kinesis import KinesisSink
+from sinks.kinesis.records import KinesisEntry
+from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED
+from tests.fakes import Reply
+from tests.sinks.conftest import (
+    DROPPED,
+    INTERNAL_500,
+    THROTTLED,
+    RecordingEvents,
+    ScriptedKinesis,
+    accept_all,
+    assert_accounted,
+    fail_positions,
+    whole_call,
+)
+
+PTEE = "ProvisionedThroughputExceededException"
+Scenario = tuple[ScriptedKinesis, KinesisSink, list[KinesisEntry]]
+
+
+@pytest.fixture
+def setup(
+    kinesis_fake: Callable[..., ScriptedKinesis],
+    make_sink: Callable[..., KinesisSink],
+    make_records: Callable[..., list[Record]],
+) -> Callable[..., Scenario]:
+    """Scripts the fake, builds a sink pointed at it and prepares `n` entries: setup(n, *script, **config)."""
+
+    def build(n: int, *script: Callable[[dict[str, Any]], Any], **config: Any) -> Scenario:
+        fake = kinesis_fake(*script)
+        sink = make_sink(fake.server.endpoint_url, **config)
+        return fake, sink, [sink.prepare(r) for r in make_records(n, text="retry ✨ ретрай")]
+
+    return build
+
+
+def wire(entries: list[KinesisEntry]) -> list[tuple[bytes, str]]:
+    """What a PutRecords request for these entries must carry, in order."""
+    return [(e.record.data, e.partition_key) for e in entries]
+
+
+# --- partial failures -------------------------------------------------------------------------------
+
+
+def test_partial_failure_resends_only_the_failed_entries(setup: Callable[..., Any], events: RecordingEvents) -> None:
+    """FailedRecordCount > 0: the second request holds exactly the failed entries, in order; all end sent."""
+    fake, sink, batch = setup(5, fail_positions({1: PTEE, 3: "InternalFailure"}))
+    result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
+    assert fake.requests() == [wire(batch), wire([batch[1], batch[3]])]
+    assert result.sent == [batch[0], batch[2], batch[4], batch[1], batch[3]]
+    assert events.calls == [
+        ("put_succeeded", {"records": 3, "latency_s": events.named("put_succeeded")[0]["latency_s"]}),
+        ("put_failed", {"code": PTEE, "records": 1, "latency_s": None, "detail": "entries failed in a partial response"}),
+        ("put_failed", {"code": "InternalFailure", "records": 1, "latency_s": None,
+                        "detail": "entries failed in a partial response"}),
+        ("records_retried", {"records": 2, "attempt": 1, "delay_s": events.named("records_retried")[0]["delay_s"],
+                             "reason": f"InternalFailure,{PTEE}"}),
+        ("put_succeeded", {"records": 2, "latency_s": events.named("put_succeeded")[1]["latency_s"]}),
+    ]
+
+
+def test_positions_of_a_retried_request_map_back_to_its_own_entries(setup: Callable[..., Any]) -> None:
+    """A failure inside a re-send refers to the re-sent request's positions: the third request is entry 3 alone."""
+    fake, sink, batch = setup(5, fail_positions({1: PTEE, 3: PTEE}), fail_positions({1: PTEE}))
+    result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
+    assert fake.requests() == [wire(batch), wire([batch[1], batch[3]]), wire([batch[3]])]
+    assert result.sent == [batch[0], batch[2], batch[4], batch[1], batch[3]]
+
+
+def test_non_retriable_entry_codes_are_dead_lettered_while_throttled_ones_retry(
+    setup: Callable[..., Any], events: RecordingEvents
+) -> None:
+    """A per-entry KMS error fails that entry (put_rejected, code in detail); only the throttled one is re-sent."""
+    fake, sink, batch = setup(3, fail_positions({0: "KMSDisabledException", 2: PTEE}))
+    result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
+    assert fake.requests() == [wire(batch), wire([batch[2]])]
+    assert result.sent == [batch[1], batch[2]]
+    [(entry, reason, detail)] = result.failed
+    assert entry is batch[0] and reason == REASON_PUT_REJECTED and detail.startswith("KMSDisabledException")
+    assert [e["records"] for e in events.named("records_retried")] == [1]
+
+
+# --- whole-call failures that retry ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        THROTTLED,
+        Reply.error("ThrottlingException", 400),
+        Reply.error("KMSThrottlingException", 400),
+        INTERNAL_500,
+        Reply.error("ServiceUnavailable", 503),
+        Reply.error("SomethingUnheardOf", 502),
+        Reply.error("ExpiredTokenException", 400),
+        DROPPED,
+    ],
+    ids=["throughput", "throttling", "kms-throttling", "500-internal", "503", "5xx-unknown-code", "expired-token", "dropped"],
+)
+def test_a_retriable_whole_call_failure_resends_everything_then_succeeds(
+    setup: Callable[..., Any], events: RecordingEvents, reply: Reply
+) -> None:
+    """Throttling, 5xx, expired credentials and a dropped connection: the same records again, all sent."""
+    fake, sink, batch = setup(3, whole_call(reply))
+    result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
+    assert result.sent == batch and not result.failed and not result.unsent
+    assert fake.requests() == [wire(batch), wire(batch)]
+    [failed] = events.named("put_failed")
+    assert failed["records"] == 3 and failed["latency_s"] is not None
+    if reply.error_code is not None:
+        assert failed["code"] == reply.error_code
+    [retried] = events.named("records_retried")
+    assert (retried["records"], retried["attempt"], retried["reason"]) == (3, 1, failed["code"])
+    assert [e["records"] for e in events.named("put_succeeded")] == [3]
+
+
+def test_a_read_timeout_is_retried(setup: Callable[..., Any]) -> None:
+    """A request that gets no answer within read_timeout is sent again; the second answer delivers it."""
+    release = threading.Event()
+
+    def stall(body: dict[str, Any]) -> dict[str, Any]:
+        release.wait(5)
+        return accept_all(body)
+
+    fake, sink, batch = setup(2, stall, read_timeout=0.2)
+    try:
+        result = sink.write(batch, Deadline())
+    finally:
+        release.set()
+    assert_accounted(batch, result)
+    assert result.sent == batch
+    assert fake.requests() == [wire(batch), wire(batch)]
+
+
+def test_without_max_attempts_retries_continue_until_success_within_backoff_bounds(
+    setup: Callable[..., Any], events: RecordingEvents
+) -> None:
+    """max_attempts 0 keeps retrying (here 6 throttles); each delay is within [0, min(max, initial*2^(n-1))]."""
+    fake, sink, batch = setup(2, *[whole_call(THROTTLED)] * 6, retry={"initial_backoff": 0.001, "max_backoff": 0.004})
+    result = sink.write(batch, Deadline())
+    assert result.sent == batch
+    assert len(fake.requests()) == 7
+    retried = events.named("records_retried")
+    assert [r["attempt"] for r in retried] == [1, 2, 3, 4, 5, 6]
+    for r in retried:
+        assert 0 <= r["delay_s"] <= min(0.004, 0.001 * 2 ** (r["attempt"] - 1))
+
+
+# --- permanent failures and attempt limits ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code", ["ValidationException", "AccessDeniedException", "ResourceNotFoundException", "KMSAccessDeniedException"]
+)
+def test_a_permanent_error_fails_the_batch_without_retrying(
+    setup: Callable[..., Any], events: RecordingEvents, code: str
+) -> None:
+    """A client error that cannot succeed later: one request, every entry failed as put_rejected with the code."""
+    fake, sink, batch = setup(3, whole_call(Reply.error(code, 400, "no can do")))
+    result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
+    assert len(fake.requests()) == 1 and not result.sent and not result.unsent
+    assert [(e, reason) for e, reason, _ in result.failed] == [(e, REASON_PUT_REJECTED) for e in batch]
+    assert all(detail == f"{code}: no can do" for _, _, detail in result.failed)
+    assert events.named("records_retried") == []
+    assert [(e["code"], e["records"]) for e in events.named("put_failed")] == [(code, 3)]
+
+
+def test_max_attempts_turns_endless_throttling_into_retries_exhausted(setup: Callable[..., Any]) -> None:
+    """With max_attempts 3 and a stream that always throttles: exactly 3 requests, then retries_exhausted."""
+    fake, sink, batch = setup(2, *[whole_call(THROTTLED)] * 10, retry={"max_attempts": 3})
+    result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
+    assert len(fake.requests()) == 3
+    assert [(e, reason) for e, reason, _ in result.failed] == [(e, REASON_RETRIES_EXHAUSTED) for e in batch]
+    assert all("3 attempts" in detail and PTEE in detail for _, _, detail in result.failed)
+
+
+def test_max_attempts_counts_per_entry_in_partial_failures(setup: Callable[..., Any], events: RecordingEvents) -> None:
+    """max_attempts 2: the entry failing twice is exhausted, the others were sent at the first attempt."""
+    fake, sink, batch = setup(3, fail_positions({0: PTEE}), fail_positions({0: PTEE}), retry={"max_attempts": 2})
+    result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
+    assert fake.requests() == [wire(batch), wire([batch[0]])]
+    assert result.sent == [batch[1], batch[2]]
+    assert [(e, reason) for e, reason, _ in result.failed] == [(batch[0], REASON_RETRIES_EXHAUSTED)]
+    assert len(events.named("records_retried")) == 1
+
+
+def test_max_attempts_one_never_retries(setup: Callable[..., Any], events: RecordingEvents) -> None:
+    """max_attempts 1: a throttled request is not repeated and no retry is announced."""
+    fake, sink, batch = setup(2, whole_call(THROTTLED), retry={"max_attempts": 1})
+    result = sink.write(batch, Deadline())
+    assert len(fake.requests()) == 1
+    assert [reason for _, reason, _ in result.failed] == [REASON_RETRIES_EXHAUSTED] * 2
+    assert events.named("records_retried") == []
