@@ -54,7 +54,10 @@ def run_pipeline(endpoint: str, path: Path, buffer_records: int) -> dict[str, fl
     from sinks import SINK_TYPES, load_builtin_sinks
     from sources.file import FileSource, FileSourceConfig
 
+    from daemon.embedded.endpoint import point_environment_at
+
     configure_logging("warning", "json")
+    point_environment_at(endpoint, "us-east-1")  # dummy credentials, as the daemon uses on the embedded stack
     load_builtin_sinks()
     sink_cls = SINK_TYPES["kinesis"]
     sink_config = sink_cls.config_model.model_validate(
