@@ -1,63 +1,78 @@
 """A local stand-in for Lambda's Kinesis event source mapping: polls each shard and invokes the function.
 
 Per shard, one reader thread calls GetRecords and routes records into `parallelization_factor` lanes by
-partition key (so one key's records stay in order); each lane thread builds batches (batch size, batching
-window) and invokes the function, one batch at a time. Failures are handled as Lambda does: a partial
-batch response retries from the lowest failed record; a function error retries the batch, split in two
-when bisecting; when retries or record age run out, the batch's metadata goes to the on-failure
-destination and the lane moves on.
+partition key (so one key's records stay in order); each lane builds batches (BatchSize, batching window,
+payload limit) and invokes the function one batch at a time (`runner_lane`). Failures are handled as
+Lambda does: a partial batch response retries from the lowest failed record; a function error retries the
+batch, split in two when bisecting; when retries or record age run out, the batch's metadata goes to the
+on-failure destination and the lane moves on. A child shard is read once its parents are done.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from daemon.embedded.events import (
-    CONDITION_RECORD_AGE_EXCEEDED,
-    CONDITION_RETRIES_EXHAUSTED,
-    EventSource,
-    LambdaContext,
-    StreamRecord,
-    failed_from,
-)
+from daemon.embedded.events import EventSource, StreamRecord
+from daemon.embedded.runner_invoke import Invoker
+from daemon.embedded.runner_lane import UNLIMITED, Lane, LaneTiming, backoff_delay
+from daemon.embedded.runner_stats import RunnerStats, ShardProgress, StatsRecorder
 from infra.settings import EventSourceMappingSettings
+
+__all__ = ["EventSourceRunner", "RunnerStats"]
 
 # Lambda polls an idle shard about once a second; shorter here keeps local end-to-end latency low.
 IDLE_POLL_S = 0.2
 # GetRecords returns at most 10,000 records per call.
 GET_RECORDS_LIMIT = 10_000
-# Back off between attempts on a failing batch, and when the endpoint cannot be reached.
-RETRY_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
-ENDPOINT_ERROR_BACKOFF_S = 1.0
-# Records read ahead per lane before the reader waits: bounds memory when the function is slow.
-LANE_BACKLOG_RECORDS = 20_000
-FUNCTION_ERROR = "Unhandled"
-# -1 in Lambda's settings means "no limit".
-UNLIMITED = -1
+# Retries of a failed batch back off exponentially between these bounds.
+RETRY_BACKOFF_BASE_S = 0.1
+RETRY_BACKOFF_CAP_S = 2.0
+# Errors reaching the endpoint (connection refused while it restarts, 5xx, throttling) back off likewise.
+ENDPOINT_BACKOFF_BASE_S = 0.2
+ENDPOINT_BACKOFF_CAP_S = 5.0
+# GetRecords errors that leave the iterator valid: retry it after a backoff.
+_THROTTLING_CODES = frozenset({"ProvisionedThroughputExceededException", "LimitExceededException", "KMSThrottlingException"})
+# Valid ranges of the mapping's settings for a Kinesis source (CreateEventSourceMapping).
+BATCH_SIZE_RANGE = (1, 10_000)
+BATCHING_WINDOW_RANGE_S = (0, 300)
+PARALLELIZATION_FACTOR_RANGE = (1, 10)
+RETRY_ATTEMPTS_RANGE = (-1, 10_000)
+RECORD_AGE_RANGE_S = (60, 604_800)  # or -1 (no limit)
+
+
+def validate_settings(settings: EventSourceMappingSettings) -> None:
+    """Raise ValueError naming the first setting outside the range Lambda accepts."""
+    checks = [
+        ("batch_size", settings.batch_size, BATCH_SIZE_RANGE),
+        ("maximum_batching_window_seconds", settings.maximum_batching_window_seconds, BATCHING_WINDOW_RANGE_S),
+        ("parallelization_factor", settings.parallelization_factor, PARALLELIZATION_FACTOR_RANGE),
+        ("maximum_retry_attempts", settings.maximum_retry_attempts, RETRY_ATTEMPTS_RANGE),
+    ]
+    if settings.maximum_record_age_seconds != UNLIMITED:
+        checks.append(("maximum_record_age_seconds", settings.maximum_record_age_seconds, RECORD_AGE_RANGE_S))
+    for name, value, (low, high) in checks:
+        if not low <= value <= high:
+            raise ValueError(f"event source mapping setting {name}={value!r} is outside {low}..{high}")
+    if settings.starting_position not in ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):
+        raise ValueError(f"event source mapping setting starting_position={settings.starting_position!r} is not valid")
 
 
 @dataclass
-class RunnerStats:
-    invocations: int = 0
-    records_succeeded: int = 0
-    function_errors: int = 0
-    partial_failures: int = 0
-    batches_sent_to_on_failure: int = 0
-    records_sent_to_on_failure: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **counts: int) -> None:
-        with self.lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
+class _Shard:
+    shard_id: str
+    parents: tuple[str, ...]
+    start_type: str  # the iterator type until a record was read
+    progress: ShardProgress
+    lanes: list[Lane] = field(default_factory=list)
+    lane_threads: list[threading.Thread] = field(default_factory=list)
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 class EventSourceRunner:
@@ -75,28 +90,61 @@ class EventSourceRunner:
         memory_mb: int = 256,
         logger: Any = None,
         idle_poll_s: float = IDLE_POLL_S,
-        retry_backoff_s: tuple[float, ...] = RETRY_BACKOFF_S,
+        retry_backoff_base_s: float = RETRY_BACKOFF_BASE_S,
+        retry_backoff_cap_s: float = RETRY_BACKOFF_CAP_S,
+        endpoint_backoff_base_s: float = ENDPOINT_BACKOFF_BASE_S,
+        endpoint_backoff_cap_s: float = ENDPOINT_BACKOFF_CAP_S,
         at_timestamp: float | None = None,
+        resume_from: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`resume_from` maps shard ids to checkpoints (see `checkpoints`): those shards continue after them.
+        `at_timestamp` (epoch seconds) is where an AT_TIMESTAMP mapping starts; `clock` gives wall time for
+        record ages."""
+        validate_settings(settings)
+        if settings.starting_position == "AT_TIMESTAMP" and at_timestamp is None:
+            raise ValueError("starting_position AT_TIMESTAMP needs at_timestamp (epoch seconds)")
+        if logger is None:
+            from daemon.logs import get_logger
+
+            logger = get_logger(component="event-source-runner")
         self.kinesis = kinesis
         self.stream_name = stream_name
+        self.region = region
         self.function = function
         self.settings = settings
         self.on_failure = on_failure
         self.function_arn = function_arn
         self.function_timeout_s = function_timeout_s
         self.memory_mb = memory_mb
-        self.log = logger
-        self.idle_poll_s = idle_poll_s
-        self.retry_backoff_s = retry_backoff_s
+        self.log = logger.bind(stream=stream_name) if hasattr(logger, "bind") else logger
         self.at_timestamp = at_timestamp
-        self.region = region
-        self.stats = RunnerStats()
+        self._timing = LaneTiming(idle_poll_s, retry_backoff_base_s, retry_backoff_cap_s)
+        self._endpoint_backoff = (endpoint_backoff_base_s, endpoint_backoff_cap_s)
+        self._resume_from = dict(resume_from or {})
+        self._clock = clock
+        self._stats = StatsRecorder()
         self._stopping = threading.Event()
+        self._lock = threading.Lock()  # guards _shards and _threads (discovery adds to them at run time)
+        self._shards: dict[str, _Shard] = {}
         self._threads: list[threading.Thread] = []
         self._source: EventSource | None = None
+        self._invoker: Invoker | None = None
+        self._stopped = False
+
+    @property
+    def stats(self) -> RunnerStats:
+        return self._stats.snapshot()
+
+    @property
+    def checkpoints(self) -> dict[str, str]:
+        """Per shard, the sequence number up to which every record is done; pass it as `resume_from`."""
+        with self._lock:
+            shards = list(self._shards.values())
+        return {s.shard_id: cp for s in shards if (cp := s.progress.checkpoint) is not None}
 
     def start(self) -> None:
+        """Discover the stream's shards and start polling them. Errors reaching the stream are raised."""
         summary = self.kinesis.describe_stream_summary(StreamName=self.stream_name)["StreamDescriptionSummary"]
         account = self.function_arn.split(":")[4]
         self._source = EventSource(
@@ -104,188 +152,199 @@ class EventSourceRunner:
             region=self.region,
             invoke_identity_arn=f"arn:aws:iam::{account}:role/{self.function_arn.rsplit(':', 1)[-1]}-role",
         )
-        shards = self.kinesis.list_shards(StreamName=self.stream_name)["Shards"]
-        for shard in shards:
-            if "EndingSequenceNumber" in shard.get("SequenceNumberRange", {}) and self.settings.starting_position == "LATEST":
+        self._invoker = Invoker(
+            function=self.function,
+            source=self._source,
+            function_arn=self.function_arn,
+            timeout_s=self.function_timeout_s,
+            memory_mb=self.memory_mb,
+            report_batch_item_failures=self.settings.report_batch_item_failures,
+            stats=self._stats,
+            log=self.log,
+        )
+        for shard in self._list_shards():
+            closed = "EndingSequenceNumber" in shard.get("SequenceNumberRange", {})
+            if closed and self.settings.starting_position == "LATEST" and shard["ShardId"] not in self._resume_from:
                 continue  # a closed shard holds nothing new for a LATEST mapping
-            lanes = [queue.Queue[StreamRecord | None](LANE_BACKLOG_RECORDS) for _ in range(self.settings.parallelization_factor)]
-            shard_id = shard["ShardId"]
-            self._spawn(f"esm-read-{shard_id}", self._read_shard, shard_id, lanes)
-            for index, lane in enumerate(lanes):
-                self._spawn(f"esm-{shard_id}-{index}", self._run_lane, shard_id, lane)
+            self._add_shard(shard, self.settings.starting_position)
+        self.log.info("esm_started", shards=sorted(self._shards), settings=repr(self.settings))
 
     def stop(self, timeout: float) -> None:
-        """Finish the batches in flight (bounded by `timeout`) and stop every thread."""
+        """Let the invocations in flight finish (bounded by `timeout`), start no new one, stop every thread."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._stopping.set()
         give_up = time.monotonic() + timeout
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(max(0.0, give_up - time.monotonic()))
-        self._threads.clear()
+        alive = [t.name for t in threads if t.is_alive()]
+        if alive:
+            # A function still running past the timeout cannot be interrupted in-process; its thread is a
+            # daemon thread, so it cannot keep the process alive, and its batch stays behind the checkpoint.
+            self.log.error("esm_threads_still_running", threads=alive, timeout_s=timeout)
+        with self._lock:
+            unfinished = sum(shard.progress.outstanding for shard in self._shards.values())
+        self._stats.add(records_unfinished_at_stop=unfinished)
+        self.log.info("esm_stopped", checkpoints=self.checkpoints, records_unfinished=unfinished, stats=repr(self.stats))
 
-    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+    # --- shards ---------------------------------------------------------------------------------
+
+    def _list_shards(self) -> list[dict[str, Any]]:
+        shards: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"StreamName": self.stream_name}
+        while True:
+            page = self.kinesis.list_shards(**kwargs)
+            shards.extend(page["Shards"])
+            if not page.get("NextToken"):
+                return shards
+            kwargs = {"NextToken": page["NextToken"]}  # ListShards rejects StreamName with NextToken
+
+    def _add_shard(self, description: dict[str, Any], start_type: str) -> None:
+        assert self._invoker is not None and self._source is not None
+        shard_id = description["ShardId"]
+        parents = tuple(p for p in (description.get("ParentShardId"), description.get("AdjacentParentShardId")) if p)
+        shard = _Shard(shard_id, parents, start_type, ShardProgress(self._resume_from.get(shard_id)))
+        for _ in range(self.settings.parallelization_factor):
+            shard.lanes.append(
+                Lane(
+                    shard_id=shard_id, settings=self.settings, invoker=self._invoker, source=self._source,
+                    function_arn=self.function_arn, on_failure=self.on_failure, progress=shard.progress,
+                    stats=self._stats, stopping=self._stopping, timing=self._timing, clock=self._clock, log=self.log,
+                )
+            )
+        with self._lock:
+            if shard_id in self._shards or self._stopping.is_set():
+                return
+            self._shards[shard_id] = shard
+            for index, lane in enumerate(shard.lanes):
+                shard.lane_threads.append(self._spawn(f"esm-{shard_id}-lane{index}", lane.run))
+            self._spawn(f"esm-{shard_id}-reader", self._read_shard, shard)
+        self._stats.add(shards_started=1)
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         self._threads.append(thread)
         thread.start()
+        return thread
 
-    def _event(self, name: str, **fields: Any) -> None:
-        if self.log is not None:
-            self.log.warning(name, stream=self.stream_name, **fields)
+    def _discover_children(self, parent: _Shard) -> None:
+        """After a shard closed, start its children (resharding), reading them from their beginning."""
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                shards = self._list_shards()
+                break
+            except (BotoCoreError, ClientError) as exc:
+                attempt += 1
+                self._endpoint_error("esm_list_shards_failed", parent.shard_id, exc, attempt)
+        else:
+            return
+        for description in shards:
+            if parent.shard_id in (description.get("ParentShardId"), description.get("AdjacentParentShardId")):
+                self._add_shard(description, "TRIM_HORIZON")
 
     # --- reading --------------------------------------------------------------------------------
 
-    def _iterator(self, shard_id: str, after: str | None) -> str | None:
-        kwargs: dict[str, Any] = {"StreamName": self.stream_name, "ShardId": shard_id}
+    def _endpoint_error(self, event: str, shard_id: str, exc: BaseException, attempt: int) -> None:
+        self._stats.add(endpoint_errors=1)
+        self.log.warning(event, shard=shard_id, attempt=attempt, error=f"{type(exc).__name__}: {exc}")
+        self._stopping.wait(backoff_delay(attempt, *self._endpoint_backoff))
+
+    def _iterator(self, shard: _Shard, after: str | None) -> str:
+        kwargs: dict[str, Any] = {"StreamName": self.stream_name, "ShardId": shard.shard_id}
         if after is not None:
             kwargs |= {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": after}
-        elif self.settings.starting_position == "AT_TIMESTAMP":
-            kwargs |= {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": self.at_timestamp or time.time()}
+        elif shard.start_type == "AT_TIMESTAMP":
+            kwargs |= {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": self.at_timestamp}
         else:
-            kwargs["ShardIteratorType"] = self.settings.starting_position
-        iterator: str | None = self.kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+            kwargs["ShardIteratorType"] = shard.start_type
+        iterator: str = self.kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+        if shard.start_type == "LATEST" and after is None:
+            # Should this iterator need replacing before a record was read, resume from this moment rather
+            # than from a later LATEST that would skip what arrived in between.
+            shard.start_type, self.at_timestamp = "AT_TIMESTAMP", self._clock()
         return iterator
 
-    def _read_shard(self, shard_id: str, lanes: list[queue.Queue[StreamRecord | None]]) -> None:
-        last_read: str | None = None
+    def _read_shard(self, shard: _Shard) -> None:
+        if not self._wait_for_parents(shard):
+            return
+        after = shard.progress.checkpoint  # a resumed shard continues after its checkpoint
         iterator: str | None = None
+        attempt = 0
+        closed = False
+        lanes = shard.lanes
         while not self._stopping.is_set():
             try:
                 if iterator is None:
-                    iterator = self._iterator(shard_id, last_read)
-                    if iterator is None:
-                        break
+                    iterator = self._iterator(shard, after)
                 response = self.kinesis.get_records(ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                iterator = None  # ExpiredIteratorException and friends: resume after the last record read
-                self._event("esm_get_records_failed", shard=shard_id, code=code)
-                self._stopping.wait(ENDPOINT_ERROR_BACKOFF_S)
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code == "ExpiredIteratorException":
+                    # Records already read wait in the lanes, so continue after the last one read, not the
+                    # checkpoint (which would hand them over twice); a resumed runner uses the checkpoint.
+                    self._stats.add(iterator_refreshes=1)
+                    self.log.info("esm_iterator_expired", shard=shard.shard_id, after=after)
+                    iterator = None
+                    continue
+                if code not in _THROTTLING_CODES:
+                    iterator = None
+                attempt += 1
+                self._endpoint_error("esm_get_records_failed", shard.shard_id, exc, attempt)
                 continue
-            except BotoCoreError as exc:
-                self._event("esm_endpoint_unreachable", shard=shard_id, error=str(exc))
-                self._stopping.wait(ENDPOINT_ERROR_BACKOFF_S)
+            except BotoCoreError as exc:  # connection refused, timeouts: the iterator is still good
+                attempt += 1
+                self._endpoint_error("esm_endpoint_unreachable", shard.shard_id, exc, attempt)
                 continue
-            for raw in response["Records"]:
+            except Exception as exc:  # never let the reader die silently
+                attempt += 1
+                iterator = None
+                self._stats.add(internal_errors=1)
+                self.log.error("esm_reader_error", shard=shard.shard_id, error=f"{type(exc).__name__}: {exc}", exc_info=True)
+                self._stopping.wait(backoff_delay(attempt, *self._endpoint_backoff))
+                continue
+            attempt = 0
+            records = response.get("Records", [])
+            for raw in records:
                 record = StreamRecord.from_get_records(raw)
-                lane = lanes[zlib.crc32(record.partition_key.encode()) % len(lanes)] if len(lanes) > 1 else lanes[0]
-                while not self._stopping.is_set():
-                    try:
-                        lane.put(record, timeout=self.idle_poll_s)
-                        break
-                    except queue.Full:
-                        continue
-                last_read = record.sequence_number
+                lane = lanes[zlib.crc32(record.partition_key.encode()) % len(lanes)]
+                shard.progress.read(record.sequence_number)  # before the lane can finish it
+                self._stats.add(records_read=1)
+                if not lane.offer(record):
+                    break  # stopping: the record stays outstanding, behind the checkpoint
+                after = record.sequence_number
             iterator = response.get("NextShardIterator")
             if iterator is None:
-                break  # the shard was closed and fully read
-            if not response["Records"]:
-                self._stopping.wait(self.idle_poll_s)
+                closed = True
+                break
+            if not records:
+                self._stopping.wait(self._timing.idle_poll_s)
         for lane in lanes:
-            lane.put(None)  # tells the lane no more records will come
+            lane.close()
+        if closed:
+            self._finish_closed_shard(shard)
 
-    # --- invoking -------------------------------------------------------------------------------
+    def _wait_for_parents(self, shard: _Shard) -> bool:
+        """A child shard is read only after its parents' records are all done (order per key across a
+        reshard); parents this runner does not know (expired, skipped) are not waited for."""
+        with self._lock:
+            parents = [self._shards[p] for p in shard.parents if p in self._shards]
+        for parent in parents:
+            while not parent.finished.is_set():
+                if self._stopping.wait(self._timing.idle_poll_s):
+                    return False
+        return True
 
-    def _run_lane(self, shard_id: str, lane: queue.Queue[StreamRecord | None]) -> None:
-        ended = False
-        while not ended and not self._stopping.is_set():
-            batch, ended = self._collect(lane)
-            if batch:
-                self._deliver(shard_id, batch)
-
-    def _collect(self, lane: queue.Queue[StreamRecord | None]) -> tuple[list[StreamRecord], bool]:
-        """Up to batch_size records, waiting at most the batching window once the first has arrived."""
-        batch: list[StreamRecord] = []
-        window_ends: float | None = None
-        while len(batch) < self.settings.batch_size:
-            if window_ends is None:
-                timeout = self.idle_poll_s
-            else:
-                timeout = window_ends - time.monotonic()
-                if timeout <= 0:
-                    break
-            try:
-                record = lane.get(timeout=timeout)
-            except queue.Empty:
-                if window_ends is None and self._stopping.is_set():
-                    break
-                continue
-            if record is None:
-                return batch, True
-            batch.append(record)
-            if window_ends is None:
-                window_ends = time.monotonic() + self.settings.maximum_batching_window_seconds
-        return batch, False
-
-    def _deliver(self, shard_id: str, batch: list[StreamRecord]) -> None:
-        """Invoke until every record of `batch` succeeded or went to the on-failure destination."""
-        parts = [batch]
-        attempts = 0  # retries of the current part
-        invocations = 0
-        while parts:
-            part = parts[0]
-            invocations += 1
-            outcome = self._invoke(shard_id, part)
-            if outcome is None:
-                self.stats.add(records_succeeded=len(part))
-                parts.pop(0)
-                attempts = 0
-                continue
-            first_failed, error = outcome
-            if first_failed > 0:
-                self.stats.add(records_succeeded=first_failed)
-                part = parts[0] = part[first_failed:]
-            condition = self._exhausted(part, attempts)
-            if condition is not None:
-                failure = self._source.on_failure(  # type: ignore[union-attr]
-                    shard_id, part, condition, invocations, self.function_arn, error
-                )
-                self._send_on_failure(failure, part)
-                parts.pop(0)
-                attempts = 0
-                continue
-            attempts += 1
-            if error == FUNCTION_ERROR and self.settings.bisect_batch_on_function_error and len(part) > 1:
-                middle = len(part) // 2
-                parts[0:1] = [part[:middle], part[middle:]]
-            backoff = self.retry_backoff_s[min(attempts, len(self.retry_backoff_s)) - 1]
-            if self._stopping.wait(backoff):
-                return  # stopping: as on Lambda, unfinished records are read again next time
-
-    def _invoke(self, shard_id: str, part: list[StreamRecord]) -> tuple[int, str] | None:
-        """None when the whole part succeeded; else (index of the first record to retry, error kind)."""
-        assert self._source is not None
-        context = LambdaContext(
-            function_name=self.function_arn.rsplit(":", 1)[-1],
-            invoked_function_arn=self.function_arn,
-            memory_limit_in_mb=self.memory_mb,
-            timeout_s=self.function_timeout_s,
-        )
-        self.stats.add(invocations=1)
-        try:
-            response = self.function(self._source.event(shard_id, part), context)
-        except Exception as exc:  # noqa: BLE001 - a function error is data here, as it is for Lambda
-            self.stats.add(function_errors=1)
-            self._event("esm_function_error", shard=shard_id, records=len(part), error=f"{type(exc).__name__}: {exc}")
-            return 0, FUNCTION_ERROR
-        if not self.settings.report_batch_item_failures:
-            return None
-        first_failed = failed_from(response, part)
-        if first_failed is None:
-            return None
-        self.stats.add(partial_failures=1)
-        return first_failed, "PartialBatchFailure"
-
-    def _exhausted(self, part: list[StreamRecord], attempts: int) -> str | None:
-        retries = self.settings.maximum_retry_attempts
-        if retries != UNLIMITED and attempts >= retries:
-            return CONDITION_RETRIES_EXHAUSTED
-        max_age = self.settings.maximum_record_age_seconds
-        if max_age != UNLIMITED and time.time() - part[0].arrival > max_age:
-            return CONDITION_RECORD_AGE_EXCEEDED
-        return None
-
-    def _send_on_failure(self, failure: dict[str, Any], part: list[StreamRecord]) -> None:
-        self.stats.add(batches_sent_to_on_failure=1, records_sent_to_on_failure=len(part))
-        try:
-            self.on_failure(failure)
-        except Exception as exc:  # noqa: BLE001 - the destination failing must not stop the shard
-            self._event("esm_on_failure_destination_failed", error=f"{type(exc).__name__}: {exc}", failure=failure)
+    def _finish_closed_shard(self, shard: _Shard) -> None:
+        for thread in shard.lane_threads:
+            while thread.is_alive() and not self._stopping.is_set():
+                thread.join(self._timing.idle_poll_s)
+        if self._stopping.is_set() or shard.progress.outstanding:
+            return
+        shard.finished.set()
+        self._stats.add(shards_finished=1)
+        self.log.info("esm_shard_finished", shard=shard.shard_id, checkpoint=shard.progress.checkpoint)
+        self._discover_children(shard)
