@@ -55,6 +55,11 @@ class KinesisSink(Sink[KinesisEntry]):
                 result.failed.extend((e, REASON_RETRIES_EXHAUSTED, detail) for e in pending)
                 break
             delay = self.backoff.delay(attempt)
+            remaining = deadline.remaining()
+            if remaining is not None and delay >= remaining:
+                # No re-send can start before the deadline: return now, and announce no retry that won't happen.
+                result.unsent.extend(pending)
+                break
             self.events.records_retried(
                 records=len(pending), attempt=attempt, delay_s=delay, reason=",".join(sorted(decision.codes))
             )
