@@ -9,7 +9,13 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
 
 from sinks.kinesis.config import KinesisSinkConfig
 from sinks.kinesis.records import KinesisEntry
@@ -103,6 +109,10 @@ class KinesisService:
         except (NoCredentialsError, PartialCredentialsError) as exc:
             # Credentials can appear (instance role, rotated file): keep the records and keep trying.
             return CallFailed("NoCredentials", str(exc), True, time.monotonic() - started)
+        except ParamValidationError as exc:
+            # botocore refused to build the request (e.g. an empty partition key): resending the same entries
+            # can never work, so they are dead-lettered rather than retried until shutdown.
+            return CallFailed("ParamValidationError", str(exc), False, time.monotonic() - started)
         except BotoCoreError as exc:  # connection refused/reset, timeouts, DNS: the network may come back
             return CallFailed(type(exc).__name__, str(exc), True, time.monotonic() - started)
         latency = time.monotonic() - started
