@@ -1,0 +1,107 @@
+"""KinesisService: the client it builds from the AWS chain, and how each kind of failed call is classified."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ProfileNotFound
+
+from sinks.base import Deadline, Record
+from sinks.kinesis import KinesisSink, KinesisSinkConfig
+from sinks.kinesis.records import KinesisEntry
+from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED
+from sinks.kinesis.service import CallFailed, KinesisService, PutResponse
+from tests.conftest import free_port
+from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, tweet_record
+
+
+def test_region_and_credentials_come_from_the_aws_chain(kinesis_fake: Callable[..., ScriptedKinesis]) -> None:
+    """Without region/profile in the config the environment's region and keys are used; a request succeeds."""
+    fake = kinesis_fake()
+    service = KinesisService(KinesisSinkConfig(stream="s", endpoint_url=fake.server.endpoint_url))
+    try:
+        assert service.client.meta.region_name == "us-east-1"
+        entry = KinesisEntry(tweet_record(), "pk", 10)
+        assert isinstance(service.put_records([entry]), PutResponse)
+    finally:
+        service.close()
+
+
+def test_configured_region_and_timeouts_reach_the_client_and_botocore_does_not_retry() -> None:
+    """region, connect_timeout and read_timeout are applied; botocore makes one attempt (the sink retries)."""
+    config = KinesisSinkConfig(stream="s", region="eu-west-3", connect_timeout=1.5, read_timeout=7.0)
+    service = KinesisService(config)
+    try:
+        meta = service.client.meta
+        assert meta.region_name == "eu-west-3"
+        assert (meta.config.connect_timeout, meta.config.read_timeout) == (1.5, 7.0)
+        assert meta.config.retries["total_max_attempts"] == 1
+    finally:
+        service.close()
+
+
+def test_a_named_profile_is_used_and_a_missing_one_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kinesis_fake: Callable[..., ScriptedKinesis]
+) -> None:
+    """profile selects a section of the AWS config files; an unknown profile fails at construction, naming it."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[producer]\naws_access_key_id = profilekey\naws_secret_access_key = profile-not-a-secret\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    fake = kinesis_fake()
+    service = KinesisService(KinesisSinkConfig(stream="s", profile="producer", endpoint_url=fake.server.endpoint_url))
+    try:
+        assert service.client._request_signer._credentials.access_key == "profilekey"
+        assert isinstance(service.put_records([KinesisEntry(tweet_record(), "pk", 10)]), PutResponse)
+    finally:
+        service.close()
+    with pytest.raises(ProfileNotFound, match="nobody"):
+        KinesisService(KinesisSinkConfig(stream="s", profile="nobody"))
+
+
+def test_missing_credentials_are_retriable_and_end_as_retries_exhausted(
+    monkeypatch: pytest.MonkeyPatch,
+    kinesis_fake: Callable[..., ScriptedKinesis],
+    make_sink: Callable[..., KinesisSink],
+    events: RecordingEvents,
+) -> None:
+    """No credentials anywhere: the call fails before any request as NoCredentials (retriable), never silently."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    fake = kinesis_fake()
+    sink = make_sink(fake.server.endpoint_url, retry={"max_attempts": 2})
+    batch = [sink.prepare(tweet_record())]
+    result = sink.write(batch, Deadline())
+    assert fake.server.calls == []
+    assert [(reason, "NoCredentials" in detail) for _, reason, detail in result.failed] == [(REASON_RETRIES_EXHAUSTED, True)]
+    assert [e["code"] for e in events.named("put_failed")] == ["NoCredentials", "NoCredentials"]
+
+
+def test_a_refused_connection_is_retriable() -> None:
+    """Nothing listening at the endpoint: a retriable CallFailed, not an exception."""
+    config = KinesisSinkConfig(stream="s", endpoint_url=f"http://127.0.0.1:{free_port()}", connect_timeout=1.0)
+    service = KinesisService(config)
+    try:
+        outcome = service.put_records([KinesisEntry(tweet_record(), "pk", 10)])
+    finally:
+        service.close()
+    assert isinstance(outcome, CallFailed) and outcome.retriable
+    assert "Connect" in outcome.code
+
+
+def test_a_request_botocore_refuses_to_build_is_permanent(
+    kinesis_fake: Callable[..., ScriptedKinesis], make_sink: Callable[..., KinesisSink]
+) -> None:
+    """An entry failing botocore's parameter validation (empty key) is put_rejected, not retried forever."""
+    fake = kinesis_fake()
+    sink = make_sink(fake.server.endpoint_url)
+    record: Record = tweet_record()
+    bad = KinesisEntry(record, "", len(record.data))
+    outcome = sink.service.put_records([bad])
+    assert isinstance(outcome, CallFailed) and not outcome.retriable
+    result = sink.write([bad], Deadline())
+    assert [(e, reason) for e, reason, _ in result.failed] == [(bad, REASON_PUT_REJECTED)]
+    assert fake.server.calls == []
