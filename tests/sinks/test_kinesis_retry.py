@@ -3,6 +3,7 @@ attempt limits and the events reported for each."""
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,8 @@ import pytest
 from sinks.base import Deadline, Record
 from sinks.kinesis import KinesisSink
 from sinks.kinesis.records import KinesisEntry
-from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED
+from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED, Backoff, decide
+from sinks.kinesis.service import CallFailed, EntryFailure, PutResponse
 from tests.fakes import Reply
 from tests.sinks.conftest import (
     DROPPED,
@@ -210,3 +212,55 @@ def test_max_attempts_one_never_retries(setup: Callable[..., Any], events: Recor
     assert len(fake.requests()) == 1
     assert [reason for _, reason, _ in result.failed] == [REASON_RETRIES_EXHAUSTED] * 2
     assert events.named("records_retried") == []
+
+
+# --- the decision and the backoff as values ---------------------------------------------------------
+
+
+def test_decide_maps_outcomes_to_positions() -> None:
+    """decide: full success delivers all; retriable call failure retries all; permanent rejects all; partial splits."""
+    assert decide(PutResponse((), 0.01), 3).delivered_all
+    retry_all = decide(CallFailed(PTEE, "slow down", True, 0.01), 3)
+    assert (retry_all.retry, retry_all.reject, dict(retry_all.codes)) == ((0, 1, 2), (), {PTEE: 3})
+    reject_all = decide(CallFailed("AccessDeniedException", "denied", False, 0.01), 2)
+    denied = "AccessDeniedException: denied"
+    assert reject_all.retry == () and reject_all.reject == ((0, denied), (1, denied))
+    partial = decide(PutResponse((EntryFailure(1, PTEE, "m"), EntryFailure(4, "KMSInvalidStateException", "k")), 0.01), 5)
+    assert (partial.retry, partial.reject, dict(partial.codes)) == (
+        (1,), ((4, "KMSInvalidStateException: k"),), {PTEE: 1, "KMSInvalidStateException": 1}
+    )
+
+
+def test_backoff_ceiling_doubles_from_initial_up_to_the_cap() -> None:
+    """The ceiling of attempt n is min(max, initial * 2^(n-1)), and stays finite for huge n."""
+    backoff = Backoff(0.1, 1.0, random.Random(1))
+    assert [round(backoff.ceiling(n), 9) for n in range(1, 7)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert backoff.ceiling(10_000) == 1.0
+
+
+def test_backoff_is_full_jitter_within_bounds() -> None:
+    """Delays are spread over the whole [0, ceiling] range (not just near it) and never exceed it."""
+    backoff = Backoff(0.1, 1.0, random.Random(3))
+    for attempt in (1, 3, 5, 50):
+        delays = [backoff.delay(attempt) for _ in range(2000)]
+        ceiling = backoff.ceiling(attempt)
+        assert all(0 <= d <= ceiling for d in delays)
+        assert min(delays) < 0.05 * ceiling and max(delays) > 0.95 * ceiling
+
+
+def test_backoff_with_the_same_seed_repeats_its_schedule() -> None:
+    """A seeded RNG makes the schedule reproducible; another seed gives another schedule."""
+    def schedule(seed: int) -> list[float]:
+        backoff = Backoff(0.5, 8.0, random.Random(seed))
+        return [backoff.delay(n) for n in range(1, 10)]
+
+    assert schedule(11) == schedule(11)
+    assert schedule(11) != schedule(12)
+
+
+def test_the_sink_draws_its_delays_from_the_injected_rng(setup: Callable[..., Any], events: RecordingEvents) -> None:
+    """The delays announced by records_retried are exactly those of a Backoff seeded the same way."""
+    _fake, sink, batch = setup(1, *[whole_call(THROTTLED)] * 3, seed=42, retry={"initial_backoff": 0.001, "max_backoff": 0.002})
+    sink.write(batch, Deadline())
+    expected = Backoff(0.001, 0.002, random.Random(42))
+    assert [e["delay_s"] for e in events.named("records_retried")] == [expected.delay(n) for n in (1, 2, 3)]
