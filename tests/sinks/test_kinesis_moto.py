@@ -1,0 +1,100 @@
+"""The Kinesis sink against moto's Kinesis: records written through the sink read back byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from daemon.embedded.endpoint import EmbeddedEndpoint, embedded_client
+from sinks.base import Deadline, Record
+from sinks.kinesis import KinesisSink
+from tests.sinks.conftest import REGION, RecordingEvents, assert_accounted, tweet_record
+
+pytestmark = pytest.mark.slow
+
+SHARDS = 2  # more than one, so the check that each key landed in its MD5 hash range means something
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's Kinesis on a free loopback port, for this module."""
+    endpoint = EmbeddedEndpoint("127.0.0.1", 0)
+    endpoint.start()
+    yield endpoint.url
+    endpoint.stop()
+
+
+@pytest.fixture
+def stream(moto_url: str) -> Iterator[tuple[str, Any]]:
+    """A fresh stream (unique name: moto's state is process-wide) and a client to read it."""
+    client = embedded_client("kinesis", moto_url, REGION)
+    name = f"sink-test-{uuid.uuid4().hex[:8]}"
+    client.create_stream(StreamName=name, ShardCount=SHARDS)
+    client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50})
+    yield name, client
+    client.delete_stream(StreamName=name)
+
+
+def read_back(client: Any, name: str) -> dict[str, list[tuple[bytes, str]]]:
+    """Every record of every shard, from the start, as (data, partition key), by shard id."""
+    found: dict[str, list[tuple[bytes, str]]] = {}
+    for shard in client.list_shards(StreamName=name)["Shards"]:
+        iterator = client.get_shard_iterator(StreamName=name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
+        records: list[tuple[bytes, str]] = []
+        while iterator:
+            page = client.get_records(ShardIterator=iterator, Limit=1000)
+            records += [(r["Data"], r["PartitionKey"]) for r in page["Records"]]
+            iterator = page.get("NextShardIterator") if page["Records"] else None
+        found[shard["ShardId"]] = records
+    return found
+
+
+def hash_ranges(client: Any, name: str) -> dict[str, tuple[int, int]]:
+    return {
+        s["ShardId"]: (int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"]))
+        for s in client.list_shards(StreamName=name)["Shards"]
+    }
+
+
+def varied_records() -> list[Record]:
+    """Tweets in several scripts with emoji, numeric and non-Latin and over-long ids, and keyless binary data."""
+    texts = ["Привет, мир", "こんにちは世界 🌸", "مرحبا بالعالم", "שלום עולם", "emoji 👩‍👩‍👧‍👦🏳️‍🌈✨", "Ελληνικά", "plain ascii"]
+    records = [tweet_record(text, author_id=str(1000 + i), tweet_id=str(i)) for i, text in enumerate(texts)]
+    records.append(tweet_record("numeric id", author_id=2244994945))
+    records.append(tweet_record("non-Latin key", author_id="作者😀"))
+    records.append(tweet_record("long key", author_id="ä" * 300))
+    records.append(Record(b"\x00\xff\xfe binary \xf0\x9f\x98\x80", None, "test", "test:binary"))
+    return records
+
+
+def test_records_arrive_intact_with_their_partition_keys(
+    moto_url: str, stream: tuple[str, Any], make_sink: Callable[..., KinesisSink], events: RecordingEvents
+) -> None:
+    """A batch written through the sink reads back with the same bytes and keys, each key in its MD5 hash range."""
+    name, client = stream
+    sink = make_sink(moto_url, stream=name, region=REGION)
+    records = varied_records()
+    batch = [sink.prepare(r) for r in records]
+    result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
+    assert result.sent == batch
+    assert [e["records"] for e in events.named("put_succeeded")] == [len(batch)]
+
+    stored = read_back(client, name)
+    expected = sorted((r.data, e.partition_key) for r, e in zip(records, batch, strict=True))
+    assert sorted(pair for shard in stored.values() for pair in shard) == expected
+
+    keys = {e.partition_key for e in batch}
+    assert {"2244994945", "作者😀", "ä" * 256, hashlib.md5(records[-1].data, usedforsecurity=False).hexdigest()} <= keys
+
+    ranges = hash_ranges(client, name)
+    for shard_id, pairs in stored.items():
+        low, high = ranges[shard_id]
+        for _, key in pairs:
+            assert low <= int(hashlib.md5(key.encode("utf-8"), usedforsecurity=False).hexdigest(), 16) <= high
