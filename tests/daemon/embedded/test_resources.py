@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,14 @@ from daemon.embedded.resources import create_resources
 from infra.settings import StackSettings, StreamSettings
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def endpoint() -> Iterator[EmbeddedEndpoint]:
+    server = EmbeddedEndpoint("127.0.0.1", 0)
+    server.start()
+    yield server
+    server.stop()
 
 
 def clients(endpoint: EmbeddedEndpoint) -> dict[str, object]:
