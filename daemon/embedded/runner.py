@@ -70,6 +70,8 @@ class _Shard:
     parents: tuple[str, ...]
     start_type: str  # the iterator type until a record was read
     progress: ShardProgress
+    at_timestamp: float | None = None
+    iterator: str | None = None  # taken in start() for LATEST, so records put after start() are seen
     lanes: list[Lane] = field(default_factory=list)
     lane_threads: list[threading.Thread] = field(default_factory=list)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -206,15 +208,26 @@ class EventSourceRunner:
         assert self._invoker is not None and self._source is not None
         shard_id = description["ShardId"]
         parents = tuple(p for p in (description.get("ParentShardId"), description.get("AdjacentParentShardId")) if p)
-        shard = _Shard(shard_id, parents, start_type, ShardProgress(self._resume_from.get(shard_id)))
+        shard = _Shard(shard_id, parents, start_type, ShardProgress(self._resume_from.get(shard_id)), self.at_timestamp)
         for _ in range(self.settings.parallelization_factor):
             shard.lanes.append(
                 Lane(
-                    shard_id=shard_id, settings=self.settings, invoker=self._invoker, source=self._source,
-                    function_arn=self.function_arn, on_failure=self.on_failure, progress=shard.progress,
-                    stats=self._stats, stopping=self._stopping, timing=self._timing, clock=self._clock, log=self.log,
+                    shard_id=shard_id,
+                    settings=self.settings,
+                    invoker=self._invoker,
+                    source=self._source,
+                    function_arn=self.function_arn,
+                    on_failure=self.on_failure,
+                    progress=shard.progress,
+                    stats=self._stats,
+                    stopping=self._stopping,
+                    timing=self._timing,
+                    clock=self._clock,
+                    log=self.log,
                 )
             )
+        if start_type == "LATEST" and shard.progress.checkpoint is None:
+            shard.iterator = self._iterator(shard, None)
         with self._lock:
             if shard_id in self._shards or self._stopping.is_set():
                 return
@@ -258,24 +271,23 @@ class EventSourceRunner:
         if after is not None:
             kwargs |= {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": after}
         elif shard.start_type == "AT_TIMESTAMP":
-            kwargs |= {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": self.at_timestamp}
+            kwargs |= {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": shard.at_timestamp}
         else:
             kwargs["ShardIteratorType"] = shard.start_type
         iterator: str = self.kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
         if shard.start_type == "LATEST" and after is None:
             # Should this iterator need replacing before a record was read, resume from this moment rather
             # than from a later LATEST that would skip what arrived in between.
-            shard.start_type, self.at_timestamp = "AT_TIMESTAMP", self._clock()
+            shard.start_type, shard.at_timestamp = "AT_TIMESTAMP", self._clock()
         return iterator
 
     def _read_shard(self, shard: _Shard) -> None:
         if not self._wait_for_parents(shard):
             return
         after = shard.progress.checkpoint  # a resumed shard continues after its checkpoint
-        iterator: str | None = None
+        iterator = shard.iterator
         attempt = 0
         closed = False
-        lanes = shard.lanes
         while not self._stopping.is_set():
             try:
                 if iterator is None:
@@ -307,25 +319,30 @@ class EventSourceRunner:
                 self._stopping.wait(backoff_delay(attempt, *self._endpoint_backoff))
                 continue
             attempt = 0
-            records = response.get("Records", [])
-            for raw in records:
-                record = StreamRecord.from_get_records(raw)
-                lane = lanes[zlib.crc32(record.partition_key.encode()) % len(lanes)]
-                shard.progress.read(record.sequence_number)  # before the lane can finish it
-                self._stats.add(records_read=1)
-                if not lane.offer(record):
-                    break  # stopping: the record stays outstanding, behind the checkpoint
-                after = record.sequence_number
+            records = [StreamRecord.from_get_records(raw) for raw in response.get("Records", [])]
+            if records and not self._route(shard, records):
+                break  # stopping: what could not be queued stays outstanding, behind the checkpoint
+            if records:
+                after = records[-1].sequence_number
             iterator = response.get("NextShardIterator")
             if iterator is None:
                 closed = True
                 break
             if not records:
                 self._stopping.wait(self._timing.idle_poll_s)
-        for lane in lanes:
+        for lane in shard.lanes:
             lane.close()
         if closed:
             self._finish_closed_shard(shard)
+
+    def _route(self, shard: _Shard, records: list[StreamRecord]) -> bool:
+        """Register the records in read order (the checkpoint's order), then hand each lane its share."""
+        shares: list[list[StreamRecord]] = [[] for _ in shard.lanes]
+        for record in records:
+            shard.progress.read(record.sequence_number)
+            shares[zlib.crc32(record.partition_key.encode()) % len(shard.lanes)].append(record)
+        self._stats.add(records_read=len(records))
+        return all(lane.offer(share) for lane, share in zip(shard.lanes, shares, strict=True) if share)
 
     def _wait_for_parents(self, shard: _Shard) -> bool:
         """A child shard is read only after its parents' records are all done (order per key across a

@@ -6,7 +6,6 @@ lane has one batch in flight at a time, so a key's records are never processed c
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import deque
@@ -80,25 +79,30 @@ class Lane:
         self._timing = timing
         self._clock = clock
         self._log = log
-        self._queue: queue.Queue[StreamRecord] = queue.Queue(LANE_BACKLOG_RECORDS)
-        self._closed = threading.Event()  # the reader will add nothing more
-        self._carry: StreamRecord | None = None  # read but left out of the last batch (payload limit)
-        self._parts: deque[_Part] = deque()
+        self._ready = threading.Condition()  # guards _buffer and _closed
+        self._buffer: deque[StreamRecord] = deque()
+        self._closed = False
+        self._parts: deque[_Part] = deque()  # the batch in flight, as parts still to deliver
 
     # --- fed by the shard's reader ----------------------------------------------------------------
 
-    def offer(self, record: StreamRecord) -> bool:
-        """Queue a record, waiting while the lane is full; False when the runner stops first."""
-        while not self._stopping.is_set():
-            try:
-                self._queue.put(record, timeout=self._timing.idle_poll_s)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def offer(self, records: list[StreamRecord]) -> bool:
+        """Queue one GetRecords response's records for this lane at once (so a batch can take them all),
+        waiting while the lane's backlog is full; False when the runner stops first."""
+        with self._ready:
+            while len(self._buffer) >= LANE_BACKLOG_RECORDS:
+                if self._stopping.is_set():
+                    return False
+                self._ready.wait(self._timing.idle_poll_s)
+            self._buffer.extend(records)
+            self._ready.notify_all()
+        return True
 
     def close(self) -> None:
-        self._closed.set()
+        """The reader will add nothing more (the shard is closed, or the runner stops)."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
 
     # --- the lane's thread ------------------------------------------------------------------------
 
@@ -124,42 +128,43 @@ class Lane:
                 self._log.error("esm_lane_error", shard=self.shard_id, error=f"{type(exc).__name__}: {exc}", exc_info=True)
                 self._stopping.wait(backoff_delay(failures, self._timing.retry_backoff_base_s, self._timing.retry_backoff_cap_s))
 
-    def _next(self, timeout: float) -> StreamRecord | None:
-        if self._carry is not None:
-            record, self._carry = self._carry, None
-            return record
-        try:
-            return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-        except queue.Empty:
-            return None
+    def _take(self, batch: list[StreamRecord], size: int, timeout: float) -> tuple[int, bool]:
+        """Move queued records into `batch` within BatchSize and the payload limit, waiting up to `timeout`
+        for the first; returns the batch's payload size and whether the batch is full."""
+        with self._ready:
+            if not self._buffer and timeout > 0 and not self._closed:
+                self._ready.wait(timeout)
+            while self._buffer and len(batch) < self._settings.batch_size:
+                record_size = event_record_bytes(self._buffer[0])
+                if batch and size + record_size > INVOKE_PAYLOAD_LIMIT_BYTES:
+                    return size, True
+                batch.append(self._buffer.popleft())
+                size += record_size
+            self._ready.notify_all()  # room for the reader again
+            return size, len(batch) >= self._settings.batch_size
+
+    def _drained(self) -> bool:
+        with self._ready:
+            return self._closed and not self._buffer
 
     def _collect(self) -> list[StreamRecord] | None:
         """Up to BatchSize records within the invocation payload limit, waiting at most the batching window
         after the first one; [] when stopping; None when the shard is closed and the lane drained."""
-        first = None
-        while first is None:
+        batch: list[StreamRecord] = []
+        size = 0
+        while not batch:
             if self._stopping.is_set():
                 return []
-            closed = self._closed.is_set()  # read before polling: a record queued before close is not missed
-            first = self._next(self._timing.idle_poll_s)
-            if first is None and closed and self._queue.empty():
+            if self._drained():
                 return None
-        batch, size = [first], event_record_bytes(first)
+            size, full = self._take(batch, size, self._timing.idle_poll_s)
         window_ends = time.monotonic() + self._settings.maximum_batching_window_seconds
-        while len(batch) < self._settings.batch_size and not self._stopping.is_set():
-            # Slices of the idle poll keep stop() responsive; past the window, take what is already queued.
-            remaining = min(window_ends - time.monotonic(), self._timing.idle_poll_s)
-            record = self._next(remaining)
-            if record is None:
-                if time.monotonic() >= window_ends or (self._closed.is_set() and self._queue.empty()):
-                    break
-                continue
-            record_size = event_record_bytes(record)
-            if size + record_size > INVOKE_PAYLOAD_LIMIT_BYTES:
-                self._carry = record
+        while not full and not self._stopping.is_set() and not self._drained():
+            remaining = window_ends - time.monotonic()
+            if remaining <= 0:
                 break
-            batch.append(record)
-            size += record_size
+            # Slices of the idle poll keep stop() responsive while the window is open.
+            size, full = self._take(batch, size, min(remaining, self._timing.idle_poll_s))
         return batch
 
     def _deliver(self) -> None:
@@ -238,15 +243,22 @@ class Lane:
                 attempt += 1
                 self._stats.add(on_failure_errors=1)
                 self._log.error(
-                    "esm_on_failure_destination_failed", shard=self.shard_id, attempt=attempt,
-                    error=f"{type(exc).__name__}: {exc}", failure=failure,
+                    "esm_on_failure_destination_failed",
+                    shard=self.shard_id,
+                    attempt=attempt,
+                    error=f"{type(exc).__name__}: {exc}",
+                    failure=failure,
                 )
                 delay = backoff_delay(attempt, self._timing.retry_backoff_base_s, self._timing.retry_backoff_cap_s)
                 if self._stopping.wait(delay):
                     raise _Stopped from exc
         self._stats.add(batches_sent_to_on_failure=1, records_sent_to_on_failure=len(records))
         self._log.error(
-            "esm_batch_sent_to_on_failure", shard=self.shard_id, condition=condition, records=len(records),
-            first=records[0].sequence_number, last=records[-1].sequence_number,
+            "esm_batch_sent_to_on_failure",
+            shard=self.shard_id,
+            condition=condition,
+            records=len(records),
+            first=records[0].sequence_number,
+            last=records[-1].sequence_number,
         )
         self._progress.done([r.sequence_number for r in records])

@@ -1,4 +1,4 @@
-"""Fixtures for the embedded stack's tests: moto's endpoint on 127.0.0.1, streams, and a runner harness."""
+"""Fixtures for the event-source runner: moto's server on 127.0.0.1, streams, recording functions, runners."""
 
 from __future__ import annotations
 
@@ -9,198 +9,202 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
-from daemon.embedded.endpoint import EmbeddedEndpoint, embedded_client
 from daemon.embedded.runner import EventSourceRunner
 from infra.settings import EventSourceMappingSettings
 
 REGION = "us-east-1"
-FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:runner-under-test"
-# How long a test waits for something the runner should do within milliseconds; generous for 2 shared cores.
-WAIT_S = 5.0
-# Time stop() gets at teardown; the tests that measure stop() assert far tighter bounds themselves.
-TEARDOWN_STOP_S = 5.0
-# Fast timings: the runner's defaults suit a daemon, not a test suite.
-FAST_IDLE_POLL_S = 0.02
-FAST_BACKOFF_S = (0.01,)
-RUNNER_THREAD_PREFIX = "esm-"
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:test-DDBEventProcessor"
+# Generous bound for asynchronous outcomes on a loaded machine; tests never assert on durations.
+WAIT_S = 15.0
+# Fast loops for tests: the runner's production values are seconds.
+FAST = {
+    "idle_poll_s": 0.01,
+    "retry_backoff_base_s": 0.001,
+    "retry_backoff_cap_s": 0.01,
+    "endpoint_backoff_base_s": 0.01,
+    "endpoint_backoff_cap_s": 0.05,
+}
+TEST_SETTINGS = EventSourceMappingSettings(
+    batch_size=100,
+    maximum_batching_window_seconds=0,
+    starting_position="TRIM_HORIZON",
+    parallelization_factor=1,
+    bisect_batch_on_function_error=False,
+    maximum_retry_attempts=2,
+    maximum_record_age_seconds=-1,
+    report_batch_item_failures=True,
+)
 
 
-@pytest.fixture
-def endpoint() -> Iterator[EmbeddedEndpoint]:
-    server = EmbeddedEndpoint("127.0.0.1", 0)
-    server.start()
-    yield server
-    server.stop()
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    give_up = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > give_up:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class RecordingLogger:
+    """A structlog-like logger that keeps (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def bind(self, **_: Any) -> RecordingLogger:
+        return self
+
+    def _log(self, level: str, event: str, **fields: Any) -> None:
+        with self._lock:
+            self.entries.append((level, event, fields))
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log("debug", event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log("error", event, **fields)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [fields for _, event, fields in self.entries if event == name]
+
+
+Behaviour = Callable[[list[dict[str, Any]], int], Any]
+
+
+@dataclass
+class RecordingFunction:
+    """A handler(event, context) that records every invocation; `behaviour(records, call_index)` decides
+    the response (return it) or the error (raise)."""
+
+    behaviour: Behaviour | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    contexts: list[Any] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        with self.lock:
+            index = len(self.events)
+            self.events.append(event)
+            self.contexts.append(context)
+        return self.behaviour(event["Records"], index) if self.behaviour else None
+
+    @property
+    def batches(self) -> list[list[str]]:
+        """Sequence numbers of each invocation, in invocation order."""
+        with self.lock:
+            return [[r["kinesis"]["sequenceNumber"] for r in e["Records"]] for e in self.events]
+
+    def delivered(self) -> int:
+        return sum(len(b) for b in self.batches)
 
 
 @dataclass
 class Stream:
-    """A stream on the endpoint, with helpers to write records to it."""
-
     kinesis: Any
     name: str
 
-    def put(self, *payloads: bytes, key: str = "key") -> list[str]:
-        """Writes each payload with one PutRecord (so their order is the stream's order); returns sequence numbers."""
+    def put(self, *records: tuple[str, bytes]) -> list[str]:
+        """Put (partition key, data) records one by one (ordered); returns their sequence numbers."""
         return [
-            self.kinesis.put_record(StreamName=self.name, Data=p, PartitionKey=key)["SequenceNumber"]
-            for p in payloads
+            self.kinesis.put_record(StreamName=self.name, PartitionKey=key, Data=data)["SequenceNumber"] for key, data in records
         ]
 
-    def put_keyed(self, records: list[tuple[str, bytes]]) -> list[str]:
-        """Writes (partition key, payload) pairs in order; returns their sequence numbers."""
-        return [
-            self.kinesis.put_record(StreamName=self.name, Data=data, PartitionKey=key)["SequenceNumber"]
-            for key, data in records
-        ]
-
-    def shard_ids(self) -> list[str]:
-        return [s["ShardId"] for s in self.kinesis.list_shards(StreamName=self.name)["Shards"]]
+    def put_many(self, count: int, keys: int = 1, prefix: str = "r") -> list[str]:
+        return self.put(*[(f"key-{i % keys}", f"{prefix}{i}".encode()) for i in range(count)])
 
 
-@pytest.fixture
-def kinesis(endpoint: EmbeddedEndpoint) -> Any:
-    return embedded_client("kinesis", endpoint.url, REGION)
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture
-def make_stream(kinesis: Any) -> Callable[[int], Stream]:
-    """Creates a stream with a unique name (moto's state is per process, shared by every endpoint)."""
-
-    def make(shards: int = 1) -> Stream:
-        name = f"runner-{uuid.uuid4().hex[:12]}"
-        kinesis.create_stream(StreamName=name, ShardCount=shards)
-        kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 100})
-        return Stream(kinesis, name)
-
-    return make
-
-
-@pytest.fixture
-def stream(make_stream: Callable[[int], Stream]) -> Stream:
-    return make_stream(1)
-
-
-@pytest.fixture
-def settings() -> EventSourceMappingSettings:
-    """The stack's mapping settings with no batching window: each test changes what it is about."""
-    return replace(
-        EventSourceMappingSettings(),
-        batch_size=10,
-        maximum_batching_window_seconds=0,
-        bisect_batch_on_function_error=False,
-        maximum_retry_attempts=2,
-        maximum_record_age_seconds=-1,
+def kinesis(moto_url: str) -> Any:
+    return boto3.client(
+        "kinesis",
+        endpoint_url=moto_url,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",  # noqa: S106 - dummy
     )
 
 
-@dataclass
-class Invocation:
-    event: dict[str, Any]
-    context: Any
-    remaining_ms_at_start: int
-    started: float
-    ended: float = 0.0
-
-    @property
-    def sequence_numbers(self) -> list[str]:
-        return [r["kinesis"]["sequenceNumber"] for r in self.event["Records"]]
-
-    @property
-    def keys(self) -> list[str]:
-        return [r["kinesis"]["partitionKey"] for r in self.event["Records"]]
-
-
-@dataclass
-class Recorder:
-    """A function for the runner: records every invocation, then does what `behaviour` says (return or raise)."""
-
-    behaviour: Callable[[Invocation], Any] = lambda invocation: None
-    invocations: list[Invocation] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, event: dict[str, Any], context: Any) -> Any:
-        invocation = Invocation(event, context, context.get_remaining_time_in_millis(), time.monotonic())
-        with self.lock:
-            self.invocations.append(invocation)
-        try:
-            return self.behaviour(invocation)
-        finally:
-            invocation.ended = time.monotonic()
-
-    def delivered(self) -> list[str]:
-        """Sequence numbers of every record sent to the function, in invocation order, repeats included."""
-        with self.lock:
-            return [seq for invocation in self.invocations for seq in invocation.sequence_numbers]
-
-    def batches(self) -> list[list[str]]:
-        with self.lock:
-            return [invocation.sequence_numbers for invocation in self.invocations]
-
-
-@dataclass
-class FailureSink:
-    """The on-failure destination: keeps what it is sent; optionally raises after keeping it."""
-
-    raises: bool = False
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    def __call__(self, failure: dict[str, Any]) -> None:
-        self.records.append(failure)
-        if self.raises:
-            raise ConnectionError("destination unreachable")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Polls `condition` until it holds; fails the test when it does not within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.005)
-
-
-def runner_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(RUNNER_THREAD_PREFIX) and t.is_alive()]
+@pytest.fixture
+def stream(kinesis: Any) -> Stream:
+    """A fresh one-shard stream."""
+    name = f"runner-{uuid.uuid4().hex[:12]}"
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 100})
+    return Stream(kinesis, name)
 
 
 @dataclass
 class Harness:
-    """Builds and starts runners on one stream; stops them all when the test ends."""
+    """A runner under test with what it sent to the on-failure destination and what it logged."""
 
-    stream: Stream
-    default_settings: EventSourceMappingSettings
-    runners: list[EventSourceRunner] = field(default_factory=list)
+    runner: EventSourceRunner
+    function: RecordingFunction
+    failures: list[dict[str, Any]]
+    log: RecordingLogger
 
-    def start(
-        self,
-        function: Callable[[dict[str, Any], Any], Any],
-        on_failure: Callable[[dict[str, Any]], None] | None = None,
-        settings: EventSourceMappingSettings | None = None,
-        **kwargs: Any,
-    ) -> EventSourceRunner:
-        options: dict[str, Any] = {"idle_poll_s": FAST_IDLE_POLL_S, "retry_backoff_s": FAST_BACKOFF_S} | kwargs
-        runner = EventSourceRunner(
-            kinesis=self.stream.kinesis,
-            stream_name=self.stream.name,
-            region=REGION,
-            function=function,
-            settings=settings or self.default_settings,
-            on_failure=on_failure or FailureSink(),
-            function_arn=FUNCTION_ARN,
-            **options,
-        )
-        self.runners.append(runner)
-        runner.start()
-        return runner
+    def stop(self, timeout: float = 5.0) -> None:
+        self.runner.stop(timeout)
+
+
+RunnerFactory = Callable[..., Harness]
 
 
 @pytest.fixture
-def harness(stream: Stream, settings: EventSourceMappingSettings) -> Iterator[Harness]:
-    h = Harness(stream, settings)
-    yield h
-    for runner in h.runners:
-        runner.stop(TEARDOWN_STOP_S)
-    assert runner_threads() == [], "a runner left threads running"
+def make_runner(kinesis: Any, stream: Stream) -> Iterator[RunnerFactory]:
+    """Build a started runner on `stream` (or another client/stream) with fast loops; stopped at teardown."""
+    made: list[Harness] = []
+
+    def factory(
+        function: RecordingFunction | None = None,
+        *,
+        on_failure: Callable[[dict[str, Any]], None] | None = None,
+        client: Any = None,
+        stream_name: str | None = None,
+        start: bool = True,
+        settings: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Harness:
+        failures: list[dict[str, Any]] = []
+        log = RecordingLogger()
+        function = function or RecordingFunction()
+        runner = EventSourceRunner(
+            kinesis=client or kinesis,
+            stream_name=stream_name or stream.name,
+            region=REGION,
+            function=function,
+            settings=replace(TEST_SETTINGS, **(settings or {})),
+            on_failure=on_failure or failures.append,
+            function_arn=FUNCTION_ARN,
+            logger=log,
+            **(FAST | kwargs),
+        )
+        harness = Harness(runner, function, failures, log)
+        made.append(harness)
+        if start:
+            runner.start()
+        return harness
+
+    yield factory
+    for harness in made:
+        harness.stop()
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("esm-")], "runner threads to end", 5)
