@@ -39,6 +39,7 @@ RETRIABLE_ERROR_CODES = frozenset(
         "RequestExpired",
     }
 )
+MALFORMED_RESPONSE = "MalformedResponse"  # a 200 answer whose Records do not match the request
 _HTTP_TOO_MANY_REQUESTS = 429
 _HTTP_SERVER_ERROR = 500
 
@@ -116,11 +117,16 @@ class KinesisService:
         except BotoCoreError as exc:  # connection refused/reset, timeouts, DNS: the network may come back
             return CallFailed(type(exc).__name__, str(exc), True, time.monotonic() - started)
         latency = time.monotonic() - started
-        if not response.get("FailedRecordCount"):
-            return PutResponse((), latency)
+        results = response.get("Records") or []
+        if len(results) != len(entries):
+            # Without one result per entry we cannot tell which entries were accepted: sending them all again
+            # risks duplicates, treating the gap as accepted would lose records.
+            detail = f"{len(results)} results for {len(entries)} records"
+            return CallFailed(MALFORMED_RESPONSE, detail, True, latency)
+        # Per-entry ErrorCode is authoritative; FailedRecordCount is only a summary of it.
         failures = tuple(
             EntryFailure(position, str(result["ErrorCode"]), str(result.get("ErrorMessage", "")))
-            for position, result in enumerate(response["Records"])
+            for position, result in enumerate(results)
             if result.get("ErrorCode")
         )
         return PutResponse(failures, latency)
