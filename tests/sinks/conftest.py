@@ -100,7 +100,7 @@ def accept_all(body: dict[str, Any]) -> dict[str, Any]:
     return {"FailedRecordCount": 0, "Records": records}
 
 
-def fail_positions(failures: dict[int, str]) -> PutReply:
+def fail_positions(failures: dict[int, str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """A reply failing the entries at the given positions with the given ErrorCode, accepting the rest."""
 
     def reply(body: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ProfileNotFound
@@ -12,9 +13,9 @@ from sinks.base import Deadline, Record
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
 from sinks.kinesis.records import KinesisEntry
 from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED
-from sinks.kinesis.service import CallFailed, KinesisService, PutResponse
+from sinks.kinesis.service import MALFORMED_RESPONSE, CallFailed, KinesisService, PutResponse
 from tests.conftest import free_port
-from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, tweet_record
+from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, accept_all, fail_positions, tweet_record
 
 
 def test_region_and_credentials_come_from_the_aws_chain(kinesis_fake: Callable[..., ScriptedKinesis]) -> None:
@@ -105,3 +106,36 @@ def test_a_request_botocore_refuses_to_build_is_permanent(
     result = sink.write([bad], Deadline())
     assert [(e, reason) for e, reason, _ in result.failed] == [(bad, REASON_PUT_REJECTED)]
     assert fake.server.calls == []
+
+
+def test_per_entry_error_codes_count_even_when_failed_record_count_says_zero(
+    kinesis_fake: Callable[..., ScriptedKinesis], make_sink: Callable[..., KinesisSink]
+) -> None:
+    """The per-entry ErrorCode decides: an entry marked failed is re-sent although FailedRecordCount is 0."""
+    def inconsistent(body: dict[str, Any]) -> dict[str, Any]:
+        response = fail_positions({1: "ProvisionedThroughputExceededException"})(body)
+        return response | {"FailedRecordCount": 0}
+
+    fake = kinesis_fake(inconsistent)
+    sink = make_sink(fake.server.endpoint_url)
+    batch = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(3)]
+    result = sink.write(batch, Deadline())
+    assert result.sent == [batch[0], batch[2], batch[1]]
+    assert [len(request) for request in fake.requests()] == [3, 1]
+
+
+def test_a_response_without_one_result_per_record_resends_the_batch(
+    kinesis_fake: Callable[..., ScriptedKinesis], make_sink: Callable[..., KinesisSink], events: RecordingEvents
+) -> None:
+    """Records missing from a 200 answer are not assumed delivered: the whole request is retried."""
+    def truncated(body: dict[str, Any]) -> dict[str, Any]:
+        response = accept_all(body)
+        return response | {"Records": response["Records"][:1]}
+
+    fake = kinesis_fake(truncated)
+    sink = make_sink(fake.server.endpoint_url)
+    batch = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(3)]
+    result = sink.write(batch, Deadline())
+    assert result.sent == batch
+    assert [len(request) for request in fake.requests()] == [3, 3]
+    assert [(e["code"], e["detail"]) for e in events.named("put_failed")] == [(MALFORMED_RESPONSE, "1 results for 3 records")]
