@@ -30,12 +30,15 @@ class FastKinesis:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 operation = self.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
                 if operation == "PutRecords":
                     count = len(body["Records"])
-                    answer = {"FailedRecordCount": 0, "Records": [{"SequenceNumber": "1", "ShardId": "shardId-000000000000"}] * count}
+                    answer = {
+                        "FailedRecordCount": 0,
+                        "Records": [{"SequenceNumber": "1", "ShardId": "shardId-000000000000"}] * count,
+                    }
                 else:
                     count = 1
                     answer = {"SequenceNumber": "1", "ShardId": "shardId-000000000000"}

@@ -86,11 +86,16 @@ def throughput(endpoint: Any) -> dict[str, float]:
     from processor.handler import handler
 
     lines = sample_lines(RECORDS, seed=5)
-    kinesis, dynamodb = embedded_client("kinesis", endpoint.url, "us-east-1"), embedded_client("dynamodb", endpoint.url, "us-east-1")
+    kinesis, dynamodb = (
+        embedded_client("kinesis", endpoint.url, "us-east-1"),
+        embedded_client("dynamodb", endpoint.url, "us-east-1"),
+    )
     results: dict[str, float] = {}
     for name in ("bench-baseline", "bench-processor"):
         stack = StackSettings(name=name)
-        resources = create_resources(stack, kinesis=kinesis, dynamodb=dynamodb, sqs=embedded_client("sqs", endpoint.url, "us-east-1"), region="us-east-1")
+        resources = create_resources(
+            stack, kinesis=kinesis, dynamodb=dynamodb, sqs=embedded_client("sqs", endpoint.url, "us-east-1"), region="us-east-1"
+        )
         _put_all(kinesis, resources.stream_name, lines)
         if name == "bench-processor":
             os.environ.update(stack.processor_environment(resources.dead_letter_queue_url))
@@ -121,8 +126,11 @@ def latency(endpoint: Any) -> dict[str, float]:
     stack = StackSettings(name="bench-latency")
     kinesis = embedded_client("kinesis", endpoint.url, "us-east-1")
     resources = create_resources(
-        stack, kinesis=kinesis, dynamodb=embedded_client("dynamodb", endpoint.url, "us-east-1"),
-        sqs=embedded_client("sqs", endpoint.url, "us-east-1"), region="us-east-1",
+        stack,
+        kinesis=kinesis,
+        dynamodb=embedded_client("dynamodb", endpoint.url, "us-east-1"),
+        sqs=embedded_client("sqs", endpoint.url, "us-east-1"),
+        region="us-east-1",
     )
     os.environ.update(stack.processor_environment(resources.dead_letter_queue_url))
     clients.reset_clients()
@@ -143,8 +151,12 @@ def latency(endpoint: Any) -> dict[str, float]:
         return response
 
     runner = EventSourceRunner(
-        kinesis=kinesis, stream_name=resources.stream_name, region="us-east-1", function=timed_handler,
-        settings=replace(stack.event_source_mapping, starting_position="LATEST"), on_failure=print,
+        kinesis=kinesis,
+        stream_name=resources.stream_name,
+        region="us-east-1",
+        function=timed_handler,
+        settings=replace(stack.event_source_mapping, starting_position="LATEST"),
+        on_failure=print,
         function_arn=resources.function_arn,
     )
     runner.start()
@@ -201,22 +213,25 @@ def main() -> None:
     if args.write:
         t, lat = report["throughput"], report["latency"]
         base_rate, ours_rate = t["records"] / t["baseline_s"], t["records"] / t["processor_s"]
-        text = "\n".join([
-            "## Processor: batched writes vs one put_item per record; end-to-end latency",
-            "",
-            "`python -m bench.processor --write` — one run, embedded stack (moto), 2-core machine.",
-            "",
-            f"Draining a {t['records']:,}-record stream through the event-source runner (batch size 100):",
-            "",
-            "| function | seconds | items/s | ratio |",
-            "|---|---:|---:|---:|",
-            f"| baseline: one put_item per record | {t['baseline_s']:.1f} | {base_rate:,.0f} | 1.0× |",
-            f"| processor: BatchWriteItem ×25, chunks in parallel | {t['processor_s']:.1f} | {ours_rate:,.0f} | {ours_rate / base_rate:.1f}× |",
-            "",
-            f"End-to-end latency at {lat['rate']} records/s for {lat['records']:,} records (source read → item written):"
-            f" p50 {lat['p50_s'] * 1000:.0f} ms, p99 {lat['p99_s'] * 1000:.0f} ms, max {lat['max_s'] * 1000:.0f} ms.",
-            "",
-        ])
+        text = "\n".join(
+            [
+                "## Processor: batched writes vs one put_item per record; end-to-end latency",
+                "",
+                "`python -m bench.processor --write` — one run, embedded stack (moto), 2-core machine.",
+                "",
+                f"Draining a {t['records']:,}-record stream through the event-source runner (batch size 100):",
+                "",
+                "| function | seconds | items/s | ratio |",
+                "|---|---:|---:|---:|",
+                f"| baseline: one put_item per record | {t['baseline_s']:.1f} | {base_rate:,.0f} | 1.0× |",
+                f"| processor: BatchWriteItem ×25, chunks in parallel | {t['processor_s']:.1f} | {ours_rate:,.0f} "
+                f"| {ours_rate / base_rate:.1f}× |",
+                "",
+                f"End-to-end latency at {lat['rate']} records/s for {lat['records']:,} records (source read → item written):"
+                f" p50 {lat['p50_s'] * 1000:.0f} ms, p99 {lat['p99_s'] * 1000:.0f} ms, max {lat['max_s'] * 1000:.0f} ms.",
+                "",
+            ]
+        )
         _replace_section(REPO / "docs" / "benchmarks.md", "## Processor:", text)
 
 
