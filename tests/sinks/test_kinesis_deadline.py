@@ -56,6 +56,7 @@ def test_a_deadline_brought_forward_during_backoff_ends_the_write_promptly(
     stopper.start()
     started = time.monotonic()
     result = sink.write(batch, deadline)
+    assert_accounted(batch, result)
     elapsed = time.monotonic() - started
     stopper.join()
     [retry] = events.named("records_retried")
@@ -127,6 +128,7 @@ def test_a_backoff_longer_than_the_time_left_returns_at_once(
     batch = [sink.prepare(r) for r in make_records(2)]
     deadline = Deadline(time.monotonic() + WAKE_BOUND_S)
     result = sink.write(batch, deadline)
+    assert_accounted(batch, result)
     assert not deadline.expired()  # it returned before the deadline: no pointless sleep
     assert result.unsent == batch
     assert len(fake.requests()) == 1

@@ -143,6 +143,7 @@ def test_a_read_timeout_is_retried(setup: Callable[..., Any]) -> None:
     fake, sink, batch = setup(2, stall, read_timeout=0.2)
     try:
         result = sink.write(batch, Deadline())
+        assert_accounted(batch, result)
     finally:
         release.set()
     assert_accounted(batch, result)
@@ -156,6 +157,7 @@ def test_without_max_attempts_retries_continue_until_success_within_backoff_boun
     """max_attempts 0 keeps retrying (here 6 throttles); each delay is within [0, min(max, initial*2^(n-1))]."""
     fake, sink, batch = setup(2, *[whole_call(THROTTLED)] * 6, retry={"initial_backoff": 0.001, "max_backoff": 0.004})
     result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
     assert result.sent == batch
     assert len(fake.requests()) == 7
     retried = events.named("records_retried")
@@ -209,6 +211,7 @@ def test_max_attempts_one_never_retries(setup: Callable[..., Any], events: Recor
     """max_attempts 1: a throttled request is not repeated and no retry is announced."""
     fake, sink, batch = setup(2, whole_call(THROTTLED), retry={"max_attempts": 1})
     result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
     assert len(fake.requests()) == 1
     assert [reason for _, reason, _ in result.failed] == [REASON_RETRIES_EXHAUSTED] * 2
     assert events.named("records_retried") == []

@@ -15,7 +15,7 @@ from sinks.kinesis.records import KinesisEntry
 from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED
 from sinks.kinesis.service import MALFORMED_RESPONSE, CallFailed, KinesisService, PutResponse
 from tests.conftest import free_port
-from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, accept_all, fail_positions, tweet_record
+from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, accept_all, assert_accounted, fail_positions, tweet_record
 
 
 def test_region_and_credentials_come_from_the_aws_chain(kinesis_fake: Callable[..., ScriptedKinesis]) -> None:
@@ -76,6 +76,7 @@ def test_missing_credentials_are_retriable_and_end_as_retries_exhausted(
     sink = make_sink(fake.server.endpoint_url, retry={"max_attempts": 2})
     batch = [sink.prepare(tweet_record())]
     result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
     assert fake.server.calls == []
     assert [(reason, "NoCredentials" in detail) for _, reason, detail in result.failed] == [(REASON_RETRIES_EXHAUSTED, True)]
     assert [e["code"] for e in events.named("put_failed")] == ["NoCredentials", "NoCredentials"]
@@ -104,6 +105,7 @@ def test_a_request_botocore_refuses_to_build_is_permanent(
     outcome = sink.service.put_records([bad])
     assert isinstance(outcome, CallFailed) and not outcome.retriable
     result = sink.write([bad], Deadline())
+    assert_accounted([bad], result)
     assert [(e, reason) for e, reason, _ in result.failed] == [(bad, REASON_PUT_REJECTED)]
     assert fake.server.calls == []
 
@@ -120,6 +122,7 @@ def test_per_entry_error_codes_count_even_when_failed_record_count_says_zero(
     sink = make_sink(fake.server.endpoint_url)
     batch = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(3)]
     result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
     assert result.sent == [batch[0], batch[2], batch[1]]
     assert [len(request) for request in fake.requests()] == [3, 1]
 
@@ -136,6 +139,7 @@ def test_a_response_without_one_result_per_record_resends_the_batch(
     sink = make_sink(fake.server.endpoint_url)
     batch = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(3)]
     result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
     assert result.sent == batch
     assert [len(request) for request in fake.requests()] == [3, 3]
     assert [(e["code"], e["detail"]) for e in events.named("put_failed")] == [(MALFORMED_RESPONSE, "1 results for 3 records")]
