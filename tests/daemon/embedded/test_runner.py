@@ -129,7 +129,7 @@ def test_parallelization_keeps_order_per_partition_key(make_runner: RunnerFactor
     """With factor 4, batches of different keys run concurrently, one key never twice at once, each key in order."""
     seqs = stream.put_many(80, keys=16)
     active: dict[str, int] = defaultdict(int)
-    lock, overlap, log = threading.Lock(), threading.Event(), []
+    lock, overlap, log = threading.Lock(), threading.Event(), list[str]()
     tracking = RecordingFunction(_tracking(active, lock, overlap, log))
     make_runner(tracking, settings={"parallelization_factor": 4, "batch_size": 5})
     wait_until(lambda: len(log) == 80, "eighty records processed")
@@ -143,7 +143,7 @@ def test_one_batch_in_flight_per_shard_in_order(make_runner: RunnerFactory, stre
     """With factor 1, invocations never overlap and the shard's records arrive in sequence order."""
     seqs = stream.put_many(30, keys=5)
     active: dict[str, int] = defaultdict(int)
-    lock, overlap, log = threading.Lock(), threading.Event(), []
+    lock, overlap, log = threading.Lock(), threading.Event(), list[str]()
     make_runner(RecordingFunction(_tracking(active, lock, overlap, log)), settings={"batch_size": 3})
     wait_until(lambda: len(log) == 30, "thirty records processed")
     assert not overlap.is_set()
@@ -176,7 +176,12 @@ def test_stop_gives_up_on_a_stuck_function_after_the_timeout(make_runner: Runner
     """A function stuck past stop()'s timeout is reported and its records stay unfinished, not counted done."""
     entered, release = threading.Event(), threading.Event()
     stream.put_many(3)
-    h = make_runner(RecordingFunction(lambda records, _: (entered.set(), release.wait(10))[0]))
+
+    def stuck(records: list[dict[str, Any]], _: int) -> None:
+        entered.set()
+        release.wait(10)
+
+    h = make_runner(RecordingFunction(stuck))
     assert entered.wait(10)
     h.stop(0.2)
     assert h.log.events("esm_threads_still_running")

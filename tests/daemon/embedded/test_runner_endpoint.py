@@ -6,12 +6,16 @@ from __future__ import annotations
 import base64
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 
+from tests.conftest import free_port
 from tests.daemon.embedded.conftest import RecordingFunction, RunnerFactory, wait_until
 from tests.fakes import FakeAwsServer, Reply
 
@@ -182,3 +186,33 @@ def test_a_shard_closing_while_running_hands_over_to_its_children(fake: Any, mak
     assert _flat(h.function) == later + child
     assert old[0] not in _flat(h.function)
     assert (h.runner.stats.shards_started, h.runner.stats.shards_finished) == (2, 1)
+
+
+def test_connection_refused_while_the_endpoint_restarts_is_survived(make_runner: RunnerFactory) -> None:
+    """The embedded endpoint going away (connection refused) and coming back on its port: polling resumes."""
+    from daemon.embedded.endpoint import EmbeddedEndpoint
+
+    endpoint = EmbeddedEndpoint("127.0.0.1", free_port())
+    endpoint.start()
+    try:
+        client = boto3.client(
+            "kinesis",
+            endpoint_url=endpoint.url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",  # noqa: S106 - dummy
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+        )
+        name = f"restart-{uuid.uuid4().hex[:8]}"
+        client.create_stream(StreamName=name, ShardCount=1)
+        client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 100})
+        h = make_runner(client=client, stream_name=name)
+        endpoint.stop()  # moto's state lives in this process: the stream survives the restart
+        wait_until(lambda: len(h.log.events("esm_endpoint_unreachable")) >= 2, "refused connections")
+        endpoint.start()
+        seqs = [client.put_record(StreamName=name, PartitionKey="k", Data=b"x")["SequenceNumber"] for _ in range(2)]
+        wait_until(lambda: h.function.delivered() == 2, "records after the restart")
+        assert _flat(h.function) == seqs
+        assert "Could not connect" in h.log.events("esm_endpoint_unreachable")[0]["error"]
+    finally:
+        endpoint.stop()
