@@ -21,7 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from daemon.embedded.events import EventSource, StreamRecord
 from daemon.embedded.runner_invoke import Invoker
-from daemon.embedded.runner_lane import UNLIMITED, Lane, LaneTiming, backoff_delay
+from daemon.embedded.runner_lane import Lane, LaneTiming, backoff_delay
+from daemon.embedded.runner_settings import validate_settings
 from daemon.embedded.runner_stats import RunnerStats, ShardProgress, StatsRecorder
 from infra.settings import EventSourceMappingSettings
 
@@ -39,29 +40,6 @@ ENDPOINT_BACKOFF_BASE_S = 0.2
 ENDPOINT_BACKOFF_CAP_S = 5.0
 # GetRecords errors that leave the iterator valid: retry it after a backoff.
 _THROTTLING_CODES = frozenset({"ProvisionedThroughputExceededException", "LimitExceededException", "KMSThrottlingException"})
-# Valid ranges of the mapping's settings for a Kinesis source (CreateEventSourceMapping).
-BATCH_SIZE_RANGE = (1, 10_000)
-BATCHING_WINDOW_RANGE_S = (0, 300)
-PARALLELIZATION_FACTOR_RANGE = (1, 10)
-RETRY_ATTEMPTS_RANGE = (-1, 10_000)
-RECORD_AGE_RANGE_S = (60, 604_800)  # or -1 (no limit)
-
-
-def validate_settings(settings: EventSourceMappingSettings) -> None:
-    """Raise ValueError naming the first setting outside the range Lambda accepts."""
-    checks = [
-        ("batch_size", settings.batch_size, BATCH_SIZE_RANGE),
-        ("maximum_batching_window_seconds", settings.maximum_batching_window_seconds, BATCHING_WINDOW_RANGE_S),
-        ("parallelization_factor", settings.parallelization_factor, PARALLELIZATION_FACTOR_RANGE),
-        ("maximum_retry_attempts", settings.maximum_retry_attempts, RETRY_ATTEMPTS_RANGE),
-    ]
-    if settings.maximum_record_age_seconds != UNLIMITED:
-        checks.append(("maximum_record_age_seconds", settings.maximum_record_age_seconds, RECORD_AGE_RANGE_S))
-    for name, value, (low, high) in checks:
-        if not low <= value <= high:
-            raise ValueError(f"event source mapping setting {name}={value!r} is outside {low}..{high}")
-    if settings.starting_position not in ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):
-        raise ValueError(f"event source mapping setting starting_position={settings.starting_position!r} is not valid")
 
 
 @dataclass
@@ -78,6 +56,12 @@ class _Shard:
 
 
 class EventSourceRunner:
+    """Polls a Kinesis stream's shards and invokes `function` as Lambda's event source mapping would.
+
+    `on_failure` receives Lambda's on-failure record (metadata, never data) for each batch given up on;
+    `stats` and `checkpoints` report progress. Call start() once, and stop() to end every thread.
+    """
+
     def __init__(
         self,
         *,

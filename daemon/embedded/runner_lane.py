@@ -51,6 +51,8 @@ class LaneTiming:
 
 
 class Lane:
+    """A queue of a shard's records (one partition-key group) and the thread that delivers them in batches."""
+
     def __init__(
         self,
         *,
