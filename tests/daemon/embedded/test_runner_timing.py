@@ -111,3 +111,28 @@ def test_stop_cuts_an_endpoint_backoff_short(make_runner: RunnerFactory, stream:
     stream.kinesis.delete_stream(StreamName=stream.name, EnforceConsumerDeletion=True)
     wait_until(lambda: h.runner.stats.endpoint_errors >= 1, "a failed GetRecords")
     _assert_stops_promptly(h)
+
+
+def test_each_invocation_gets_a_fresh_context_counting_down(make_runner: RunnerFactory, stream: Stream) -> None:
+    """The remaining time starts near the function timeout at every invocation and falls while the function runs."""
+    timeout_s, busy_s = 5.0, 1.2
+    readings: list[tuple[str, int, int]] = []
+
+    def behaviour(records: list[dict[str, Any]], call: int) -> None:
+        context = h.function.contexts[call]
+        at_entry = context.get_remaining_time_in_millis()
+        time.sleep(busy_s if call == 0 else 0.05)
+        readings.append((context.aws_request_id, at_entry, context.get_remaining_time_in_millis()))
+        if call == 0:
+            raise RuntimeError("retry me")
+
+    h = make_runner(RecordingFunction(behaviour), function_timeout_s=timeout_s)
+    stream.put_many(1)
+    wait_until(lambda: len(readings) == 2, "the invocation and its retry")
+    (first_id, first_entry, first_exit), (second_id, second_entry, second_exit) = readings
+    assert timeout_s * 1000 - 500 < first_entry <= timeout_s * 1000
+    assert first_exit <= first_entry - busy_s * 1000
+    # The retry starts more than busy_s after the first call began: a reused context would show less time.
+    assert second_entry > first_entry - busy_s * 1000 + 500
+    assert second_exit < second_entry
+    assert first_id != second_id
