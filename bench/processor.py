@@ -77,6 +77,16 @@ def _drain(stack: Any, kinesis: Any, resources: Any, function: Any, count: int) 
     return seconds
 
 
+def _count_items(dynamodb: Any, table: str) -> int:
+    count, kwargs = 0, {"TableName": table, "Select": "COUNT"}
+    while True:
+        page = dynamodb.scan(**kwargs)  # a scan page stops at 1 MB: follow LastEvaluatedKey
+        count += page["Count"]
+        if "LastEvaluatedKey" not in page:
+            return count
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def throughput(endpoint: Any) -> dict[str, float]:
     from daemon.embedded.endpoint import embedded_client
     from daemon.embedded.resources import create_resources
@@ -104,7 +114,7 @@ def throughput(endpoint: Any) -> dict[str, float]:
         else:
             function = _baseline_function(resources.table_name, dynamodb)
         results[name] = _drain(stack, kinesis, resources, function, RECORDS)
-        items = dynamodb.scan(TableName=resources.table_name, Select="COUNT")["Count"]
+        items = _count_items(dynamodb, resources.table_name)
         assert items == RECORDS, (name, items)
     return {"records": RECORDS, "baseline_s": results["bench-baseline"], "processor_s": results["bench-processor"]}
 
