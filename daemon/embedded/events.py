@@ -114,28 +114,3 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.timeout_s - (time.monotonic() - self._started)) * 1000))
-
-
-def failed_from(response: Any, records: list[StreamRecord]) -> int | None:
-    """Index of the first record to retry per a ReportBatchItemFailures response; None when all succeeded.
-
-    An empty or null response, or an empty failure list, is success. A failure entry without a valid
-    identifier of this batch makes the whole batch a failure (index 0), as Lambda treats it.
-    """
-    if response is None or response == {}:
-        return None
-    if not isinstance(response, dict):
-        return None  # Lambda ignores a response that is not a partial-batch object
-    failures = response.get("batchItemFailures")
-    if failures is None or failures == []:
-        return None
-    if not isinstance(failures, list):
-        return 0
-    positions = {r.sequence_number: i for i, r in enumerate(records)}
-    lowest = len(records)
-    for failure in failures:
-        identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
-        if not isinstance(identifier, str) or identifier not in positions:
-            return 0
-        lowest = min(lowest, positions[identifier])
-    return lowest
