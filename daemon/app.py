@@ -34,14 +34,16 @@ EXIT_STARTUP_FAILED = 1
 def resolve_sink_config(config: Config, embedded_endpoint_url: str | None) -> SinkConfig:
     """Fill what the sink config leaves to the stack: its stream, and the embedded endpoint when enabled."""
     sink = config.sink
-    fields = type(sink).model_fields
+    # Sinks that have these fields and left them unset get the stack's values; other sinks are untouched.
+    unset = {name for name in ("stream", "endpoint_url", "region") if name in type(sink).model_fields}
+    unset = {name for name in unset if getattr(sink, name) is None}
     updates: dict[str, Any] = {}
-    if "stream" in fields and sink.stream is None:
+    if "stream" in unset:
         updates["stream"] = StackSettings(name=config.stack).stream_name
     if embedded_endpoint_url is not None:
-        if "endpoint_url" in fields and sink.endpoint_url is None:
+        if "endpoint_url" in unset:
             updates["endpoint_url"] = embedded_endpoint_url
-        if "region" in fields and sink.region is None:
+        if "region" in unset:
             updates["region"] = config.embedded.region
     return sink.model_copy(update=updates)
 

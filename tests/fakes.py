@@ -70,7 +70,7 @@ class FakeAwsServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence per-request logs
                 return
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b"{}"
                 target = self.headers.get("X-Amz-Target", "")
@@ -119,7 +119,7 @@ class FakeAwsServer:
             endpoint_url=self.endpoint_url,
             region_name="us-east-1",
             aws_access_key_id="fake",
-            aws_secret_access_key="fake",
+            aws_secret_access_key="fake",  # noqa: S106 - a dummy for the fake endpoint
             config=Config(**({"retries": {"max_attempts": 1, "mode": "standard"}} | config)),
         )
 

@@ -44,7 +44,9 @@ def test_shipped_config_is_valid() -> None:
 def test_defaults_and_units(tmp_path: Path) -> None:
     """Durations and sizes accept units; unnamed sources are named after their type."""
     path = write(
-        tmp_path, VALID.replace("  - name: replay\n    type: file", "  - type: file") + "shutdown: {flush_deadline: 250ms}\nbuffer: {max_bytes: 2MiB}\n"
+        tmp_path,
+        VALID.replace("  - name: replay\n    type: file", "  - type: file")
+        + "shutdown: {flush_deadline: 250ms}\nbuffer: {max_bytes: 2MiB}\n",
     )
     config = load_config(path)
     assert config.shutdown.flush_deadline == pytest.approx(0.25)
