@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from daemon.embedded.endpoint import EmbeddedEndpoint
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -117,3 +119,12 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for daemon in started:
         daemon.kill()
+
+
+@pytest.fixture
+def embedded_endpoint() -> Iterator[EmbeddedEndpoint]:
+    """The embedded stack's endpoint (moto's server) on a free loopback port."""
+    server = EmbeddedEndpoint("127.0.0.1", 0)
+    server.start()
+    yield server
+    server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,18 +25,12 @@ def config_for(tmp_path: Path, port: int) -> Path:
     return path
 
 
-@pytest.fixture
-def endpoint() -> Iterator[EmbeddedEndpoint]:
-    server = EmbeddedEndpoint("127.0.0.1", 0)
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_lists_items_as_json_and_text(tmp_path: Path, endpoint: EmbeddedEndpoint, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lists_items_as_json_and_text(
+    tmp_path: Path, embedded_endpoint: EmbeddedEndpoint, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Items come back whole (non-Latin text intact) as JSON, and as one line each plus a count as text."""
     settings = StackSettings()
-    c = {s: embedded_client(s, endpoint.url, "us-east-1") for s in ("kinesis", "dynamodb", "sqs")}
+    c = {s: embedded_client(s, embedded_endpoint.url, "us-east-1") for s in ("kinesis", "dynamodb", "sqs")}
     create_resources(settings, region="us-east-1", **c)
     for n, text in enumerate(["مرحبا بالعالم", "こんにちは 🚀", "hello"]):
         item = {
@@ -47,7 +40,7 @@ def test_lists_items_as_json_and_text(tmp_path: Path, endpoint: EmbeddedEndpoint
             "Timestamp": {"S": "2026-11-01T00:00:00.000Z"},
         }
         c["dynamodb"].put_item(TableName=settings.table_name, Item=item)
-    config = config_for(tmp_path, endpoint.port)
+    config = config_for(tmp_path, embedded_endpoint.port)
 
     assert main(["table", "-c", str(config), "--json"]) == 0
     items = json.loads(capsys.readouterr().out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -14,22 +13,14 @@ from infra.settings import StackSettings, StreamSettings
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def endpoint() -> Iterator[EmbeddedEndpoint]:
-    server = EmbeddedEndpoint("127.0.0.1", 0)
-    server.start()
-    yield server
-    server.stop()
+def clients(embedded_endpoint: EmbeddedEndpoint) -> dict[str, object]:
+    return {name: embedded_client(name, embedded_endpoint.url, "us-east-1") for name in ("kinesis", "dynamodb", "sqs")}
 
 
-def clients(endpoint: EmbeddedEndpoint) -> dict[str, object]:
-    return {name: embedded_client(name, endpoint.url, "us-east-1") for name in ("kinesis", "dynamodb", "sqs")}
-
-
-def test_resources_match_the_stack_settings(endpoint: EmbeddedEndpoint) -> None:
+def test_resources_match_the_stack_settings(embedded_endpoint: EmbeddedEndpoint) -> None:
     """Stream, table (keys, billing, TTL) and dead-letter queue carry the names and settings of infra.settings."""
     settings = replace(StackSettings(name="drift-check"), stream=StreamSettings(shard_count=2, retention_hours=48))
-    c = clients(endpoint)
+    c = clients(embedded_endpoint)
     resources = create_resources(settings, region="us-east-1", **c)  # type: ignore[arg-type]
 
     stream = c["kinesis"].describe_stream_summary(StreamName="drift-check-Stream")["StreamDescriptionSummary"]  # type: ignore[attr-defined]
@@ -47,24 +38,24 @@ def test_resources_match_the_stack_settings(endpoint: EmbeddedEndpoint) -> None:
     assert resources.function_arn.endswith(":function:drift-check-DDBEventProcessor")
 
 
-def test_creating_twice_reuses_existing_resources(endpoint: EmbeddedEndpoint) -> None:
+def test_creating_twice_reuses_existing_resources(embedded_endpoint: EmbeddedEndpoint) -> None:
     """A second create_resources on the same endpoint finds the resources and changes nothing."""
     settings = StackSettings(name="again")
-    c = clients(endpoint)
+    c = clients(embedded_endpoint)
     first = create_resources(settings, region="us-east-1", **c)  # type: ignore[arg-type]
     assert create_resources(settings, region="us-east-1", **c) == first  # type: ignore[arg-type]
 
 
-def test_on_demand_stream_when_no_shard_count(endpoint: EmbeddedEndpoint) -> None:
+def test_on_demand_stream_when_no_shard_count(embedded_endpoint: EmbeddedEndpoint) -> None:
     """shard_count None in the settings creates an on-demand stream, as the CDK stack does."""
     settings = replace(StackSettings(name="ondemand"), stream=StreamSettings(shard_count=None))
-    c = clients(endpoint)
+    c = clients(embedded_endpoint)
     create_resources(settings, region="us-east-1", **c)  # type: ignore[arg-type]
     summary = c["kinesis"].describe_stream_summary(StreamName="ondemand-Stream")["StreamDescriptionSummary"]  # type: ignore[attr-defined]
     assert summary["StreamModeDetails"]["StreamMode"] == "ON_DEMAND"
 
 
-def test_taken_port_is_a_clear_error(endpoint: EmbeddedEndpoint) -> None:
+def test_taken_port_is_a_clear_error(embedded_endpoint: EmbeddedEndpoint) -> None:
     """Listening where another server already listens fails with a message naming the address."""
-    with pytest.raises(EndpointUnavailable, match=f"127.0.0.1:{endpoint.port}"):
-        EmbeddedEndpoint("127.0.0.1", endpoint.port).start()
+    with pytest.raises(EndpointUnavailable, match=f"127.0.0.1:{embedded_endpoint.port}"):
+        EmbeddedEndpoint("127.0.0.1", embedded_endpoint.port).start()
