@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -13,7 +15,6 @@ from prometheus_client import start_http_server
 from daemon.buffer import RecordBuffer
 from daemon.config import Config, sink_name, split_listen
 from daemon.deadletter import DeadLetterFile
-from daemon.embedded.endpoint import EndpointUnavailable
 from daemon.logs import get_logger
 from daemon.pipeline import SinkWorker, SourceContext
 from daemon.supervisor import SourceSupervisor
@@ -65,50 +66,60 @@ class Daemon:
         self.shutdown_requested.set()
 
     def run(self) -> int:
+        with contextlib.ExitStack() as cleanup:
+            try:
+                parts = self._start(cleanup)
+            except StartupError as exc:
+                self.log.error("startup_failed", component=exc.component, error=str(exc.__cause__ or exc))
+                return EXIT_STARTUP_FAILED
+            self._serve(*parts)
+        return EXIT_OK
+
+    def _start(self, cleanup: contextlib.ExitStack) -> tuple[Telemetry, SinkWorker, list[SourceSupervisor]]:
+        """Start everything but the sources' data flow; each started part is stopped by `cleanup`."""
         config = self.config
-        embedded = None
+        embedded_url = None
         if config.embedded.enabled:
             from daemon.embedded.stack import EmbeddedStack  # moto is heavy: import only when used
 
             host, port = split_listen(config.embedded.listen)
             embedded = EmbeddedStack(StackSettings(name=config.stack), host, port, config.embedded.region)
-            try:
+            with _step("embedded stack"):
                 embedded.start()
-            except EndpointUnavailable as exc:
-                self.log.error("embedded_stack_failed", error=str(exc))
-                return EXIT_STARTUP_FAILED
+            cleanup.callback(embedded.stop)
+            embedded_url = embedded.endpoint_url
 
         telemetry = Telemetry(sink_name(config))
-        metrics_server = None
         if config.metrics.enabled:
             host, port = split_listen(config.metrics.listen)
-            try:
+            with _step(f"metrics endpoint {config.metrics.listen}"):
                 metrics_server, _ = start_http_server(port, addr=host, registry=telemetry.registry)
-            except OSError as exc:
-                self.log.error("metrics_listen_failed", listen=config.metrics.listen, error=str(exc))
-                if embedded is not None:
-                    embedded.stop()
-                return EXIT_STARTUP_FAILED
+            cleanup.callback(metrics_server.shutdown)
 
-        sink_config = resolve_sink_config(config, embedded.endpoint_url if embedded else None)
-        sink = SINK_TYPES[sink_config.type](sink_config, telemetry)
+        sink_config = resolve_sink_config(config, embedded_url)
+        with _step(f"sink {telemetry.sink}"):
+            sink = SINK_TYPES[sink_config.type](sink_config, telemetry)
+        cleanup.callback(sink.close)
+        with _step(f"dead-letter file {config.dead_letter.path}"):
+            dead_letters = DeadLetterFile(config.dead_letter.path, telemetry.sink)
+        cleanup.callback(dead_letters.close)
         buffer = RecordBuffer(config.buffer.max_records, config.buffer.max_bytes)
-        dead_letters = DeadLetterFile(config.dead_letter.path, telemetry.sink)
         worker = SinkWorker(sink, buffer, telemetry, dead_letters)
-        supervisors = [
-            SourceSupervisor(
-                SOURCE_TYPES[source_config.type](source_config),
-                SourceContext(source_config.name or source_config.type, buffer, telemetry, dead_letters, self.stopping_sources),
-                telemetry,
-                self.stopping_sources,
-                config.supervision.restart_initial_backoff,
-                config.supervision.restart_max_backoff,
+        supervisors = []
+        for source_config in config.sources:
+            name = source_config.name or source_config.type
+            with _step(f"source {name}"):
+                source = SOURCE_TYPES[source_config.type](source_config)
+            supervisors.append(
+                SourceSupervisor(
+                    source,
+                    SourceContext(name, buffer, telemetry, dead_letters, self.stopping_sources),
+                    telemetry,
+                    self.stopping_sources,
+                    config.supervision.restart_initial_backoff,
+                    config.supervision.restart_max_backoff,
+                )
             )
-            for source_config in config.sources
-        ]
-        worker.start()
-        for supervisor in supervisors:
-            supervisor.start()
         self.log.info(
             "daemon_started",
             sources=[s.context.name for s in supervisors],
@@ -118,7 +129,13 @@ class Daemon:
             metrics=f"http://{config.metrics.listen}/metrics" if config.metrics.enabled else None,
             dead_letter=str(config.dead_letter.path),
         )
+        return telemetry, worker, supervisors
 
+    def _serve(self, telemetry: Telemetry, worker: SinkWorker, supervisors: list[SourceSupervisor]) -> None:
+        """Run until SIGTERM/SIGINT, then stop the sources, flush within the deadline and log the summary."""
+        worker.start()
+        for supervisor in supervisors:
+            supervisor.start()
         announced_idle = False
         while not self.shutdown_requested.wait(_MAIN_LOOP_TICK_S):
             if not announced_idle and all(not s.thread.is_alive() for s in supervisors):
@@ -132,16 +149,24 @@ class Daemon:
         for supervisor in supervisors:
             if not supervisor.join(_SOURCE_STOP_TIMEOUT_S):
                 self.log.error("source_did_not_stop", source=supervisor.context.name)
-        worker.finish(config.shutdown.flush_deadline)
-        sink.close()
-        dead_letters.close()
-        if embedded is not None:
-            embedded.stop()
-        totals = telemetry.ledger.totals()
-        self.log.info("shutdown_complete", seconds=round(time.monotonic() - started, 3), **totals)
-        if metrics_server is not None:
-            metrics_server.shutdown()
-        return EXIT_OK
+        worker.finish(self.config.shutdown.flush_deadline)
+        self.log.info("shutdown_complete", seconds=round(time.monotonic() - started, 3), **telemetry.ledger.totals())
+
+
+class StartupError(Exception):
+    """A part of the daemon could not start; `component` names it and the cause says why."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__(component)
+        self.component = component
+
+
+@contextlib.contextmanager
+def _step(component: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        raise StartupError(component) from exc
 
 
 def run(config: Config) -> int:
