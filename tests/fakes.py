@@ -44,6 +44,13 @@ class Call:
     body: dict[str, Any]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Connections the fake drops on purpose (or clients abandon) are expected: no traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return
+
+
 @dataclass
 class FakeAwsServer:
     """An HTTP server on 127.0.0.1 whose answers come from `handler(operation, body)`."""
@@ -96,7 +103,7 @@ class FakeAwsServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _RequestHandler)
+        self._server = _QuietServer(("127.0.0.1", 0), _RequestHandler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="fake-aws", daemon=True).start()
         return self
