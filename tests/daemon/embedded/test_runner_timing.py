@@ -92,12 +92,12 @@ def test_stop_cuts_a_retry_backoff_short(make_runner: RunnerFactory, stream: Str
     def fail(records: list[dict[str, Any]], _: int) -> None:
         raise RuntimeError("table unavailable")
 
+    stream.put_many(2)  # before the runner starts, so one read returns both and the first batch holds both
     h = make_runner(
         RecordingFunction(fail),
         settings={"maximum_retry_attempts": -1},
         **(PRODUCTION_TIMINGS | {"retry_backoff_base_s": LONG_WAIT_S, "retry_backoff_cap_s": LONG_WAIT_S}),
     )
-    stream.put_many(2)
     wait_until(lambda: h.runner.stats.function_errors == 1, "the first failure")
     _assert_stops_promptly(h)
     stats = h.runner.stats
