@@ -122,16 +122,53 @@ def test_replay_lands_one_item_per_good_tweet_and_bad_lines_are_dead_lettered(tm
     )
 
 
-def test_sigterm_during_replay_accounts_for_every_record(tmp_path: Path, daemon_factory: Any) -> None:
-    """SIGTERM mid-replay: exit 0 within the deadline; received = sent + dead-lettered + unsent."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_during_replay_accounts_for_every_record(tmp_path: Path, daemon_factory: Any, sig: signal.Signals) -> None:
+    """SIGTERM or SIGINT mid-replay: exit 0 within the deadline; received = sent + dead-lettered + unsent."""
     replay = tmp_path / "tweets.jsonl"
     write_replay_file(replay)
     daemon = daemon_factory(config_body(replay, rate=400)).start()
     daemon.wait_for_event("daemon_started", timeout=60)
     time.sleep(1.5)
     started = time.monotonic()
-    assert daemon.stop(signal.SIGTERM, timeout=20) == 0
+    assert daemon.stop(sig, timeout=20) == 0
     assert time.monotonic() - started < 5 + 5  # flush deadline plus process teardown
     summary = daemon.wait_for_event("shutdown_complete", timeout=1)
     assert 0 < summary["received"] < GOOD_TWEETS
     assert summary["received"] == summary["sent"] + summary["dead_lettered"] + summary["unsent"]
+
+
+def test_a_crashing_source_is_restarted_and_the_others_keep_flowing(tmp_path: Path, daemon_factory: Any) -> None:
+    """A source whose files are missing crashes and is restarted with backoff; a healthy source still delivers."""
+    replay = tmp_path / "tweets.jsonl"
+    replay.write_bytes(b"\n".join(sample_lines(300, seed=3)) + b"\n")
+    body = f"""
+sources:
+  - name: missing
+    type: file
+    paths: ["{tmp_path}/not-yet-*.jsonl"]
+  - name: good
+    type: file
+    paths: ["{replay}"]
+sink:
+  type: kinesis
+supervision:
+  restart_initial_backoff: 100ms
+  restart_max_backoff: 200ms
+"""
+    daemon = daemon_factory(body).start()
+    daemon.wait_for_event("source_crashed", timeout=60)
+    give_up = time.monotonic() + 30
+    while time.monotonic() < give_up:
+        metrics = daemon.metrics()
+        if (
+            metrics.get('tweet_producer_source_restarts_total{source="missing"}', 0) >= 2
+            and metrics.get('tweet_producer_records_sent_total{sink="kinesis"}') == 300
+        ):
+            break
+        time.sleep(0.2)
+    assert metrics['tweet_producer_records_sent_total{sink="kinesis"}'] == 300
+    assert metrics['tweet_producer_source_restarts_total{source="missing"}'] >= 2
+    crash = daemon.wait_for_event("source_crashed", timeout=1)
+    assert crash["source"] == "missing" and "no file matches" in crash["error"]
+    assert daemon.stop() == 0
