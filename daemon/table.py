@@ -85,9 +85,11 @@ def print_items(items: list[dict[str, Any]], as_json: bool, out: TextIO = sys.st
         json.dump([_plain(i) for i in items], out, ensure_ascii=False, indent=1)
         out.write("\n")
         return
+    row = "{:<25} {:<20} {:<20} {}\n"
+    out.write(row.format("Timestamp", "Username", "Id", "Message"))
     for item in items:
         message = " ".join(str(item.get("Message", "")).split())
         if len(message) > _MESSAGE_WIDTH:
             message = message[: _MESSAGE_WIDTH - 1] + "…"
-        out.write(f"{item.get('Timestamp', ''):<25} {item.get('Username', '')!s:<20} {item.get('Id', '')!s:<20} {message}\n")
+        out.write(row.format(str(item.get("Timestamp", "")), str(item.get("Username", "")), str(item.get("Id", "")), message))
     out.write(f"{len(items)} item(s)\n")

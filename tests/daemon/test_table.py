@@ -48,7 +48,7 @@ def test_lists_items_as_json_and_text(
 
     assert main(["table", "-c", str(config), "--limit", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 3 and out[-1] == "2 item(s)"
+    assert len(out) == 4 and out[0].split() == ["Timestamp", "Username", "Id", "Message"] and out[-1] == "2 item(s)"
 
 
 def test_explains_when_the_embedded_stack_is_not_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
