@@ -249,3 +249,33 @@ def test_missing_config_file_and_region_are_clear_errors(tmp_path: Path) -> None
     with pytest.raises(ConfigureError, match="no AWS region"):
         configure_from_stack("tweet-producer", region=None, config_path=tmp_path / "config.yaml",
                              credentials_path=tmp_path / "c")  # fmt: skip
+
+
+def test_cli_configure_writes_a_config_that_passes_check_config(
+    deployed: dict[str, Any], local_aws: LocalAws, config_path: Path, tmp_path: Path, settings: StackSettings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tweet-producer configure --from-stack` exits 0, prints no secret, and leaves a config check-config accepts."""
+    from daemon.cli import main
+
+    credentials = tmp_path / "creds"
+    argv = ["configure", "--from-stack", settings.name, "--region", local_aws.region, "--endpoint-url", local_aws.url,
+            "-c", str(config_path), "--credentials-file", str(credentials)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert settings.stream_name in out.out
+    assert _secret(local_aws, deployed) not in out.out + out.err
+    assert main(["check-config", "-c", str(config_path)]) == 0
+
+
+def test_cli_configure_unknown_stack_exits_1_with_the_reason(local_aws: LocalAws, config_path: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown stack makes the command exit 1 with a message naming it, and writes nothing."""
+    from daemon.cli import EXIT_FAILED, main
+
+    before = config_path.read_text()
+    argv = ["configure", "--from-stack", "no-such-stack", "--region", local_aws.region, "--endpoint-url", local_aws.url,
+            "-c", str(config_path), "--credentials-file", str(tmp_path / "creds")]  # fmt: skip
+    assert main(argv) == EXIT_FAILED
+    assert "no-such-stack" in capsys.readouterr().err
+    assert config_path.read_text() == before and not (tmp_path / "creds").exists()
