@@ -201,7 +201,7 @@ def _replace_section(path: Path, heading: str, text: str) -> None:
         current = current.rstrip("\n") + "\n\n" + text
     else:
         end = current.find("\n## ", start + 1)
-        current = current[:start] + text + (current[end + 1 :] if end != -1 else "")
+        current = current[:start] + text.rstrip("\n") + "\n" + (current[end:] if end != -1 else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(current, encoding="utf-8")
 
