@@ -100,6 +100,10 @@ def test_replay_lands_one_item_per_good_tweet_and_bad_lines_are_dead_lettered(tm
             break
         time.sleep(1)
     assert sorted(i["Id"] for i in items) == sorted(good_ids)
+    give_up = time.monotonic() + 10  # the processor tells the user when it has handled everything it read
+    while not any(e.get("event") == "processor_caught_up" and e["records_processed"] == GOOD_TWEETS for e in daemon.logs()):
+        assert time.monotonic() < give_up, "no processor_caught_up event for every good tweet"
+        time.sleep(0.2)
     assert all(i["Message"] and i["Username"] and i["Timestamp"].endswith("Z") for i in items)
 
     metrics = daemon.metrics()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any
 
 from daemon.embedded.endpoint import EmbeddedEndpoint, embedded_client, point_environment_at
@@ -13,6 +14,8 @@ from infra.settings import StackSettings
 
 # Time given to the batch being processed when the daemon stops.
 _RUNNER_STOP_TIMEOUT_S = 10.0
+# How often the stack checks whether the processor has caught up with the stream, to tell the user.
+_PROGRESS_TICK_S = 1.0
 
 
 class EmbeddedStack:
@@ -25,6 +28,8 @@ class EmbeddedStack:
         self.resources: StackResources | None = None
         self.runner: Any = None
         self.log = get_logger(component="embedded")
+        self._stopping = threading.Event()
+        self._progress = threading.Thread(target=self._report_progress, name="embedded-progress", daemon=True)
 
     @property
     def endpoint_url(self) -> str:
@@ -66,6 +71,7 @@ class EmbeddedStack:
             logger=self.log,
         )
         self.runner.start()
+        self._progress.start()
         self.log.info(
             "embedded_stack_started",
             endpoint=self.endpoint.url,
@@ -75,7 +81,27 @@ class EmbeddedStack:
         )
         return self.resources
 
+    def _report_progress(self) -> None:
+        """Log once each time the processor has handled every record read so far (tells the user to look)."""
+        reported = 0
+        while not self._stopping.wait(_PROGRESS_TICK_S):
+            stats = self.runner.stats
+            handled = stats.records_succeeded + stats.records_sent_to_on_failure
+            if handled == stats.records_read and handled != reported:
+                reported = handled
+                self.log.info(
+                    "processor_caught_up",
+                    records_processed=stats.records_succeeded,
+                    records_sent_to_on_failure=stats.records_sent_to_on_failure,
+                    invocations=stats.invocations,
+                    table=self.settings.table_name,
+                    hint="tweet-producer table",
+                )
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._progress.is_alive():
+            self._progress.join()
         if self.runner is not None:
             self.runner.stop(_RUNNER_STOP_TIMEOUT_S)
             self.runner = None
