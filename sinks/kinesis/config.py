@@ -49,10 +49,20 @@ class KinesisSinkConfig(SinkConfig):
         description="Dotted paths into the record tried in order; the first non-empty value is the key.",
     )
     linger: float = Field(default=0.2, ge=0, le=60, description="Seconds a batch may wait to fill up.")
-    max_batch_records: int = Field(default=MAX_RECORDS_PER_REQUEST, ge=1, le=MAX_RECORDS_PER_REQUEST)
-    max_batch_bytes: int = Field(default=MAX_REQUEST_BYTES, ge=1024, le=MAX_REQUEST_BYTES)
-    max_record_bytes: int = Field(default=DEFAULT_MAX_RECORD_BYTES, ge=1024, le=MAX_RECORD_BYTES_LIMIT)
-    retry: RetryConfig = RetryConfig()
+    max_batch_records: int = Field(
+        default=MAX_RECORDS_PER_REQUEST, ge=1, le=MAX_RECORDS_PER_REQUEST, description="Records per PutRecords call (1-500)."
+    )
+    max_batch_bytes: int = Field(
+        default=MAX_REQUEST_BYTES, ge=1024, le=MAX_REQUEST_BYTES, description="Bytes (data + partition keys) per call."
+    )
+    max_record_bytes: int = Field(
+        default=DEFAULT_MAX_RECORD_BYTES,
+        ge=1024,
+        le=MAX_RECORD_BYTES_LIMIT,
+        description="Data + partition key per record; larger records are dead-lettered (record_too_large). "
+        "Above 1 MiB only for a stream whose maximum record size was raised.",
+    )
+    retry: RetryConfig = Field(default=RetryConfig(), description="Backoff and attempt limit for retriable failures.")
     connect_timeout: float = Field(default=5.0, gt=0, le=120, description="Seconds to open a connection.")
     read_timeout: float = Field(default=10.0, gt=0, le=300, description="Seconds to wait for a response.")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import boto3
@@ -20,14 +21,19 @@ from botocore.exceptions import (
 from sinks.kinesis.config import KinesisSinkConfig
 from sinks.kinesis.records import KinesisEntry
 
-# Codes that mean "later may work": throttling, server faults, expired (refreshable) credentials.
-RETRIABLE_ERROR_CODES = frozenset(
+# Whole-call and per-entry error codes by what they mean; any other code is a permanent client error
+# (ValidationException, AccessDeniedException, ResourceNotFoundException, KMS*Exception, ...).
+THROTTLING_ERROR_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
         "ThrottlingException",
         "Throttling",
         "LimitExceededException",
         "KMSThrottlingException",
+    }
+)
+SERVER_ERROR_CODES = frozenset(
+    {
         "InternalFailure",
         "InternalFailureException",
         "InternalServerError",
@@ -35,13 +41,25 @@ RETRIABLE_ERROR_CODES = frozenset(
         "ServiceUnavailableException",
         "RequestTimeout",
         "RequestTimeoutException",
-        "ExpiredTokenException",
-        "RequestExpired",
     }
 )
+# Expired temporary credentials: botocore refreshes role/SSO credentials, so a later attempt can pass.
+EXPIRED_CREDENTIALS_CODES = frozenset({"ExpiredTokenException", "ExpiredToken", "RequestExpired"})
+RETRIABLE_ERROR_CODES = THROTTLING_ERROR_CODES | SERVER_ERROR_CODES | EXPIRED_CREDENTIALS_CODES
 MALFORMED_RESPONSE = "MalformedResponse"  # a 200 answer whose Records do not match the request
 _HTTP_TOO_MANY_REQUESTS = 429
 _HTTP_SERVER_ERROR = 500
+
+
+class FailureKind(Enum):
+    """Why a whole PutRecords call failed; every kind but PERMANENT may pass on a later attempt."""
+
+    THROTTLED = "throttled"
+    SERVER_ERROR = "server_error"
+    NETWORK = "network"  # connection refused/reset, timeouts: no answer at all
+    CREDENTIALS = "credentials"  # missing or expired credentials
+    MALFORMED = "malformed_response"
+    PERMANENT = "permanent"  # the request itself is wrong or forbidden: sending it again cannot work
 
 
 @dataclass(frozen=True)
@@ -69,11 +87,26 @@ class CallFailed:
 
     code: str
     message: str
-    retriable: bool
+    kind: FailureKind
     latency_s: float
+
+    @property
+    def retriable(self) -> bool:
+        return self.kind is not FailureKind.PERMANENT
 
 
 PutOutcome = PutResponse | CallFailed
+
+
+def classify(code: str, status: int) -> FailureKind:
+    """The kind of an AWS error answer, by its code first and its HTTP status when the code is unknown."""
+    if code in THROTTLING_ERROR_CODES or status == _HTTP_TOO_MANY_REQUESTS:
+        return FailureKind.THROTTLED
+    if code in EXPIRED_CREDENTIALS_CODES:
+        return FailureKind.CREDENTIALS
+    if code in SERVER_ERROR_CODES or status >= _HTTP_SERVER_ERROR:
+        return FailureKind.SERVER_ERROR
+    return FailureKind.PERMANENT
 
 
 class KinesisService:
@@ -105,24 +138,23 @@ class KinesisService:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             code = str(error.get("Code") or f"HTTP{status}")
-            retriable = code in RETRIABLE_ERROR_CODES or status == _HTTP_TOO_MANY_REQUESTS or status >= _HTTP_SERVER_ERROR
-            return CallFailed(code, str(error.get("Message", "")), retriable, time.monotonic() - started)
+            return CallFailed(code, str(error.get("Message", "")), classify(code, status), time.monotonic() - started)
         except (NoCredentialsError, PartialCredentialsError) as exc:
             # Credentials can appear (instance role, rotated file): keep the records and keep trying.
-            return CallFailed("NoCredentials", str(exc), True, time.monotonic() - started)
+            return CallFailed("NoCredentials", str(exc), FailureKind.CREDENTIALS, time.monotonic() - started)
         except ParamValidationError as exc:
             # botocore refused to build the request (e.g. an empty partition key): resending the same entries
             # can never work, so they are dead-lettered rather than retried until shutdown.
-            return CallFailed("ParamValidationError", str(exc), False, time.monotonic() - started)
+            return CallFailed("ParamValidationError", str(exc), FailureKind.PERMANENT, time.monotonic() - started)
         except BotoCoreError as exc:  # connection refused/reset, timeouts, DNS: the network may come back
-            return CallFailed(type(exc).__name__, str(exc), True, time.monotonic() - started)
+            return CallFailed(type(exc).__name__, str(exc), FailureKind.NETWORK, time.monotonic() - started)
         latency = time.monotonic() - started
         results = response.get("Records") or []
         if len(results) != len(entries):
             # Without one result per entry we cannot tell which entries were accepted: sending them all again
             # risks duplicates, treating the gap as accepted would lose records.
             detail = f"{len(results)} results for {len(entries)} records"
-            return CallFailed(MALFORMED_RESPONSE, detail, True, latency)
+            return CallFailed(MALFORMED_RESPONSE, detail, FailureKind.MALFORMED, latency)
         # Per-entry ErrorCode is authoritative; FailedRecordCount is only a summary of it.
         failures = tuple(
             EntryFailure(position, str(result["ErrorCode"]), str(result.get("ErrorMessage", "")))

@@ -8,7 +8,7 @@ from sinks.base import BatchLimits, Deadline, Record, Sink, SinkEvents, WriteRes
 from sinks.kinesis.config import KinesisSinkConfig
 from sinks.kinesis.records import EntryBuilder, KinesisEntry
 from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED, Backoff, decide
-from sinks.kinesis.service import CallFailed, KinesisService
+from sinks.kinesis.service import CallFailed, KinesisService, PutOutcome
 
 
 @register_sink
@@ -68,13 +68,13 @@ class KinesisSink(Sink[KinesisEntry]):
                 break
         return result
 
-    def _report(self, outcome: CallFailed | object, codes: dict[str, int], entries: int) -> None:
+    def _report(self, outcome: PutOutcome, codes: dict[str, int], entries: int) -> None:
         if isinstance(outcome, CallFailed):
-            self.events.put_failed(code=outcome.code, records=entries, latency_s=outcome.latency_s, detail=outcome.message)
+            detail = f"{outcome.kind.value}: {outcome.message}"
+            self.events.put_failed(code=outcome.code, records=entries, latency_s=outcome.latency_s, detail=detail)
             return
-        latency = getattr(outcome, "latency_s", 0.0)
         failed = sum(codes.values())
-        self.events.put_succeeded(records=entries - failed, latency_s=latency)
+        self.events.put_succeeded(records=entries - failed, latency_s=outcome.latency_s)
         for code, count in codes.items():
             self.events.put_failed(code=code, records=count, latency_s=None, detail="entries failed in a partial response")
 

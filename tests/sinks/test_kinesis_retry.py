@@ -14,7 +14,7 @@ from sinks.base import Deadline, Record
 from sinks.kinesis import KinesisSink
 from sinks.kinesis.records import KinesisEntry
 from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED, Backoff, decide
-from sinks.kinesis.service import CallFailed, EntryFailure, PutResponse
+from sinks.kinesis.service import CallFailed, EntryFailure, FailureKind, PutResponse
 from tests.fakes import Reply
 from tests.sinks.conftest import (
     DROPPED,
@@ -223,9 +223,9 @@ def test_max_attempts_one_never_retries(setup: Callable[..., Any], events: Recor
 def test_decide_maps_outcomes_to_positions() -> None:
     """decide: full success delivers all; retriable call failure retries all; permanent rejects all; partial splits."""
     assert decide(PutResponse((), 0.01), 3).delivered_all
-    retry_all = decide(CallFailed(PTEE, "slow down", True, 0.01), 3)
+    retry_all = decide(CallFailed(PTEE, "slow down", FailureKind.THROTTLED, 0.01), 3)
     assert (retry_all.retry, retry_all.reject, dict(retry_all.codes)) == ((0, 1, 2), (), {PTEE: 3})
-    reject_all = decide(CallFailed("AccessDeniedException", "denied", False, 0.01), 2)
+    reject_all = decide(CallFailed("AccessDeniedException", "denied", FailureKind.PERMANENT, 0.01), 2)
     denied = "AccessDeniedException: denied"
     assert reject_all.retry == () and reject_all.reject == ((0, denied), (1, denied))
     partial = decide(PutResponse((EntryFailure(1, PTEE, "m"), EntryFailure(4, "KMSInvalidStateException", "k")), 0.01), 5)

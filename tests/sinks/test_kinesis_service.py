@@ -13,8 +13,9 @@ from sinks.base import Deadline, Record
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
 from sinks.kinesis.records import KinesisEntry
 from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED
-from sinks.kinesis.service import MALFORMED_RESPONSE, CallFailed, KinesisService, PutResponse
+from sinks.kinesis.service import MALFORMED_RESPONSE, CallFailed, FailureKind, KinesisService, PutResponse
 from tests.conftest import free_port
+from tests.fakes import Reply
 from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, accept_all, assert_accounted, fail_positions, tweet_record
 
 
@@ -91,7 +92,7 @@ def test_a_refused_connection_is_retriable() -> None:
     finally:
         service.close()
     assert isinstance(outcome, CallFailed) and outcome.retriable
-    assert "Connect" in outcome.code
+    assert outcome.kind is FailureKind.NETWORK and "Connect" in outcome.code
 
 
 def test_a_request_botocore_refuses_to_build_is_permanent(
@@ -103,7 +104,7 @@ def test_a_request_botocore_refuses_to_build_is_permanent(
     record: Record = tweet_record()
     bad = KinesisEntry(record, "", len(record.data))
     outcome = sink.service.put_records([bad])
-    assert isinstance(outcome, CallFailed) and not outcome.retriable
+    assert isinstance(outcome, CallFailed) and outcome.kind is FailureKind.PERMANENT and not outcome.retriable
     result = sink.write([bad], Deadline())
     assert_accounted([bad], result)
     assert [(e, reason) for e, reason, _ in result.failed] == [(bad, REASON_PUT_REJECTED)]
@@ -142,4 +143,40 @@ def test_a_response_without_one_result_per_record_resends_the_batch(
     assert_accounted(batch, result)
     assert result.sent == batch
     assert [len(request) for request in fake.requests()] == [3, 3]
-    assert [(e["code"], e["detail"]) for e in events.named("put_failed")] == [(MALFORMED_RESPONSE, "1 results for 3 records")]
+    [failed] = events.named("put_failed")
+    assert (failed["code"], failed["detail"]) == (MALFORMED_RESPONSE, "malformed_response: 1 results for 3 records")
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "kind"),
+    [
+        (Reply.error("ProvisionedThroughputExceededException", 400), "ProvisionedThroughputExceededException",
+         FailureKind.THROTTLED),
+        (Reply.error("LimitExceededException", 400), "LimitExceededException", FailureKind.THROTTLED),
+        (Reply.error("SlowDownPlease", 429), "SlowDownPlease", FailureKind.THROTTLED),
+        (Reply.error("InternalFailure", 500), "InternalFailure", FailureKind.SERVER_ERROR),
+        (Reply.error("SomethingUnheardOf", 503), "SomethingUnheardOf", FailureKind.SERVER_ERROR),
+        (Reply.error("ExpiredTokenException", 400), "ExpiredTokenException", FailureKind.CREDENTIALS),
+        (Reply.error("ValidationException", 400), "ValidationException", FailureKind.PERMANENT),
+        (Reply.error("AccessDeniedException", 400), "AccessDeniedException", FailureKind.PERMANENT),
+        (Reply.error("ResourceNotFoundException", 400), "ResourceNotFoundException", FailureKind.PERMANENT),
+        (Reply.error("KMSNotFoundException", 400), "KMSNotFoundException", FailureKind.PERMANENT),
+        (Reply(drop_connection=True), None, FailureKind.NETWORK),
+    ],
+    ids=["throughput", "limit", "429", "500", "503-unknown", "expired-token", "validation", "denied", "not-found",
+         "kms", "dropped"],
+)
+def test_whole_call_failures_are_classified(
+    kinesis_fake: Callable[..., ScriptedKinesis], reply: Reply, code: str | None, kind: FailureKind
+) -> None:
+    """Each error answer from a real HTTP endpoint becomes a CallFailed of the right kind; only PERMANENT is final."""
+    fake = kinesis_fake(lambda _body: reply)
+    service = KinesisService(KinesisSinkConfig(stream="s", endpoint_url=fake.server.endpoint_url))
+    try:
+        outcome = service.put_records([KinesisEntry(tweet_record(), "pk", 10)])
+    finally:
+        service.close()
+    assert isinstance(outcome, CallFailed)
+    assert outcome.kind is kind and outcome.retriable is (kind is not FailureKind.PERMANENT)
+    if code is not None:
+        assert outcome.code == code
