@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
-from daemon.embedded.endpoint import EmbeddedEndpoint, embedded_client
 from sinks.base import Deadline, Record
 from sinks.kinesis import KinesisSink
 from tests.sinks.conftest import REGION, RecordingEvents, assert_accounted, tweet_record
@@ -21,17 +22,19 @@ SHARDS = 2  # more than one, so the check that each key landed in its MD5 hash r
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    """moto's Kinesis on a free loopback port, for this module."""
-    endpoint = EmbeddedEndpoint("127.0.0.1", 0)
-    endpoint.start()
-    yield endpoint.url
-    endpoint.stop()
+    """moto's server on a free loopback port (port 0: the OS picks it), for this module."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture
 def stream(moto_url: str) -> Iterator[tuple[str, Any]]:
     """A fresh stream (unique name: moto's state is process-wide) and a client to read it."""
-    client = embedded_client("kinesis", moto_url, REGION)
+    # Credentials come from the dummy AWS environment of conftest.py, like the sink's.
+    client = boto3.client("kinesis", endpoint_url=moto_url, region_name=REGION)
     name = f"sink-test-{uuid.uuid4().hex[:8]}"
     client.create_stream(StreamName=name, ShardCount=SHARDS)
     client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50})
