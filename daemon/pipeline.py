@@ -20,6 +20,7 @@ from sinks.base import Deadline, Entry, Record, RecordRejected, Sink, WriteResul
 _IDLE_POLL_S = 0.2
 REASON_UNSENT_AT_SHUTDOWN = "unsent_at_shutdown"
 REASON_SINK_LOST_TRACK = "sink_result_incomplete"
+REASON_SINK_ERROR = "sink_error"
 
 
 class SourceContext:
@@ -77,7 +78,7 @@ class SinkWorker:
         """No more records will arrive: deliver what is buffered within `deadline_s`, then return."""
         self.deadline.set(time.monotonic() + deadline_s)
         self._closing.set()
-        # The deadline bounds every retry sleep; the margin covers one request already on the wire.
+        # The deadline cuts every retry sleep short; only a request already on the wire can outlast it.
         self._thread.join()
 
     def _run(self) -> None:
@@ -117,6 +118,10 @@ class SinkWorker:
             except RecordRejected as rejected:
                 self._dead_letter(record, rejected.reason, rejected.detail)
                 continue
+            except Exception as exc:  # noqa: BLE001 - a sink bug must cost one record, not the worker thread
+                self.telemetry.sink_error("prepare", exc, records=1)
+                self._dead_letter(record, REASON_SINK_ERROR, f"prepare raised {type(exc).__name__}: {exc}")
+                continue
             if batch and size + entry.size > limits.max_bytes:
                 self._carry = entry
                 break
@@ -128,14 +133,18 @@ class SinkWorker:
         return batch
 
     def _write(self, batch: list[Entry]) -> None:
-        result: WriteResult[Entry] = self.sink.write(batch, self.deadline)
+        try:
+            result: WriteResult[Entry] = self.sink.write(batch, self.deadline)
+        except Exception as exc:  # noqa: BLE001 - the contract says write never raises; if it does, keep the records
+            self.telemetry.sink_error("write", exc, records=len(batch))
+            detail = f"write raised {type(exc).__name__}: {exc}"
+            result = WriteResult(failed=[(entry, REASON_SINK_ERROR, detail) for entry in batch])
         if result.sent:
             self.telemetry.records_sent(Counter(e.record.source for e in result.sent), len(batch))
         for entry, reason, detail in result.failed:
             self._dead_letter(entry.record, reason, detail)
-        accounted = {id(e) for e in result.sent} | {id(e) for e, _, _ in result.failed} | {id(e) for e in result.unsent}
-        lost = [e for e in batch if id(e) not in accounted]
-        for entry in lost:
+        accounted = {id(e) for e in (*result.sent, *(f[0] for f in result.failed), *result.unsent)}
+        for entry in (e for e in batch if id(e) not in accounted):
             self._dead_letter(entry.record, REASON_SINK_LOST_TRACK, "the sink's result did not mention this record")
         self._account_unsent([e.record for e in result.unsent])
 

@@ -39,11 +39,6 @@ class Ledger:
                 "unsent": sum(self.unsent.values()),
             }
 
-    def in_flight(self) -> int:
-        """Records received and not yet accounted for (buffered or being written)."""
-        totals = self.totals()
-        return totals["received"] - totals["sent"] - totals["dead_lettered"] - totals["unsent"]
-
 
 class Telemetry:
     """The daemon's metrics registry, counters and event functions."""
@@ -73,6 +68,9 @@ class Telemetry:
         )
         self.batch_records = Histogram(
             "tweet_producer_batch_records", "Records per batch written.", ["sink"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.sink_errors = Counter(
+            "tweet_producer_sink_errors", "Unexpected exceptions from the sink, by stage.", ["sink", "stage"], registry=r
         )
         self.source_restarts = Counter(
             "tweet_producer_source_restarts", "Source crashes followed by a restart.", ["source"], registry=r
@@ -132,6 +130,11 @@ class Telemetry:
         self.log.info(
             "records_retried", sink=self.sink, records=records, attempt=attempt, delay_s=round(delay_s, 3), reason=reason
         )
+
+    def sink_error(self, stage: str, error: BaseException, records: int) -> None:
+        """The sink raised where its contract says it reports: its records are dead-lettered instead."""
+        self.sink_errors.labels(sink=self.sink, stage=stage).inc()
+        self.log.error("sink_error", sink=self.sink, stage=stage, records=records, error=f"{type(error).__name__}: {error}")
 
     # --- supervision ----------------------------------------------------------------------------
 

@@ -73,10 +73,6 @@ class Deadline:
         self._at = at  # time.monotonic() value, or None for "no deadline"
         self._changed = threading.Event()
 
-    @property
-    def at(self) -> float | None:
-        return self._at
-
     def set(self, at: float) -> None:
         self._at = at
         self._changed.set()

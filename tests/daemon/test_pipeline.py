@@ -120,3 +120,28 @@ def test_reject_counts_received_and_dead_lettered(rig) -> None:  # type: ignore[
     assert rig.telemetry.ledger.totals() == {"received": 1, "sent": 0, "dead_lettered": 1, "unsent": 0}
     (entry,) = rig.dead()
     assert entry["origin"] == "t.jsonl:9" and entry["data_base64"] == "/wA=" and entry["source"] == "replay"
+
+
+def test_a_sink_that_raises_costs_records_to_the_dead_letter_file_not_the_worker(rig) -> None:  # type: ignore[no-untyped-def]
+    """prepare or write raising (a sink bug) dead-letters those records as sink_error and the worker goes on."""
+    sink = ScriptedSink(BatchLimits(5, 10**6, 0.01))
+    real_prepare, real_write = sink.prepare, sink.write
+
+    def prepare(record: Record):  # type: ignore[no-untyped-def]
+        if record.event["n"] == 2:
+            raise KeyError("boom")
+        return real_prepare(record)
+
+    def write(batch, deadline):  # type: ignore[no-untyped-def]
+        if any(e.record.event["n"] == 7 for e in batch):
+            raise RuntimeError("sink bug")
+        return real_write(batch, deadline)
+
+    sink.prepare, sink.write = prepare, write  # type: ignore[method-assign]
+    run_worker(rig, sink, 20)
+    totals = rig.telemetry.ledger.totals()
+    dead = rig.dead()
+    assert {d["reason"] for d in dead} == {"sink_error"}
+    assert "f:2" in {d["origin"] for d in dead} and "f:7" in {d["origin"] for d in dead}
+    assert totals["received"] == 20 and totals["sent"] + totals["dead_lettered"] == 20 and totals["unsent"] == 0
+    assert totals["sent"] >= 10, "records after the failures must still be delivered"
