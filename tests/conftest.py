@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from daemon.embedded.endpoint import EmbeddedEndpoint
 
@@ -127,4 +128,14 @@ def embedded_endpoint() -> Iterator[EmbeddedEndpoint]:
     server = EmbeddedEndpoint("127.0.0.1", 0)
     server.start()
     yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """moto's own server on a free loopback port, shared by the session (tests use unique resource names)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
     server.stop()

@@ -9,7 +9,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from sinks.base import Deadline, Record
 from sinks.kinesis import KinesisSink
@@ -18,16 +17,6 @@ from tests.sinks.conftest import REGION, RecordingEvents, assert_accounted, twee
 pytestmark = pytest.mark.slow
 
 SHARDS = 2  # more than one, so the check that each key landed in its MD5 hash range means something
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    """moto's server on a free loopback port (port 0: the OS picks it), for this module."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from daemon.embedded.runner import EventSourceRunner
 from infra.settings import EventSourceMappingSettings
@@ -122,15 +121,6 @@ class Stream:
 
     def put_many(self, count: int, keys: int = 1, prefix: str = "r") -> list[str]:
         return self.put(*[(f"key-{i % keys}", f"{prefix}{i}".encode()) for i in range(count)])
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
