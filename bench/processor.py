@@ -57,9 +57,9 @@ def _baseline_function(table: str, dynamodb: Any) -> Any:
 
 
 def _drain(stack: Any, kinesis: Any, resources: Any, function: Any, count: int) -> float:
-    from daemon.embedded.runner import EventSourceRunner
+    from embedded.event_source_mapping.poller import EventSourcePoller
 
-    runner = EventSourceRunner(
+    runner = EventSourcePoller(
         kinesis=kinesis,
         stream_name=resources.stream_name,
         region="us-east-1",
@@ -88,9 +88,9 @@ def _count_items(dynamodb: Any, table: str) -> int:
 
 
 def throughput(endpoint: Any) -> dict[str, float]:
-    from daemon.embedded.endpoint import embedded_client
-    from daemon.embedded.resources import create_resources
-    from daemon.sample import sample_lines
+    from cli.sample import sample_lines
+    from embedded.endpoint import embedded_client
+    from embedded.resources import create_resources
     from infra.settings import StackSettings
     from processor import clients
     from processor.handler import handler
@@ -120,14 +120,14 @@ def throughput(endpoint: Any) -> dict[str, float]:
 
 
 def latency(endpoint: Any) -> dict[str, float]:
+    from cli.sample import sample_lines
     from daemon.buffer import RecordBuffer
     from daemon.deadletter import DeadLetterFile
-    from daemon.embedded.endpoint import embedded_client
-    from daemon.embedded.resources import create_resources
-    from daemon.embedded.runner import EventSourceRunner
     from daemon.pipeline import SinkWorker, SourceContext
-    from daemon.sample import sample_lines
     from daemon.telemetry import Telemetry
+    from embedded.endpoint import embedded_client
+    from embedded.event_source_mapping.poller import EventSourcePoller
+    from embedded.resources import create_resources
     from infra.settings import StackSettings
     from processor import clients
     from processor.handler import handler
@@ -160,7 +160,7 @@ def latency(endpoint: Any) -> dict[str, float]:
             latencies.extend(done - stamp for stamp in stamps)
         return response
 
-    runner = EventSourceRunner(
+    runner = EventSourcePoller(
         kinesis=kinesis,
         stream_name=resources.stream_name,
         region="us-east-1",
@@ -207,8 +207,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    from daemon.embedded.endpoint import EmbeddedEndpoint, point_environment_at
     from daemon.logs import configure_logging
+    from embedded.endpoint import EmbeddedEndpoint, point_environment_at
 
     configure_logging("warning", "json")
     (REPO / "bench" / ".work").mkdir(exist_ok=True)

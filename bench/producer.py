@@ -26,7 +26,7 @@ STREAM = "bench-Stream"
 
 
 def _client(endpoint: str) -> Any:
-    from daemon.embedded.endpoint import embedded_client
+    from embedded.endpoint import embedded_client
 
     return embedded_client("kinesis", endpoint, "us-east-1")
 
@@ -46,10 +46,10 @@ def run_pipeline(endpoint: str, path: Path, buffer_records: int) -> dict[str, fl
     """tweet-producer's path: file source -> bounded buffer -> batching worker -> kinesis sink."""
     from daemon.buffer import RecordBuffer
     from daemon.deadletter import DeadLetterFile
-    from daemon.embedded.endpoint import point_environment_at
     from daemon.logs import configure_logging
     from daemon.pipeline import SinkWorker, SourceContext
     from daemon.telemetry import Telemetry
+    from embedded.endpoint import point_environment_at
     from sinks import SINK_TYPES, load_builtin_sinks
     from sources.file import FileSource, FileSourceConfig
 
@@ -127,8 +127,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench.fast_kinesis import FastKinesis
-    from daemon.embedded.endpoint import EmbeddedEndpoint
-    from daemon.sample import write_sample
+    from cli.sample import write_sample
+    from embedded.endpoint import EmbeddedEndpoint
 
     work = REPO / "bench" / ".work"
     work.mkdir(exist_ok=True)

@@ -80,7 +80,7 @@ class Daemon:
         config = self.config
         embedded_url = None
         if config.embedded.enabled:
-            from daemon.embedded.stack import EmbeddedStack  # moto is heavy: import only when used
+            EmbeddedStack = _embedded_stack_class()  # noqa: N806 - a class
 
             host, port = split_listen(config.embedded.listen)
             embedded = EmbeddedStack(StackSettings(name=config.stack), host, port, config.embedded.region)
@@ -151,6 +151,19 @@ class Daemon:
                 self.log.error("source_did_not_stop", source=supervisor.context.name)
         worker.finish(self.config.shutdown.flush_deadline)
         self.log.info("shutdown_complete", seconds=round(time.monotonic() - started, 3), **telemetry.ledger.totals())
+
+
+def _embedded_stack_class() -> Any:
+    """The embedded stack, imported only when enabled: it is an optional extra that production installs omit."""
+    with _step("embedded stack"):
+        try:
+            from embedded.stack import EmbeddedStack
+        except ImportError as exc:
+            raise ImportError(
+                f"{exc}; the embedded stack needs the 'embedded' extra: pip install 'tweet-producer[embedded]' "
+                "(or set embedded.enabled: false to ship to AWS)"
+            ) from exc
+    return EmbeddedStack
 
 
 class StartupError(Exception):

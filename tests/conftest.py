@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from moto.server import ThreadedMotoServer
 
-from daemon.embedded.endpoint import EmbeddedEndpoint
+from embedded.endpoint import EmbeddedEndpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ class DaemonProcess:
         self._stdout = self.stdout_path.open("wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "run", "-c", str(self.config_path)],
+            [sys.executable, "-m", "cli.main", "run", "-c", str(self.config_path)],
             cwd=self.workdir,
             stdout=self._stdout,
             stderr=subprocess.STDOUT,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from daemon.sample import sample_lines
+from cli.sample import sample_lines
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def write_replay_file(path: Path) -> tuple[set[str], dict[int, str]]:
 
 def table_items(config: Path, cwd: Path) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "table", "-c", str(config), "--json"],
+        [sys.executable, "-m", "cli.main", "table", "-c", str(config), "--json"],
         cwd=cwd,
         capture_output=True,
         check=True,

@@ -32,7 +32,7 @@ def test_quick_start_is_two_commands_install_and_run_then_test() -> None:
     section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```sh\n(.*?)\n```", section, re.S)
     assert len(commands) == 2
-    assert "pip install -e ." in commands[0] and "tweet-producer run" in commands[0]
+    assert "pip install -e '.[embedded]'" in commands[0] and "tweet-producer run" in commands[0]
     assert "pytest" in commands[1]
     assert "pytest" in (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
 

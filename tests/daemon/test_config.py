@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import EXIT_INVALID_CONFIG, main
+from cli.main import EXIT_INVALID_CONFIG, main
 from daemon.config import load_config
 from daemon.yamlsource import ConfigError
 

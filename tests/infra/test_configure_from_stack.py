@@ -1,4 +1,4 @@
-"""`configure_from_stack` (daemon/configure.py) against moto's server: the deployed stack and look-alikes."""
+"""`configure_from_stack` (cli/configure.py) against moto's server: the deployed stack and look-alikes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import boto3
 import pytest
 import yaml
 
-from daemon.configure import ConfigureError, _sink_section, configure_from_stack
+from cli.configure import ConfigureError, _sink_section, configure_from_stack
 from infra import outputs
 from infra.settings import StackSettings
 from tests.infra.conftest import DUMMY_KEY_ID, DUMMY_SECRET, LocalAws
@@ -256,7 +256,7 @@ def test_cli_configure_writes_a_config_that_passes_check_config(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`tweet-producer configure --from-stack` exits 0, prints no secret, and leaves a config check-config accepts."""
-    from daemon.cli import main
+    from cli.main import main
 
     credentials = tmp_path / "creds"
     argv = ["configure", "--from-stack", settings.name, "--region", local_aws.region, "--endpoint-url", local_aws.url,
@@ -271,7 +271,7 @@ def test_cli_configure_writes_a_config_that_passes_check_config(
 def test_cli_configure_unknown_stack_exits_1_with_the_reason(local_aws: LocalAws, config_path: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown stack makes the command exit 1 with a message naming it, and writes nothing."""
-    from daemon.cli import EXIT_FAILED, main
+    from cli.main import EXIT_FAILED, main
 
     before = config_path.read_text()
     argv = ["configure", "--from-stack", "no-such-stack", "--region", local_aws.region, "--endpoint-url", local_aws.url,

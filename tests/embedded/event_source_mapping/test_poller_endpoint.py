@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config
 
 from tests.conftest import free_port
-from tests.daemon.embedded.conftest import RecordingFunction, RunnerFactory, wait_until
+from tests.embedded.event_source_mapping.conftest import RecordingFunction, RunnerFactory, wait_until
 from tests.fakes import FakeAwsServer, Reply
 
 pytestmark = pytest.mark.slow
@@ -190,7 +190,7 @@ def test_a_shard_closing_while_running_hands_over_to_its_children(fake: Any, mak
 
 def test_connection_refused_while_the_endpoint_restarts_is_survived(make_runner: RunnerFactory) -> None:
     """The embedded endpoint going away (connection refused) and coming back on its port: polling resumes."""
-    from daemon.embedded.endpoint import EmbeddedEndpoint
+    from embedded.endpoint import EmbeddedEndpoint
 
     endpoint = EmbeddedEndpoint("127.0.0.1", free_port())
     endpoint.start()

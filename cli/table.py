@@ -24,7 +24,7 @@ class TableUnavailable(Exception):
 
 def _client(config: Config, profile: str | None) -> tuple[Any, str]:
     if config.embedded.enabled:
-        from daemon.embedded.endpoint import embedded_client
+        from embedded.endpoint import embedded_client
 
         host, port = split_listen(config.embedded.listen)
         url = f"http://{host}:{port}"

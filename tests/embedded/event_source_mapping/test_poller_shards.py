@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.embedded.conftest import RecordingFunction, RunnerFactory, Stream, wait_until
+from tests.embedded.event_source_mapping.conftest import RecordingFunction, RunnerFactory, Stream, wait_until
 
 pytestmark = pytest.mark.slow
 

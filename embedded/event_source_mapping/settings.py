@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.embedded.runner_lane import UNLIMITED
+from embedded.event_source_mapping.lanes import UNLIMITED
 from infra.settings import EventSourceMappingSettings
 
 # Valid ranges of the mapping's settings for a Kinesis source (CreateEventSourceMapping).

@@ -13,9 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.embedded.events import CONDITION_RECORD_AGE_EXCEEDED, CONDITION_RETRIES_EXHAUSTED, EventSource, StreamRecord
-from daemon.embedded.runner_invoke import INVOKE_PAYLOAD_LIMIT_BYTES, Invoker, event_record_bytes
-from daemon.embedded.runner_stats import ShardProgress, StatsRecorder
+from embedded.event_source_mapping.checkpoints import ShardProgress
+from embedded.event_source_mapping.events import (
+    CONDITION_RECORD_AGE_EXCEEDED,
+    CONDITION_RETRIES_EXHAUSTED,
+    EventSource,
+    StreamRecord,
+)
+from embedded.event_source_mapping.invocation import INVOKE_PAYLOAD_LIMIT_BYTES, Invoker, event_record_bytes
+from embedded.event_source_mapping.stats import StatsRecorder
 from infra.settings import EventSourceMappingSettings
 
 # Records read ahead per lane before the reader waits: bounds memory when the function is slow.

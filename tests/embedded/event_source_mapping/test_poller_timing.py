@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from daemon.embedded.runner import (
+from embedded.event_source_mapping.poller import (
     ENDPOINT_BACKOFF_BASE_S,
     ENDPOINT_BACKOFF_CAP_S,
     IDLE_POLL_S,
     RETRY_BACKOFF_BASE_S,
     RETRY_BACKOFF_CAP_S,
 )
-from tests.daemon.embedded.conftest import Harness, RecordingFunction, RunnerFactory, Stream, wait_until
+from tests.embedded.event_source_mapping.conftest import Harness, RecordingFunction, RunnerFactory, Stream, wait_until
 
 pytestmark = pytest.mark.slow
 

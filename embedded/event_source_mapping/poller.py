@@ -19,14 +19,15 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from daemon.embedded.events import EventSource, StreamRecord
-from daemon.embedded.runner_invoke import Invoker
-from daemon.embedded.runner_lane import Lane, LaneTiming, backoff_delay
-from daemon.embedded.runner_settings import validate_settings
-from daemon.embedded.runner_stats import RunnerStats, ShardProgress, StatsRecorder
+from embedded.event_source_mapping.checkpoints import ShardProgress
+from embedded.event_source_mapping.events import EventSource, StreamRecord
+from embedded.event_source_mapping.invocation import Invoker
+from embedded.event_source_mapping.lanes import Lane, LaneTiming, backoff_delay
+from embedded.event_source_mapping.settings import validate_settings
+from embedded.event_source_mapping.stats import PollerStats, StatsRecorder
 from infra.settings import EventSourceMappingSettings
 
-__all__ = ["EventSourceRunner", "RunnerStats"]
+__all__ = ["EventSourcePoller", "PollerStats"]
 
 # Lambda polls an idle shard about once a second; shorter here keeps local end-to-end latency low.
 IDLE_POLL_S = 0.2
@@ -55,7 +56,7 @@ class _Shard:
     finished: threading.Event = field(default_factory=threading.Event)
 
 
-class EventSourceRunner:
+class EventSourcePoller:
     """Polls a Kinesis stream's shards and invokes `function` as Lambda's event source mapping would.
 
     `on_failure` receives Lambda's on-failure record (metadata, never data) for each batch given up on;
@@ -119,7 +120,7 @@ class EventSourceRunner:
         self._stopped = False
 
     @property
-    def stats(self) -> RunnerStats:
+    def stats(self) -> PollerStats:
         return self._stats.snapshot()
 
     @property

@@ -7,9 +7,9 @@ import os
 import threading
 from typing import Any
 
-from daemon.embedded.endpoint import EmbeddedEndpoint, embedded_client, point_environment_at
-from daemon.embedded.resources import StackResources, create_resources
 from daemon.logs import get_logger
+from embedded.endpoint import EmbeddedEndpoint, embedded_client, point_environment_at
+from embedded.resources import StackResources, create_resources
 from infra.settings import StackSettings
 
 # Time given to the batch being processed when the daemon stops.
@@ -40,7 +40,7 @@ class EmbeddedStack:
 
     def start(self) -> StackResources:
         """Raises EndpointUnavailable when the address is taken."""
-        from daemon.embedded.runner import EventSourceRunner  # imports the processor: only when embedded runs
+        from embedded.event_source_mapping.poller import EventSourcePoller  # imports the processor: only when embedded runs
 
         self.endpoint.start()
         kinesis = self.client("kinesis")
@@ -59,7 +59,7 @@ class EmbeddedStack:
             sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(failure))
             self.log.error("batch_sent_to_on_failure_destination", queue_url=queue_url, failure=failure)
 
-        self.runner = EventSourceRunner(
+        self.runner = EventSourcePoller(
             kinesis=kinesis,
             stream_name=self.resources.stream_name,
             region=self.region,

@@ -1,19 +1,18 @@
-"""Counters of the event-source runner and the per-shard checkpoint it keeps."""
+"""Counters of the event-source poller."""
 
 from __future__ import annotations
 
 import threading
-from collections import deque
 from dataclasses import dataclass, fields, replace
 
 
 @dataclass(frozen=True)
-class RunnerStats:
+class PollerStats:
     """A snapshot of the runner's counters.
 
     Every record read ends in exactly one of: `records_succeeded`, `records_sent_to_on_failure`, or (only
     when the runner stopped first) `records_unfinished_at_stop`; those are behind the shard's checkpoint and
-    a runner resumed from `EventSourceRunner.checkpoints` reads them again, as Lambda would.
+    a runner resumed from `EventSourcePoller.checkpoints` reads them again, as Lambda would.
     """
 
     invocations: int = 0
@@ -40,50 +39,13 @@ class StatsRecorder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts = {f.name: 0 for f in fields(RunnerStats)}
+        self._counts = {f.name: 0 for f in fields(PollerStats)}
 
     def add(self, **counts: int) -> None:
         with self._lock:
             for name, value in counts.items():
                 self._counts[name] += value  # KeyError on a typo: better than a silently new counter
 
-    def snapshot(self) -> RunnerStats:
+    def snapshot(self) -> PollerStats:
         with self._lock:
-            return replace(RunnerStats(), **self._counts)
-
-
-class ShardProgress:
-    """The checkpoint of one shard: the last sequence number before which every record is done.
-
-    Records are registered in read order; lanes finish them out of order (one lane per partition-key group),
-    so the checkpoint only moves over a prefix of finished records, as Lambda's does.
-    """
-
-    def __init__(self, checkpoint: str | None = None) -> None:
-        self._lock = threading.Lock()
-        self._pending: deque[str] = deque()
-        self._done: set[str] = set()
-        self._checkpoint = checkpoint
-
-    def read(self, sequence_number: str) -> None:
-        with self._lock:
-            self._pending.append(sequence_number)
-
-    def done(self, sequence_numbers: list[str]) -> None:
-        with self._lock:
-            self._done.update(sequence_numbers)
-            while self._pending and self._pending[0] in self._done:
-                finished = self._pending.popleft()
-                self._done.discard(finished)
-                self._checkpoint = finished
-
-    @property
-    def checkpoint(self) -> str | None:
-        with self._lock:
-            return self._checkpoint
-
-    @property
-    def outstanding(self) -> int:
-        """Records read and not yet done (succeeded or sent to the on-failure destination)."""
-        with self._lock:
-            return len(self._pending)
+            return replace(PollerStats(), **self._counts)

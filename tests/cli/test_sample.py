@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from daemon.cli import main
-from daemon.sample import sample_lines
+from cli.main import main
+from cli.sample import sample_lines
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "data" / "sample_tweets.jsonl"

@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _configure(args: argparse.Namespace) -> int:
-    from daemon.configure import ConfigureError, configure_from_stack
+    from cli.configure import ConfigureError, configure_from_stack
 
     try:
         result = configure_from_stack(
@@ -87,7 +87,7 @@ def _configure(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sample":
-        from daemon.sample import write_sample
+        from cli.sample import write_sample
 
         write_sample(args.output, args.count, args.seed)
         return 0
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: OK ({len(config.sources)} source(s), sink {config.sink.type})")
         return 0
     if args.command == "table":
-        from daemon.table import TableUnavailable, print_items, read_items
+        from cli.table import TableUnavailable, print_items, read_items
 
         try:
             print_items(read_items(config, args.limit, profile=args.profile), args.json)

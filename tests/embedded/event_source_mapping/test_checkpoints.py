@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from daemon.embedded.events import StreamRecord
-from daemon.embedded.runner_invoke import parse_batch_response
-from daemon.embedded.runner_stats import ShardProgress
+from embedded.event_source_mapping.checkpoints import ShardProgress
+from embedded.event_source_mapping.events import StreamRecord
+from embedded.event_source_mapping.invocation import parse_batch_response
 
 
 def _fail_items(*seqs: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from daemon.embedded.runner import EventSourceRunner
+from embedded.event_source_mapping.poller import EventSourcePoller
 from infra.settings import EventSourceMappingSettings
 
 REGION = "us-east-1"
@@ -147,7 +147,7 @@ def stream(kinesis: Any) -> Stream:
 class Harness:
     """A runner under test with what it sent to the on-failure destination and what it logged."""
 
-    runner: EventSourceRunner
+    runner: EventSourcePoller
     function: RecordingFunction
     failures: list[dict[str, Any]]
     log: RecordingLogger
@@ -177,7 +177,7 @@ def make_runner(kinesis: Any, stream: Stream) -> Iterator[RunnerFactory]:
         failures: list[dict[str, Any]] = []
         log = RecordingLogger()
         function = function or RecordingFunction()
-        runner = EventSourceRunner(
+        runner = EventSourcePoller(
             kinesis=client or kinesis,
             stream_name=stream_name or stream.name,
             region=REGION,

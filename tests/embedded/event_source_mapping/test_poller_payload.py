@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from daemon.embedded.runner_invoke import INVOKE_PAYLOAD_LIMIT_BYTES
-from tests.daemon.embedded.conftest import RecordingFunction, RunnerFactory, Stream, wait_until
+from embedded.event_source_mapping.invocation import INVOKE_PAYLOAD_LIMIT_BYTES
+from tests.embedded.event_source_mapping.conftest import RecordingFunction, RunnerFactory, Stream, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.embedded.conftest import FUNCTION_ARN, RecordingFunction, RunnerFactory, Stream, wait_until
+from tests.embedded.event_source_mapping.conftest import FUNCTION_ARN, RecordingFunction, RunnerFactory, Stream, wait_until
 
 ISO_MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from daemon.embedded.events import (
+from embedded.event_source_mapping.events import (
     CONDITION_RECORD_AGE_EXCEEDED,
     CONDITION_RETRIES_EXHAUSTED,
     EventSource,

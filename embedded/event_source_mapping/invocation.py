@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.embedded.events import EventSource, LambdaContext, StreamRecord
-from daemon.embedded.runner_stats import StatsRecorder
+from embedded.event_source_mapping.events import EventSource, LambdaContext, StreamRecord
+from embedded.event_source_mapping.stats import StatsRecorder
 
 # responseContext.functionError for an exception, a timeout or an unserializable response.
 FUNCTION_ERROR_UNHANDLED = "Unhandled"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from daemon.embedded.runner import EventSourceRunner
+from embedded.event_source_mapping.poller import EventSourcePoller
 from infra.settings import EventSourceMappingSettings
-from tests.daemon.embedded.conftest import (
+from tests.embedded.event_source_mapping.conftest import (
     FUNCTION_ARN,
     REGION,
     RecordingFunction,
@@ -242,4 +242,4 @@ def test_settings_outside_lambdas_ranges_are_rejected(setting: str, value: int, 
     """A setting Lambda would refuse raises ValueError naming it, before anything starts."""
     settings = EventSourceMappingSettings(**{setting: value})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=setting):
-        EventSourceRunner(kinesis=kinesis, stream_name="s", region=REGION, function=print, settings=settings, on_failure=print)
+        EventSourcePoller(kinesis=kinesis, stream_name="s", region=REGION, function=print, settings=settings, on_failure=print)

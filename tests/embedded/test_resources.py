@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from daemon.embedded.endpoint import EmbeddedEndpoint, EndpointUnavailable, embedded_client
-from daemon.embedded.resources import create_resources
+from embedded.endpoint import EmbeddedEndpoint, EndpointUnavailable, embedded_client
+from embedded.resources import create_resources
 from infra.settings import StackSettings, StreamSettings
 
 pytestmark = pytest.mark.slow

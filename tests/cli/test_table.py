@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import EXIT_FAILED, main
-from daemon.embedded.endpoint import EmbeddedEndpoint, embedded_client
-from daemon.embedded.resources import create_resources
+from cli.main import EXIT_FAILED, main
+from embedded.endpoint import EmbeddedEndpoint, embedded_client
+from embedded.resources import create_resources
 from infra.settings import StackSettings
 from tests.conftest import free_port
 
