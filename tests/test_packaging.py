@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # What only the local stand-in for AWS needs; none of it may reach a production install or process.
 EMBEDDED_ONLY = ("moto", "werkzeug", "flask", "aws_lambda_powertools", "aws_kinesis_agg")
-_BLOCK_EMBEDDED = "import sys; sys.modules.update({name: None for name in %r})\n" % (EMBEDDED_ONLY,)
+_BLOCK_EMBEDDED = f"import sys; sys.modules.update(dict.fromkeys({EMBEDDED_ONLY!r}))\n"
 
 
 def _project() -> dict:  # type: ignore[type-arg]
