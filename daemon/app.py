@@ -152,13 +152,7 @@ class Daemon:
 
         started = time.monotonic()
         self.stopping_sources.set()
-        for supervisor in supervisors:
-            if not supervisor.join(_SOURCE_STOP_TIMEOUT_S):
-                # Abandoned: what it hands over from now on is refused, and a record it is putting right now
-                # ends as unsent (buffer closed below) or, once the dead-letter file is closed, as lost.
-                supervisor.context.close()
-                self.log.error("source_did_not_stop", source=supervisor.context.name)
-        worker.finish(self.config.shutdown.flush_deadline)
+        stop_and_flush(supervisors, worker, _SOURCE_STOP_TIMEOUT_S, self.config.shutdown.flush_deadline, self.log)
         failed = [component for component, _ in fatal.failures]
         self.log.info(
             "shutdown_complete",
@@ -169,9 +163,23 @@ class Daemon:
         return EXIT_FATAL if failed else EXIT_OK
 
 
+def stop_and_flush(
+    supervisors: list[SourceSupervisor], worker: SinkWorker, join_timeout_s: float, flush_deadline_s: float, log: Any
+) -> None:
+    """With the stop flag set: wait for each source, abandon the ones that do not stop, then flush the buffer."""
+    for supervisor in supervisors:
+        if not supervisor.join(join_timeout_s):
+            # Abandoned: what it hands over from now on is refused (logged, counted), and a record it is
+            # putting right now ends as unsent (the buffer closes next) or, once the dead-letter file is
+            # closed, as lost - never written into a closed file.
+            supervisor.context.close()
+            log.error("source_did_not_stop", source=supervisor.context.name, waited_s=join_timeout_s)
+    worker.finish(flush_deadline_s)
+
+
 def watch_threads(fatal: FatalStop, worker: SinkWorker, supervisors: list[SourceSupervisor]) -> None:
     """A worker or supervisor thread that ended when it should still run is a fatal error of its own."""
-    if not worker.thread.is_alive() and not worker.closing:
+    if worker.thread.ident is not None and not worker.thread.is_alive() and not worker.closing:
         fatal.trigger(COMPONENT_SINK_WORKER, RuntimeError("the sink worker thread ended while the daemon runs"))
     for supervisor in supervisors:
         if supervisor.thread.ident is not None and not supervisor.thread.is_alive() and not supervisor.ended_cleanly.is_set():

@@ -15,8 +15,8 @@ from sinks.base import Entry
 # How often a blocked producer re-checks whether the daemon is stopping.
 _BLOCKED_PUT_RECHECK_S = 0.25
 # What one buffered record costs beyond its data, key and origin bytes: the Record and entry objects (slots
-# dataclasses), the headers of the bytes and str objects, and the deque slot. Measured with tracemalloc on
-# CPython 3.12 at about 330 bytes for a Kinesis entry; rounded up so other sinks' entries fit too.
+# dataclasses), the bytes and str object headers, the buffer's (entry, size) pair and deque slot. Measured
+# with tracemalloc on CPython 3.11 at about 380 bytes for a Kinesis entry; rounded up for other sinks' entries.
 RECORD_OVERHEAD_BYTES = 400
 
 
