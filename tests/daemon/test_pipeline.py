@@ -250,6 +250,47 @@ def test_a_scrape_never_shows_more_outcomes_than_received_records(rig: Rig) -> N
     assert rig.telemetry.ledger.totals()["received"] == 3 * per_source and rig.balanced()
 
 
+def test_a_record_is_counted_received_before_the_worker_can_write_it(rig: Rig) -> None:
+    """Deterministic half of the scrape invariant: emit holds back after its put until the worker wrote the record,
+    and the write already sees it counted received."""
+    written = threading.Event()
+    seen_at_write: list[tuple[int, int]] = []
+    rig.sink = ScriptedSink(BatchLimits(1, 10**6, 0.0))
+    real_write, real_put = rig.sink.write, rig.buffer.put
+
+    def write(batch: list[FakeEntry], deadline: Deadline) -> WriteResult[FakeEntry]:
+        seen_at_write.append((rig.telemetry.ledger.totals()["received"], len(batch)))
+        written.set()
+        return real_write(batch, deadline)
+
+    def put(entry: Any, stopping: threading.Event) -> bool:
+        taken = real_put(entry, stopping)
+        assert written.wait(WAIT_S), "the worker never wrote the record"
+        return taken
+
+    rig.sink.write = write
+    rig.buffer.put = put  # type: ignore[method-assign]
+    worker = rig.worker()
+    worker.start()
+    assert rig.context().emit(b"{}", {}, "f:1")
+    worker.finish(WAIT_S)
+    assert seen_at_write == [(1, 1)]
+
+
+def test_a_scrape_collects_the_outcome_counters_before_received() -> None:
+    """Collection order half: a scrape reads sent/failed/unsent/lost before received, so a record counted between the
+    two reads can only make received larger."""
+    from prometheus_client import generate_latest
+
+    telemetry = Telemetry("s")
+    telemetry.record_received("a")
+    text = generate_latest(telemetry.registry).decode()
+    position = {
+        k: text.index(f"# TYPE tweet_producer_records_{k}_total ") for k in ("received", "sent", "failed", "unsent", "lost")
+    }
+    assert all(position["received"] > position[k] for k in ("sent", "failed", "unsent", "lost")), position
+
+
 def test_dead_letter_file_failure_in_a_source_is_fatal_and_the_reject_is_counted_once(tmp_path: Path) -> None:
     """A reject whose dead-letter write fails (ENOSPC) is received once, counted lost with its origin, and is fatal."""
     from structlog.testing import capture_logs
