@@ -344,3 +344,19 @@ def test_a_bug_escaping_the_worker_is_fatal_and_its_records_are_kept(rig: Rig) -
 
 def num_origin(origin: str) -> int:
     return int(origin.rpartition(":")[2])
+
+
+def test_a_telemetry_failure_in_a_source_context_is_fatal_not_a_source_crash(rig: Rig) -> None:
+    """When counting a dead letter raises (telemetry broken), reject does not raise into the source (no crash, no
+    re-read): the daemon's fatal stop is triggered naming the source, and the record's origin is logged."""
+    from structlog.testing import capture_logs
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise OSError(32, "Broken pipe")
+
+    rig.telemetry.record_dead_lettered = broken  # type: ignore[method-assign]
+    ctx = rig.context("replay")
+    with capture_logs() as logs:
+        ctx.reject(b"junk", "t.jsonl:1", "invalid_json", "Expecting value")
+    assert [c for c, _ in rig.fatal.failures] == ["source replay"] and rig.fatal.wake.is_set()
+    assert [e["origins"] for e in logs if e["event"] == "records_lost"] == [["t.jsonl:1"]]
