@@ -106,7 +106,7 @@ class Daemon:
         with _step(f"dead-letter file {config.dead_letter.path}"):
             dead_letters = DeadLetterFile(config.dead_letter.path, telemetry.sink)
         cleanup.callback(dead_letters.close)
-        buffer: RecordBuffer = RecordBuffer(config.buffer.max_records, config.buffer.max_bytes)
+        buffer = RecordBuffer(config.buffer.max_records, config.buffer.max_bytes)
         worker = SinkWorker(sink, buffer, telemetry, dead_letters, fatal)
         supervisors = []
         for source_config in config.sources:

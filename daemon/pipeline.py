@@ -75,12 +75,22 @@ class _Outcomes:
         self.fatal = fatal
 
     def dead_letter(self, record: Record, reason: str, detail: str) -> None:
-        try:
-            self._write(record, reason, detail)
-        except DeadLetterUnavailable as exc:
-            self.lose([record], exc)
-            return
-        self.telemetry.record_dead_lettered(record.source, record.origin, reason, detail)
+        self.dead_letter_many([(record, reason, detail)])
+
+    def dead_letter_many(self, items: Iterable[tuple[Record, str, str]]) -> None:
+        """Dead-letter each (record, reason, detail); those the file cannot take are lost together, in one log line."""
+        lost: list[Record] = []
+        failure: DeadLetterUnavailable | None = None
+        for record, reason, detail in items:
+            try:
+                self._write(record, reason, detail)
+            except DeadLetterUnavailable as exc:
+                lost.append(record)
+                failure = exc
+                continue
+            self.telemetry.record_dead_lettered(record.source, record.origin, reason, detail)
+        if failure is not None:
+            self.lose(lost, failure)
 
     def unsent(self, records: Iterable[Record], detail: str) -> None:
         """Unsent records are kept in the dead-letter file for replay, but counted as unsent, not dead."""
@@ -354,12 +364,10 @@ class SinkWorker:
         if checked.sent:
             self.telemetry.records_sent(Counter(e.record.source for e in checked.sent), len(batch))
             self._release(checked.sent)
-        for entry, reason, detail in checked.failed:
-            self._outcomes.dead_letter(entry.record, reason, detail)
-            self._release([entry])
-        for entry in checked.missing:
-            self._outcomes.dead_letter(entry.record, REASON_SINK_LOST_TRACK, "the sink's result did not mention this record")
-            self._release([entry])
+        missing = "the sink's result did not mention this record"
+        dead = [*checked.failed, *((entry, REASON_SINK_LOST_TRACK, missing) for entry in checked.missing)]
+        self._outcomes.dead_letter_many((entry.record, reason, detail) for entry, reason, detail in dead)
+        self._release([entry for entry, _, _ in dead])
         self._outcomes.unsent((e.record for e in checked.unsent), "not delivered before the shutdown deadline")
         self._release(checked.unsent)
 
