@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sources.file
 from daemon.buffer import RecordBuffer
@@ -249,3 +251,47 @@ def test_a_supervisor_that_fails_itself_is_fatal(tmp_path: Path) -> None:
     assert supervisor.join(WAIT_S)
     assert [c for c, _ in rig.fatal.failures] == ["source supervisor x"]
     assert not supervisor.ended_cleanly.is_set()
+
+
+class _Recorder:
+    """A SourceContext that records what a source hands over, in order, as (data, origin)."""
+
+    name = "rec"
+    stopping = False
+
+    def __init__(self) -> None:
+        self.handed: list[tuple[bytes, str]] = []
+
+    def emit(self, data: bytes, event: Any, origin: str) -> bool:
+        self.handed.append((data, origin))
+        return True
+
+    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
+        self.handed.append((data, origin))
+
+    def wait(self, seconds: float) -> bool:
+        return False
+
+
+_LINE_PARTS = st.sampled_from([b'{"a": 1}', b"[1, 2]", b"", b"\r", b"x" * 40, b"\xff\xfe", b'"\xc3\xa9"', b" ", b"{"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.lists(_LINE_PARTS, max_size=4).map(b"".join), max_size=12), trailing_newline=st.booleans())
+def test_skip_returns_exactly_the_line_the_reader_would_hand_over(
+    tmp_path: Path, lines: list[bytes], trailing_newline: bool
+) -> None:
+    """For any file bytes (over-long, CRLF, undecodable or empty lines, no final newline), skip(file, N) returns the raw
+    bytes and origin the reader hands over for line N, reports the same next position, and None past the end."""
+    path = tmp_path / "any.jsonl"
+    path.write_bytes(b"\n".join(lines) + (b"\n" if trailing_newline and lines else b""))
+    config = FileSourceConfig(paths=[str(path)], max_line_bytes=32)
+    recorder = _Recorder()
+    FileSource(config).run(recorder)  # type: ignore[arg-type]
+    for number, (data, origin) in enumerate(recorder.handed, start=1):
+        source = FileSource(config)
+        skipped = source.skip((str(path), number))
+        assert skipped == SkippedInput(data, origin)
+        source._reading = path  # as while reading it
+        assert source.position() == (str(path), number + 1)
+    assert FileSource(config).skip((str(path), len(recorder.handed) + 1)) is None
