@@ -177,7 +177,7 @@ def latency(endpoint: Any) -> dict[str, float]:
     worker = SinkWorker(sink, buffer, telemetry, dead)
     worker.start()
     stopping = threading.Event()
-    ctx = SourceContext("bench", buffer, telemetry, dead, stopping)
+    ctx = SourceContext("bench", buffer, telemetry, dead, stopping, sink)
     total = LATENCY_RATE * LATENCY_SECONDS
     tweets = [json.loads(line) for line in sample_lines(total, seed=9)]
     started = time.monotonic()

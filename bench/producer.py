@@ -63,12 +63,13 @@ def run_pipeline(endpoint: str, path: Path, buffer_records: int) -> dict[str, fl
     telemetry = Telemetry("kinesis")
     buffer = RecordBuffer(buffer_records, 64 * 1024**2)
     dead = DeadLetterFile(path.with_suffix(".dead.jsonl"), "kinesis")
-    worker = SinkWorker(sink_cls(sink_config, telemetry), buffer, telemetry, dead)
+    sink = sink_cls(sink_config, telemetry)
+    worker = SinkWorker(sink, buffer, telemetry, dead)
     stopping = threading.Event()
     expected = sum(1 for _ in path.open("rb"))
     started = time.perf_counter()
     worker.start()
-    FileSource(FileSourceConfig(paths=[str(path)])).run(SourceContext("bench", buffer, telemetry, dead, stopping))
+    FileSource(FileSourceConfig(paths=[str(path)])).run(SourceContext("bench", buffer, telemetry, dead, stopping, sink))
     while telemetry.ledger.totals()["sent"] + telemetry.ledger.totals()["dead_lettered"] < expected:
         time.sleep(0.005)
     seconds = time.perf_counter() - started

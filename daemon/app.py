@@ -16,7 +16,7 @@ from daemon.buffer import RecordBuffer
 from daemon.config import Config, sink_name, split_listen
 from daemon.deadletter import DeadLetterFile
 from daemon.logs import get_logger
-from daemon.pipeline import SinkWorker, SourceContext
+from daemon.pipeline import COMPONENT_SINK_WORKER, FatalStop, SinkWorker, SourceContext
 from daemon.supervisor import SourceSupervisor
 from daemon.telemetry import Telemetry
 from infra.settings import StackSettings
@@ -25,11 +25,14 @@ from sources import SOURCE_TYPES
 
 # Sources check their stop flag at least this often (buffer waits, rate limiter); joining them is quick.
 _SOURCE_STOP_TIMEOUT_S = 5.0
-# How often the main thread wakes to notice that every source has finished.
+# How often the main thread wakes to notice that every source has finished, or that a thread died.
 _MAIN_LOOP_TICK_S = 0.5
 
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 1
+# A part of the running daemon failed (dead-letter file, telemetry, a worker or supervisor thread): it
+# stopped after a best-effort flush; systemd's Restart=on-failure starts it again.
+EXIT_FATAL = 3
 
 
 def resolve_sink_config(config: Config, embedded_endpoint_url: str | None) -> SinkConfig:
@@ -72,10 +75,9 @@ class Daemon:
             except StartupError as exc:
                 self.log.error("startup_failed", component=exc.component, error=str(exc.__cause__ or exc))
                 return EXIT_STARTUP_FAILED
-            self._serve(*parts)
-        return EXIT_OK
+            return self._serve(*parts)
 
-    def _start(self, cleanup: contextlib.ExitStack) -> tuple[Telemetry, SinkWorker, list[SourceSupervisor]]:
+    def _start(self, cleanup: contextlib.ExitStack) -> tuple[Telemetry, FatalStop, SinkWorker, list[SourceSupervisor]]:
         """Start everything but the sources' data flow; each started part is stopped by `cleanup`."""
         config = self.config
         embedded_url = None
@@ -90,6 +92,7 @@ class Daemon:
             embedded_url = embedded.endpoint_url
 
         telemetry = Telemetry(sink_name(config))
+        fatal = FatalStop(telemetry, wake=self.shutdown_requested)
         if config.metrics.enabled:
             host, port = split_listen(config.metrics.listen)
             with _step(f"metrics endpoint {config.metrics.listen}"):
@@ -104,7 +107,7 @@ class Daemon:
             dead_letters = DeadLetterFile(config.dead_letter.path, telemetry.sink)
         cleanup.callback(dead_letters.close)
         buffer = RecordBuffer(config.buffer.max_records, config.buffer.max_bytes)
-        worker = SinkWorker(sink, buffer, telemetry, dead_letters)
+        worker = SinkWorker(sink, buffer, telemetry, dead_letters, fatal)
         supervisors = []
         for source_config in config.sources:
             name = source_config.name or source_config.type
@@ -113,11 +116,12 @@ class Daemon:
             supervisors.append(
                 SourceSupervisor(
                     source,
-                    SourceContext(name, buffer, telemetry, dead_letters, self.stopping_sources),
+                    SourceContext(name, buffer, telemetry, dead_letters, self.stopping_sources, sink, fatal),
                     telemetry,
                     self.stopping_sources,
                     config.supervision.restart_initial_backoff,
                     config.supervision.restart_max_backoff,
+                    fatal,
                 )
             )
         self.log.info(
@@ -129,15 +133,17 @@ class Daemon:
             metrics=f"http://{config.metrics.listen}/metrics" if config.metrics.enabled else None,
             dead_letter=str(config.dead_letter.path),
         )
-        return telemetry, worker, supervisors
+        return telemetry, fatal, worker, supervisors
 
-    def _serve(self, telemetry: Telemetry, worker: SinkWorker, supervisors: list[SourceSupervisor]) -> None:
-        """Run until SIGTERM/SIGINT, then stop the sources, flush within the deadline and log the summary."""
+    def _serve(self, telemetry: Telemetry, fatal: FatalStop, worker: SinkWorker, supervisors: list[SourceSupervisor]) -> int:
+        """Run until SIGTERM/SIGINT or a fatal error, then stop the sources, flush within the deadline, log the
+        summary and return the exit code."""
         worker.start()
         for supervisor in supervisors:
             supervisor.start()
         announced_idle = False
         while not self.shutdown_requested.wait(_MAIN_LOOP_TICK_S):
+            watch_threads(fatal, worker, supervisors)
             if not announced_idle and all(not s.thread.is_alive() for s in supervisors):
                 announced_idle = True
                 self.log.info(
@@ -146,11 +152,38 @@ class Daemon:
 
         started = time.monotonic()
         self.stopping_sources.set()
-        for supervisor in supervisors:
-            if not supervisor.join(_SOURCE_STOP_TIMEOUT_S):
-                self.log.error("source_did_not_stop", source=supervisor.context.name)
-        worker.finish(self.config.shutdown.flush_deadline)
-        self.log.info("shutdown_complete", seconds=round(time.monotonic() - started, 3), **telemetry.ledger.totals())
+        stop_and_flush(supervisors, worker, _SOURCE_STOP_TIMEOUT_S, self.config.shutdown.flush_deadline, self.log)
+        failed = [component for component, _ in fatal.failures]
+        self.log.info(
+            "shutdown_complete",
+            seconds=round(time.monotonic() - started, 3),
+            fatal=failed or None,
+            **telemetry.ledger.totals(),
+        )
+        return EXIT_FATAL if failed else EXIT_OK
+
+
+def stop_and_flush(
+    supervisors: list[SourceSupervisor], worker: SinkWorker, join_timeout_s: float, flush_deadline_s: float, log: Any
+) -> None:
+    """With the stop flag set: wait for each source, abandon the ones that do not stop, then flush the buffer."""
+    for supervisor in supervisors:
+        if not supervisor.join(join_timeout_s):
+            # Abandoned: what it hands over from now on is refused (logged, counted), and a record it is
+            # putting right now ends as unsent (the buffer closes next) or, once the dead-letter file is
+            # closed, as lost - never written into a closed file.
+            supervisor.context.close()
+            log.error("source_did_not_stop", source=supervisor.context.name, waited_s=join_timeout_s)
+    worker.finish(flush_deadline_s)
+
+
+def watch_threads(fatal: FatalStop, worker: SinkWorker, supervisors: list[SourceSupervisor]) -> None:
+    """A worker or supervisor thread that ended when it should still run is a fatal error of its own."""
+    if worker.thread.ident is not None and not worker.thread.is_alive() and not worker.closing:
+        fatal.trigger(COMPONENT_SINK_WORKER, RuntimeError("the sink worker thread ended while the daemon runs"))
+    for supervisor in supervisors:
+        if supervisor.thread.ident is not None and not supervisor.thread.is_alive() and not supervisor.ended_cleanly.is_set():
+            fatal.trigger(f"source supervisor {supervisor.context.name}", RuntimeError("the source's supervisor thread died"))
 
 
 def _embedded_stack_class() -> Any:

@@ -22,12 +22,18 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 @dataclass
 class Ledger:
-    """Per-source counts; every received record ends as sent, dead-lettered or unsent."""
+    """Per-source counts; every received record ends as exactly one of sent, dead-lettered, unsent or lost.
+
+    received = sent + dead_lettered + unsent + lost once the daemon stopped (`lost` is non-zero only
+    after a fatal error: records that could be written neither to the sink nor to the dead-letter file).
+    While running, received also counts the records in the buffer and in flight.
+    """
 
     received: _Tally[str] = field(default_factory=_Tally)
     sent: _Tally[str] = field(default_factory=_Tally)
     dead_lettered: _Tally[str] = field(default_factory=_Tally)
     unsent: _Tally[str] = field(default_factory=_Tally)
+    lost: _Tally[str] = field(default_factory=_Tally)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def totals(self) -> dict[str, int]:
@@ -37,6 +43,7 @@ class Ledger:
                 "sent": sum(self.sent.values()),
                 "dead_lettered": sum(self.dead_lettered.values()),
                 "unsent": sum(self.unsent.values()),
+                "lost": sum(self.lost.values()),
             }
 
 
@@ -49,7 +56,6 @@ class Telemetry:
         self.ledger = Ledger()
         self.log = get_logger()
         r = self.registry
-        self.received = Counter("tweet_producer_records_received", "Records handed over by a source.", ["source"], registry=r)
         self.sent = Counter("tweet_producer_records_sent", "Records the sink accepted.", ["sink"], registry=r)
         self.failed = Counter(
             "tweet_producer_records_failed", "Records dead-lettered, by reason.", ["source", "sink", "reason"], registry=r
@@ -57,12 +63,37 @@ class Telemetry:
         self.unsent = Counter(
             "tweet_producer_records_unsent", "Records not delivered before the shutdown deadline.", ["source", "sink"], registry=r
         )
+        self.lost = Counter(
+            "tweet_producer_records_lost",
+            "Records neither delivered nor kept in the dead-letter file (after a fatal error); their origins are logged.",
+            ["source", "sink"],
+            registry=r,
+        )
+        # Registered after the outcome counters on purpose: a scrape collects in registration order, and a
+        # record is counted received before any outcome, so a scrape always sees sent+failed+unsent+lost <= received.
+        self.received = Counter("tweet_producer_records_received", "Records handed over by a source.", ["source"], registry=r)
+        self.refused = Counter(
+            "tweet_producer_inputs_refused",
+            "Input a source abandoned at shutdown handed over after its context was closed (not taken, logged).",
+            ["source"],
+            registry=r,
+        )
+        self.fatal_errors = Counter(
+            "tweet_producer_fatal_errors",
+            "Failures of the daemon itself that stopped it, by component.",
+            ["component"],
+            registry=r,
+        )
         self.put_errors = Counter(
             "tweet_producer_put_errors", "Failed requests or entries, by error code.", ["sink", "code"], registry=r
         )
         self.retried = Counter("tweet_producer_records_retried", "Records sent again after a failure.", ["sink"], registry=r)
         self.buffer_records = Gauge("tweet_producer_buffer_records", "Records waiting in the buffer.", registry=r)
-        self.buffer_bytes = Gauge("tweet_producer_buffer_bytes", "Bytes of record data waiting in the buffer.", registry=r)
+        self.buffer_bytes = Gauge(
+            "tweet_producer_buffer_bytes",
+            "Memory held by buffered records (data + key + origin + a per-record overhead), bounded by buffer.max_bytes.",
+            registry=r,
+        )
         self.put_latency = Histogram(
             "tweet_producer_put_latency_seconds", "Duration of one put request.", ["sink"], buckets=_LATENCY_BUCKETS, registry=r
         )
@@ -109,6 +140,34 @@ class Telemetry:
         if by_source:
             self.log.error("records_unsent", sink=self.sink, records=sum(by_source.values()), by_source=dict(by_source))
 
+    def records_lost(self, records: list[tuple[str, str]], why: str) -> None:
+        """(source, origin) records that could not be kept anywhere: one line per call, naming every origin."""
+        if not records:
+            return
+        by_source = _Tally(source for source, _ in records)
+        for source, count in by_source.items():
+            self.lost.labels(source=source, sink=self.sink).inc(count)
+        with self.ledger.lock:
+            self.ledger.lost.update(by_source)
+        self.log.error("records_lost", sink=self.sink, records=len(records), why=why, origins=[origin for _, origin in records])
+
+    def input_refused(self, source: str, origin: str, reason: str) -> None:
+        """An abandoned source handed input over after shutdown closed its context: it was not taken."""
+        self.refused.labels(source=source).inc()
+        self.log.warning("input_refused_after_shutdown", source=source, origin=origin, reason=reason)
+
+    def fatal_error(self, component: str, error: BaseException) -> None:
+        """A part of the daemon itself failed: the daemon stops and exits non-zero so it gets restarted."""
+        self.fatal_errors.labels(component=component).inc()
+        cause = error.__cause__ or error.__context__
+        self.log.critical(
+            "fatal_error",
+            component=component,
+            error=f"{type(error).__name__}: {error}",
+            cause=None if cause is None else f"{type(cause).__name__}: {cause}",
+            exc_info=error,
+        )
+
     def buffer_level(self, records: int, size: int) -> None:
         self.buffer_records.set(records)
         self.buffer_bytes.set(size)
@@ -146,9 +205,17 @@ class Telemetry:
         self.sources_running.dec()
         self.log.info("source_finished", source=source)
 
-    def source_crashed(self, source: str, error: BaseException, restart_in_s: float) -> None:
+    def source_crashed(
+        self, source: str, error: BaseException, restart_in_s: float, position: str | None = None, skipped: bool = False
+    ) -> None:
+        """`position`: the input it crashed at (if the source has positions); `skipped`: that input was dead-lettered."""
         self.sources_running.dec()
         self.source_restarts.labels(source=source).inc()
         self.log.error(
-            "source_crashed", source=source, error=f"{type(error).__name__}: {error}", restart_in_s=round(restart_in_s, 2)
+            "source_crashed",
+            source=source,
+            error=f"{type(error).__name__}: {error}",
+            restart_in_s=round(restart_in_s, 2),
+            position=position,
+            skipped_input=skipped,
         )

@@ -21,7 +21,9 @@ class Record:
     """One record on its way from a source to a sink."""
 
     data: bytes  # the exact bytes to deliver
-    event: Any  # `data` parsed (e.g. a JSON object), for sinks that read keys from it
+    # `data` parsed (e.g. a JSON object), for sinks that read keys from it in `prepare`. The daemon drops
+    # it (sets None) once `prepare` returned, so buffered records cost their bytes, not a parsed tree.
+    event: Any
     source: str  # name of the source that emitted it
     origin: str  # where it came from, e.g. "tweets.jsonl:42"
 
@@ -59,7 +61,11 @@ class BatchLimits:
 
 @dataclass
 class WriteResult(Generic[E]):
-    """What became of each entry of a batch. Every entry handed to `write` is in exactly one list."""
+    """What became of each entry of a batch. Every entry handed to `write` is in exactly one list, once.
+
+    The daemon checks this: an entry missing, listed twice or in two lists is reported as a sink error and
+    accounted once (dead-lettered when its fate is unclear).
+    """
 
     sent: list[E] = field(default_factory=list)
     failed: list[tuple[E, str, str]] = field(default_factory=list)  # (entry, reason, detail): dead-letter
@@ -138,7 +144,12 @@ class Sink(ABC, Generic[E]):
 
     @abstractmethod
     def prepare(self, record: Record) -> E:
-        """Encode one record; raise `RecordRejected` when the destination can never take it."""
+        """Encode one record; raise `RecordRejected` when the destination can never take it.
+
+        Must be a pure function of `record` and the sink's config, and thread-safe: the daemon calls it
+        from each source's thread as the record is emitted, concurrently with `write`. Read `record.event`
+        here only; it is gone (None) by the time the entry reaches `write`.
+        """
 
     @abstractmethod
     def write(self, batch: list[E], deadline: Deadline) -> WriteResult[E]:

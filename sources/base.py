@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,7 +36,9 @@ class SourceContext(Protocol):
         """Hand one record over; blocks while the buffer is full.
 
         `data` is what will be shipped, `event` its parsed form (sinks read keys from it), `origin` where
-        it came from (`path:line`). Returns False, without taking the record, when the daemon is stopping.
+        it came from (`path:line`). Returns False when the daemon is stopping: the source must then stop.
+        The record was either not taken, or taken and kept as unsent in the dead-letter file (it is
+        accounted either way); do not emit it again in this run.
         """
         ...
 
@@ -47,10 +51,21 @@ class SourceContext(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedInput:
+    """One input a source stepped over without reading it as a record: its raw bytes and where it was."""
+
+    data: bytes
+    origin: str
+
+
 class Source(ABC):
     """A source reads its input and calls `ctx.emit` for each record. `run` returns when it is done or stopping.
 
-    An exception escaping `run` is a crash: the daemon logs it and restarts the source with backoff.
+    An exception escaping `run` is a crash: the daemon logs it and restarts the source with backoff. A
+    source that can say where it is reading (`position`) and step over one input (`skip`) is never stopped
+    by one input: when it crashes twice at the same position, the daemon dead-letters that input
+    (reason `source_crash`) and restarts the source after it.
     """
 
     config_model: ClassVar[type[SourceConfig]]
@@ -60,6 +75,22 @@ class Source(ABC):
 
     @abstractmethod
     def run(self, ctx: SourceContext) -> None: ...
+
+    def position(self) -> Hashable | None:
+        """An opaque, comparable token naming the next input `run` would read; None without positions.
+
+        Called by the daemon after `run` crashed, from the source's own thread. The default (no positions)
+        means crashes are only ever retried with backoff.
+        """
+        return None
+
+    def skip(self, position: Hashable) -> SkippedInput | None:
+        """Step over the input at `position` (a value `position` returned): the next `run` resumes after it.
+
+        Returns that input's raw bytes and origin, for the dead-letter file, or None when it cannot be
+        skipped (no such input, or it cannot be read): the daemon then keeps restarting with backoff.
+        """
+        return None
 
 
 SOURCE_TYPES: dict[str, type[Source]] = {}

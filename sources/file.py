@@ -9,14 +9,14 @@ from __future__ import annotations
 import glob
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from sources.base import Source, SourceConfig, SourceContext, register_source
+from sources.base import SkippedInput, Source, SourceConfig, SourceContext, register_source
 
 # Far above any real tweet (X v2 lines with expansions are a few KiB) and Kinesis's 1 MiB default record
 # limit, yet bounded so one corrupt file without newlines cannot exhaust memory.
@@ -82,22 +82,59 @@ class FileSource(Source):
         # Lines already handed over in the current pass, per file: a restart after a crash resumes after
         # them instead of sending them twice. (Kept in memory only; durable checkpoints are the spool's job.)
         self._position: dict[Path, int] = {}
+        # The file being read, for `position()`: None between passes, where no line is the next input.
+        self._reading: Path | None = None
 
     def run(self, ctx: SourceContext) -> None:
         limiter = _RateLimiter(self.config.rate)
         while not ctx.stopping:
             emitted_any = False
             for path in self._expand():
+                self._reading = path
                 for line_number, data, event, origin in self._records(path, ctx):
                     if not limiter.wait(ctx) or not ctx.emit(data, event, origin):
                         return
                     self._position[path] = line_number
                     emitted_any = True
+            self._reading = None
             if not self.config.loop:
                 return
             self._position.clear()
             if not emitted_any and ctx.wait(_EMPTY_LOOP_PAUSE_S):
                 return
+
+    def position(self) -> tuple[str, int] | None:
+        """(file, line number) of the next line `run` would read; None outside a file."""
+        path = self._reading
+        if path is None:
+            return None
+        return str(path), self._position.get(path, 0) + 1
+
+    def skip(self, position: Hashable) -> SkippedInput | None:
+        """Read line `position` of its file raw (as `_records` splits lines) and resume after it."""
+        if not isinstance(position, tuple) or len(position) != 2:
+            return None
+        name, wanted = position
+        if not isinstance(name, str) or not isinstance(wanted, int):
+            return None
+        path = Path(name)
+        limit = self.config.max_line_bytes
+        try:
+            with path.open("rb") as handle:
+                for line_number in range(1, wanted + 1):
+                    raw = handle.readline(limit + 1)
+                    if not raw:
+                        return None
+                    too_long = len(raw) > limit and not raw.endswith(b"\n")
+                    if too_long:
+                        while (rest := handle.readline(limit + 1)) and not rest.endswith(b"\n"):
+                            pass
+                    if line_number == wanted:
+                        self._position[path] = wanted
+                        return SkippedInput(raw if too_long else raw.rstrip(b"\r\n"), f"{path}:{wanted}")
+        except OSError:
+            return None
+        return None
 
     def _expand(self) -> Iterator[Path]:
         for pattern in self.config.paths:
