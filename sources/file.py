@@ -1,22 +1,22 @@
 """Source `file`: replays JSON-lines files (paths or globs), optionally rate-limited and looping.
 
-Each line must be one JSON value in UTF-8. A line that is not (bad UTF-8, bad JSON, empty, longer than
-`max_line_bytes`) is rejected with its file and line number and the replay goes on.
+Each line must be one JSON value in UTF-8; a UTF-8 byte-order mark at the start of a file is dropped. A line
+that is not (bad UTF-8, bad JSON, empty, longer than `max_line_bytes`, ... see sources/parsing.py for every
+reason) is rejected with its file and line number and the replay goes on.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from sources.base import Source, SourceConfig, SourceContext, register_source
+from sources.parsing import Rejection, parse_json_record, strip_bom
 
 # Far above any real tweet (X v2 lines with expansions are a few KiB) and Kinesis's 1 MiB default record
 # limit, yet bounded so one corrupt file without newlines cannot exhaust memory.
@@ -26,12 +26,6 @@ MAX_LINE_BYTES_LIMIT = 10 * 1024 * 1024
 _RATE_WAIT_SLICE_S = 0.5
 # When looping over files that all turned out empty or missing, pause before trying again.
 _EMPTY_LOOP_PAUSE_S = 1.0
-
-REASON_INVALID_UTF8 = "invalid_utf8"
-REASON_INVALID_JSON = "invalid_json"
-REASON_EMPTY_LINE = "empty_line"
-REASON_LINE_TOO_LONG = "line_too_long"
-
 
 class FileSourceConfig(SourceConfig):
     """Replay JSON-lines files."""
@@ -126,31 +120,12 @@ class FileSource(Source):
                     continue
                 origin = f"{path}:{line_number}"
                 line = raw if too_long else raw.rstrip(b"\r\n")
-                parsed = _parse(line, too_long, limit)
-                if isinstance(parsed, _Rejection):
+                if line_number == 1:  # editors on Windows start UTF-8 files with a byte-order mark
+                    line = strip_bom(line)
+                parsed = parse_json_record(line, limit, truncated=too_long)
+                if isinstance(parsed, Rejection):
                     ctx.reject(line, origin, parsed.reason, parsed.detail)
                     self._position[path] = line_number
                     continue
                 yield line_number, line, parsed, origin
 
-
-@dataclass(frozen=True, slots=True)
-class _Rejection:
-    reason: str
-    detail: str
-
-
-def _parse(line: bytes, too_long: bool, limit: int) -> Any:
-    """The line's JSON value, or a `_Rejection` saying why the line cannot be a record."""
-    if too_long:
-        return _Rejection(REASON_LINE_TOO_LONG, f"line longer than {limit} bytes")
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return _Rejection(REASON_INVALID_UTF8, f"byte {exc.start}: {exc.reason}")
-    if not text.strip():
-        return _Rejection(REASON_EMPTY_LINE, "empty line")
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        return _Rejection(REASON_INVALID_JSON, str(exc))
