@@ -27,6 +27,7 @@ _RATE_WAIT_SLICE_S = 0.5
 # When looping over files that all turned out empty or missing, pause before trying again.
 _EMPTY_LOOP_PAUSE_S = 1.0
 
+
 class FileSourceConfig(SourceConfig):
     """Replay JSON-lines files."""
 
@@ -128,4 +129,3 @@ class FileSource(Source):
                     self._position[path] = line_number
                     continue
                 yield line_number, line, parsed, origin
-
