@@ -173,3 +173,14 @@ def test_payload_numbers_json_cannot_hold_fail_as_invalid_json() -> None:
     for data in (b'{"id": ' + b"1" * 5000 + b"}", b'{"data": {"id": "1", "text": "t", "author_id": NaN}}', b"Infinity"):
         [failure] = outcomes(kinesis_record(data))
         assert isinstance(failure, PermanentFailure) and failure.reason == "invalid_json", data[:40]
+
+
+HTML_FRAGMENTS = ["<", ">", "</", "<!", "<!--", "-->", "<![CDATA[", "]]>", "&", "&#", "&#x", ";", "p", "br", "script"]
+HTML_FRAGMENTS += [" ", "=", "'", '"', "\ud800", "\x00", "9999999999", "<?", "/>", "&amp", "<p", "</p>", "<br>"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(HTML_FRAGMENTS), max_size=30).map("".join) | st.text(max_size=40))
+def test_mastodon_content_of_any_markup_maps_or_fails_with_a_reason(content: str) -> None:
+    """Broken HTML in a status (unclosed tags, stray entities, CDATA, NUL, lone surrogates): item or failure."""
+    check([map_and_build(mastodon("x") | {"content": content}, GenericPaths())])
