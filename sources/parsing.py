@@ -140,7 +140,8 @@ def _parse(data: bytes, max_bytes: int, truncated: bool) -> Any | Rejection:
         problem = _lone_surrogate(data)
         if problem is not None:
             return problem
-    if data.count(b"[") + data.count(b"{") > MAX_NESTING_DEPTH and _too_deep(value):
+    # Nesting deeper than the limit takes more opening brackets than the limit, and twice as many bytes.
+    if len(data) > 2 * MAX_NESTING_DEPTH and data.count(b"[") + data.count(b"{") > MAX_NESTING_DEPTH and _too_deep(value):
         return Rejection(REASON_NESTING_TOO_DEEP, f"nesting deeper than {MAX_NESTING_DEPTH} levels")
     return value
 
