@@ -18,9 +18,14 @@ PROCESSING_ERROR = "processing_error"
 
 
 class PermanentFailure(Exception):
-    """A record that can never be stored as it is; it goes to the dead-letter destination."""
+    """A record that can never be stored as it is; it goes to the dead-letter destination.
+
+    The detail may quote payload text; lone surrogates in it are escaped (`\\ud800`) so that logs and
+    dead-letter destinations can always encode it.
+    """
 
     def __init__(self, reason: str, detail: str) -> None:
+        detail = detail.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

@@ -1,22 +1,22 @@
 """Source `file`: replays JSON-lines files (paths or globs), optionally rate-limited and looping.
 
-Each line must be one JSON value in UTF-8. A line that is not (bad UTF-8, bad JSON, empty, longer than
-`max_line_bytes`) is rejected with its file and line number and the replay goes on.
+Each line must be one JSON value in UTF-8; a UTF-8 byte-order mark at the start of a file is dropped. A line
+that is not (bad UTF-8, bad JSON, empty, longer than `max_line_bytes`, ... see sources/parsing.py for every
+reason) is rejected with its file and line number and the replay goes on.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import time
 from collections.abc import Hashable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import BinaryIO, Literal
 
 from pydantic import Field, field_validator
 
 from sources.base import SkippedInput, Source, SourceConfig, SourceContext, register_source
+from sources.parsing import Rejection, parse_json_record, strip_bom
 
 # Far above any real tweet (X v2 lines with expansions are a few KiB) and Kinesis's 1 MiB default record
 # limit, yet bounded so one corrupt file without newlines cannot exhaust memory.
@@ -26,11 +26,6 @@ MAX_LINE_BYTES_LIMIT = 10 * 1024 * 1024
 _RATE_WAIT_SLICE_S = 0.5
 # When looping over files that all turned out empty or missing, pause before trying again.
 _EMPTY_LOOP_PAUSE_S = 1.0
-
-REASON_INVALID_UTF8 = "invalid_utf8"
-REASON_INVALID_JSON = "invalid_json"
-REASON_EMPTY_LINE = "empty_line"
-REASON_LINE_TOO_LONG = "line_too_long"
 
 
 class FileSourceConfig(SourceConfig):
@@ -118,20 +113,12 @@ class FileSource(Source):
         if not isinstance(name, str) or not isinstance(wanted, int):
             return None
         path = Path(name)
-        limit = self.config.max_line_bytes
         try:
             with path.open("rb") as handle:
-                for line_number in range(1, wanted + 1):
-                    raw = handle.readline(limit + 1)
-                    if not raw:
-                        return None
-                    too_long = len(raw) > limit and not raw.endswith(b"\n")
-                    if too_long:
-                        while (rest := handle.readline(limit + 1)) and not rest.endswith(b"\n"):
-                            pass
+                for line_number, (line, _too_long) in enumerate(_lines(handle, self.config.max_line_bytes), 1):
                     if line_number == wanted:
                         self._position[path] = wanted
-                        return SkippedInput(raw if too_long else raw.rstrip(b"\r\n"), f"{path}:{wanted}")
+                        return SkippedInput(line, f"{path}:{wanted}")
         except OSError:
             return None
         return None
@@ -148,46 +135,32 @@ class FileSource(Source):
         limit = self.config.max_line_bytes
         resume_after = self._position.get(path, 0)
         with path.open("rb") as handle:
-            line_number = 0
-            while True:
-                raw = handle.readline(limit + 1)
-                if not raw:
-                    return
-                too_long = len(raw) > limit and not raw.endswith(b"\n")
-                if too_long:
-                    # Keep the first bytes for the dead letter; skip the rest of the over-long line.
-                    while (rest := handle.readline(limit + 1)) and not rest.endswith(b"\n"):
-                        pass
-                line_number += 1
+            for line_number, (line, too_long) in enumerate(_lines(handle, limit), 1):
                 if line_number <= resume_after:
                     continue
                 origin = f"{path}:{line_number}"
-                line = raw if too_long else raw.rstrip(b"\r\n")
-                parsed = _parse(line, too_long, limit)
-                if isinstance(parsed, _Rejection):
+                if line_number == 1:  # editors on Windows start UTF-8 files with a byte-order mark
+                    line = strip_bom(line)
+                parsed = parse_json_record(line, limit, truncated=too_long)
+                if isinstance(parsed, Rejection):
                     ctx.reject(line, origin, parsed.reason, parsed.detail)
                     self._position[path] = line_number
                     continue
                 yield line_number, line, parsed, origin
 
 
-@dataclass(frozen=True, slots=True)
-class _Rejection:
-    reason: str
-    detail: str
+def _lines(handle: BinaryIO, limit: int) -> Iterator[tuple[bytes, bool]]:
+    """Each line without its ending (of an over-long line only its first bytes), and whether it exceeds `limit`.
 
-
-def _parse(line: bytes, too_long: bool, limit: int) -> Any:
-    """The line's JSON value, or a `_Rejection` saying why the line cannot be a record."""
-    if too_long:
-        return _Rejection(REASON_LINE_TOO_LONG, f"line longer than {limit} bytes")
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return _Rejection(REASON_INVALID_UTF8, f"byte {exc.start}: {exc.reason}")
-    if not text.strip():
-        return _Rejection(REASON_EMPTY_LINE, "empty line")
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        return _Rejection(REASON_INVALID_JSON, str(exc))
+    Reads at most `limit` + 2 bytes at a time, so a line of exactly `limit` bytes fits with an LF or a CRLF
+    ending, and an endless line costs bounded memory.
+    """
+    while raw := handle.readline(limit + 2):
+        ended = raw.endswith(b"\n")
+        line = raw.rstrip(b"\r\n") if ended else raw
+        too_long = len(line) > limit
+        if too_long and not ended:
+            # Keep the first bytes for the dead letter; skip the rest of the over-long line.
+            while (rest := handle.readline(limit + 2)) and not rest.endswith(b"\n"):
+                pass
+        yield (line[: limit + 1] if too_long else line), too_long

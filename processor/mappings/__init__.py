@@ -6,7 +6,7 @@ from typing import Any
 
 from processor.errors import UNMAPPABLE, PermanentFailure
 from processor.mappings.bluesky import is_jetstream, map_jetstream
-from processor.mappings.common import Post
+from processor.mappings.common import Post, brief
 from processor.mappings.generic import GenericPaths, map_generic
 from processor.mappings.mastodon import is_mastodon, map_mastodon
 from processor.mappings.x import is_v1, is_v2, map_v1, map_v2
@@ -28,5 +28,5 @@ def map_event(event: Any, generic: GenericPaths) -> Post:
         return map_mastodon(event)
     if "errors" in event and "data" not in event:
         # X streams send in-band error objects (e.g. operational-disconnect); they are not posts.
-        raise PermanentFailure(UNMAPPABLE, f"x-v2: in-band error object {event['errors']!r:.300}")
+        raise PermanentFailure(UNMAPPABLE, f"x-v2: in-band error object {brief(event['errors'])}")
     return map_generic(event, generic)

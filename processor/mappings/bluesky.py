@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from processor.mappings.common import Post, as_dict, as_list, optional_text, parse_time, required_text, unique, unmappable
+from processor.mappings.common import (
+    Post,
+    as_dict,
+    as_list,
+    brief,
+    optional_text,
+    parse_time,
+    required_text,
+    unique,
+    unmappable,
+)
 
 SOURCE = "jetstream"
 POST_COLLECTION = "app.bsky.feed.post"
 # Deletes carry no post; they are dead-lettered with this explanation rather than dropped unseen.
 _STORED_OPERATIONS = ("create", "update")
 _TAG_FACET = "app.bsky.richtext.facet#tag"
+_MICROSECONDS_PER_SECOND = 1_000_000
 
 
 def is_jetstream(event: dict[str, Any]) -> bool:
@@ -32,10 +43,12 @@ def map_jetstream(event: dict[str, Any]) -> Post:
     """Username = the author's DID (stable; handles change), Id = the record key."""
     did = required_text(SOURCE, event, "did")
     if event.get("kind") != "commit":
-        raise unmappable(SOURCE, f"{event.get('kind')!r} event of {did} is not a post")
+        raise unmappable(SOURCE, f"{brief(event.get('kind'))} event of {did} is not a post")
     commit = as_dict(event.get("commit"))
     if commit.get("collection") != POST_COLLECTION or commit.get("operation") not in _STORED_OPERATIONS:
-        raise unmappable(SOURCE, f"{commit.get('operation')!r} on {commit.get('collection')!r} by {did} is not a new post")
+        raise unmappable(
+            SOURCE, f"{brief(commit.get('operation'))} on {brief(commit.get('collection'))} by {did} is not a new post"
+        )
     rkey = required_text(SOURCE, commit, "rkey", "commit.")
     record = commit.get("record")
     if not isinstance(record, dict):
@@ -45,8 +58,13 @@ def map_jetstream(event: dict[str, Any]) -> Post:
         raise unmappable(SOURCE, f"post {did}/{rkey} has no text")
     langs = [lang for lang in as_list(record.get("langs")) if isinstance(lang, str) and lang]
     timestamp = parse_time(SOURCE, record.get("createdAt"))
-    if timestamp is None and isinstance(event.get("time_us"), int):
-        timestamp = parse_time(SOURCE, event["time_us"] / 1_000_000)
+    time_us = event.get("time_us")
+    if timestamp is None and isinstance(time_us, int) and not isinstance(time_us, bool):
+        try:
+            seconds = time_us / _MICROSECONDS_PER_SECOND
+        except OverflowError:  # an integer beyond any float
+            raise unmappable(SOURCE, f"unreadable timestamp time_us={brief(time_us)}") from None
+        timestamp = parse_time(SOURCE, seconds)
     return Post(
         source=SOURCE,
         username=did,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -16,6 +17,13 @@ TWITTER_V1_TIME_FORMAT = "%a %b %d %H:%M:%S %z %Y"
 _EXCESS_FRACTION = re.compile(r"(\.\d{6})\d+")
 # Numeric generic timestamps above this are milliseconds (as seconds it would be the year 5138).
 _EPOCH_MS_THRESHOLD = 100_000_000_000
+# Payload values quoted in failure details: bounded in depth and length, so a field nested thousands deep
+# or a megabyte long cannot make repr recurse or a detail balloon.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel = 3
+_BRIEF.maxstring = 80
+_BRIEF.maxother = 80
+_BRIEF.maxlong = 40
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,14 @@ def unmappable(source: str, detail: str) -> PermanentFailure:
     return PermanentFailure(UNMAPPABLE, f"{source}: {detail}")
 
 
+def brief(value: Any) -> str:
+    """A short repr of a payload value for failure details (never recurses deeply, never raises)."""
+    try:
+        return _BRIEF.repr(value)
+    except Exception as exc:  # noqa: BLE001 - a detail must not turn one bad record into a crash
+        return f"<{type(value).__name__}: {type(exc).__name__}>"
+
+
 def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -49,14 +65,19 @@ def optional_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python converts (4300): no id or text is that long
+            return None
     return None
 
 
 def required_text(source: str, obj: dict[str, Any], key: str, where: str = "") -> str:
-    value = optional_text(obj.get(key))
+    raw = obj.get(key)
+    value = optional_text(raw)
     if value is None or value == "":
-        raise unmappable(source, f"missing or empty {where}{key}")
+        problem = "missing or empty" if raw is None or raw == "" else f"not text or an integer ({brief(raw)}):"
+        raise unmappable(source, f"{problem} {where}{key}")
     return value
 
 
@@ -92,8 +113,8 @@ def parse_time(source: str, value: Any, *, twitter_v1: bool = False) -> datetime
         if isinstance(value, str) and value.strip():
             return parse_twitter_v1(value) if twitter_v1 else parse_iso8601(value)
     except (ValueError, OverflowError, OSError) as exc:
-        raise unmappable(source, f"unreadable timestamp {value!r} ({exc})") from exc
-    raise unmappable(source, f"unreadable timestamp {value!r}")
+        raise unmappable(source, f"unreadable timestamp {brief(value)} ({exc})") from exc
+    raise unmappable(source, f"unreadable timestamp {brief(value)}")
 
 
 class _TextExtractor(HTMLParser):

@@ -24,6 +24,8 @@ from processor.mappings.common import Post, as_list, optional_text, parse_time, 
 SOURCE = "generic"
 ENV_PREFIX = "GENERIC_"
 _MISSING = object()
+# A list index in a key path; more digits than this index no list a payload can hold.
+_MAX_INDEX_DIGITS = 9
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,13 @@ def lookup(obj: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(obj, dict) and part in obj:
             obj = obj[part]
-        elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
+        elif (
+            isinstance(obj, list)
+            and part.isascii()
+            and part.isdigit()
+            and len(part) <= _MAX_INDEX_DIGITS
+            and int(part) < len(obj)
+        ):
             obj = obj[int(part)]
         else:
             return _MISSING

@@ -21,11 +21,15 @@ SOURCE_V1 = "x-v1.1"
 # Snowflake ids carry their creation time: (id >> 22) milliseconds after this epoch (2010-11-04).
 SNOWFLAKE_EPOCH_MS = 1_288_834_974_657
 _SNOWFLAKE_TIME_SHIFT = 22
+# A snowflake is a 64-bit integer: at most 20 digits. Longer digit strings are not ids to take a time from
+# (and past 4300 digits int() itself refuses them).
+_SNOWFLAKE_MAX_DIGITS = 20
 
 
 def _snowflake_time(tweet_id: str) -> datetime | None:
     """The creation time encoded in a tweet id, for payloads without created_at."""
-    offset_ms = int(tweet_id) >> _SNOWFLAKE_TIME_SHIFT if tweet_id.isascii() and tweet_id.isdigit() else 0
+    is_number = len(tweet_id) <= _SNOWFLAKE_MAX_DIGITS and tweet_id.isascii() and tweet_id.isdigit()
+    offset_ms = int(tweet_id) >> _SNOWFLAKE_TIME_SHIFT if is_number else 0
     if not offset_ms:  # not a snowflake (pre-2010 ids are small sequential numbers)
         return None
     try:

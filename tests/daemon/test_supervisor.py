@@ -196,14 +196,14 @@ def test_a_file_line_whose_parse_raises_is_dead_lettered_and_the_file_goes_on(
     lines = [json.dumps({"data": {"id": str(n)}}) for n in range(8)]
     lines[5] = '{"data": {"id": "explodes"}}'
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    real_parse = sources.file._parse
+    real_parse = sources.file.parse_json_record
 
     def parse(line: bytes, *args: Any, **kwargs: Any) -> Any:
         if b"explodes" in line:
             raise RecursionError("parser bug")
         return real_parse(line, *args, **kwargs)
 
-    monkeypatch.setattr(sources.file, "_parse", parse)
+    monkeypatch.setattr(sources.file, "parse_json_record", parse)
     rig = Rig(tmp_path)
     source = FileSource(FileSourceConfig(paths=[str(path)]))
     rig.deliver((source, "replay"))

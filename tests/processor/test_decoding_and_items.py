@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 
 import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
 
-from processor.decoding import parse_json, user_records
+from processor.decoding import KPL_MAGIC, parse_json, user_records
 from processor.errors import PermanentFailure
 from processor.items import MAX_ITEM_BYTES, MAX_PARTITION_KEY_BYTES, build_item, format_time, item_size
 from processor.mappings import Post
@@ -124,3 +125,62 @@ def test_item_size_counts_utf8_bytes_and_the_limit_is_exact() -> None:
         build_item(post(message="x" * (room + 1)), ARRIVED, None, 0)
     assert caught.value.reason == "item_too_large"
     assert item_size(build_item(post(message="é"), ARRIVED, None, 0)) == item_size(base) + 2
+
+
+def aggregate_message(keys: list[str | bytes], records: list[tuple[int, bytes]]) -> bytes:
+    """A KPL aggregate with a valid checksum around any protobuf content (what a buggy producer could send)."""
+    from aws_kinesis_agg import deaggregator
+
+    message = deaggregator.messages_pb2.AggregatedRecord()
+    for key in keys:  # bytes that are not UTF-8 go in through the wire format, which protobuf does not check
+        message.MergeFromString(b"\x0a" + bytes([len(key)]) + (key if isinstance(key, bytes) else key.encode()))
+    for index, data in records:
+        message.records.add(partition_key_index=index, data=data)
+    body = message.SerializeToString()
+    return KPL_MAGIC + body + hashlib.md5(body).digest()  # noqa: S324 - KPL's checksum
+
+
+def test_aggregate_naming_a_missing_partition_key_is_invalid() -> None:
+    """A user record pointing past the key table made aws_kinesis_agg raise IndexError; now invalid_aggregate."""
+    with pytest.raises(PermanentFailure) as caught:
+        user_records(kinesis_record(aggregate_message(["pk0"], [(0, b"{}"), (3, b"{}")])))
+    assert caught.value.reason == "invalid_aggregate" and "partition key 3" in caught.value.detail
+
+
+def test_aggregate_with_a_partition_key_that_is_not_utf8_is_invalid() -> None:
+    """protobuf hands back bytes for a non-UTF-8 key; that is refused rather than carried as a non-string."""
+    with pytest.raises(PermanentFailure) as caught:
+        user_records(kinesis_record(aggregate_message([b"\xff\xfe"], [(0, b"{}")])))
+    assert caught.value.reason == "invalid_aggregate"
+
+
+def test_aggregate_records_missing_required_fields_are_invalid() -> None:
+    """A user record without its data (a required protobuf field) is not read as an empty payload."""
+    body = b"\x0a\x02pk" + b"\x1a\x02\x08\x00"  # key table ["pk"], one record with only its key index
+    with pytest.raises(PermanentFailure) as caught:
+        user_records(kinesis_record(KPL_MAGIC + body + hashlib.md5(body).digest()))  # noqa: S324
+    assert caught.value.reason == "invalid_aggregate"
+
+
+def test_huge_integers_and_nan_in_payloads_are_invalid_json() -> None:
+    """A 5,000-digit number raised ValueError out of parse_json and NaN was accepted; both are invalid_json."""
+    for data in (b'{"id": ' + b"1" * 5000 + b"}", b'{"t": NaN}', b"-Infinity"):
+        [user] = user_records(kinesis_record(data))
+        with pytest.raises(PermanentFailure) as caught:
+            parse_json(user)
+        assert caught.value.reason == "invalid_json"
+
+
+def test_arrival_time_nobody_can_represent_gives_no_arrival() -> None:
+    """An approximateArrivalTimestamp of NaN or 1e300 raised ValueError/OverflowError; now it is left unset."""
+    for value in (float("nan"), 1e300, -1e300):
+        record = kinesis_record(b"{}")
+        record["kinesis"]["approximateArrivalTimestamp"] = value
+        [user] = user_records(record)
+        assert user.arrival is None
+
+
+def test_failure_details_are_always_encodable() -> None:
+    """Details quoting payload text with lone surrogates are escaped, so logs and dead letters can write them."""
+    failure = PermanentFailure("unmappable", "by did:\ud800")
+    assert failure.detail == "by did:\\ud800" and str(failure).encode("utf-8")

@@ -270,3 +270,45 @@ def test_every_source_and_script_is_stored_byte_for_byte(moto_stack: MotoStack, 
     assert {i["Id"]: i["Message"].encode("utf-8") for i in items} == {k: v.encode("utf-8") for k, v in expected.items()}
     assert {i["Source"] for i in items} == set(BUILDERS)
     assert all(i["Timestamp"].endswith("Z") for i in items)
+
+
+def unmappable_detail(event: Any) -> str:
+    with pytest.raises(PermanentFailure) as caught:
+        map_event(event, DEFAULT_PATHS)
+    assert caught.value.reason == "unmappable"
+    return caught.value.detail
+
+
+def nested(levels: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_x_v2_id_of_thousands_of_digits_gives_no_snowflake_time() -> None:
+    """A 5,000-digit id made int() raise ValueError while reading its snowflake time; now it has none."""
+    post = map_event({"data": {"id": "7" * 5000, "text": "t", "author_id": "1"}}, DEFAULT_PATHS)
+    assert post.timestamp is None and post.id == "7" * 5000
+
+
+def test_an_id_too_long_to_be_text_counts_as_not_text() -> None:
+    """An integer id over Python's 4,300-digit str() limit raised ValueError; now the id is refused by name."""
+    detail = unmappable_detail({"data": {"id": 10**5000, "text": "t", "author_id": "1"}})
+    assert "not text or an integer" in detail and "data.id" in detail
+
+
+def test_jetstream_time_us_too_large_for_a_float_is_an_unreadable_time() -> None:
+    """time_us of 400 digits overflowed the float division (OverflowError); now it is an unreadable timestamp."""
+    event = jetstream("t")
+    del event["commit"]["record"]["createdAt"]
+    event["time_us"] = 10**400
+    assert "unreadable timestamp" in unmappable_detail(event)
+
+
+def test_details_quote_deeply_nested_values_briefly() -> None:
+    """repr of a field nested 5,000 deep raised RecursionError inside a failure detail; now it is abridged."""
+    assert len(unmappable_detail({"errors": nested(5000)})) < 200
+    event = jetstream("t") | {"kind": nested(5000)}
+    assert "is not a post" in unmappable_detail(event)
+    assert "unreadable timestamp" in unmappable_detail(x_v2("1", "t", created_at={"a": nested(5000)}))
