@@ -38,7 +38,9 @@ class DeadLetterFile:
         self._failure: OSError | None = None
         self._closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = path.open("a", encoding="utf-8")
+        # Origins name files, and a file name need not be UTF-8 (Python hands it over with surrogate escapes):
+        # such characters are written as \udcXX text so the line stays valid UTF-8 and the write cannot fail.
+        self._handle = path.open("a", encoding="utf-8", errors="backslashreplace")
 
     @property
     def failure(self) -> OSError | None:
@@ -49,11 +51,11 @@ class DeadLetterFile:
         """Append one line and flush it; raises `DeadLetterUnavailable` when the record could not be kept."""
         entry: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "source": source,
-            "origin": origin,
+            "source": _text(source),
+            "origin": _text(origin),
             "sink": self.sink,
-            "reason": reason,
-            "detail": detail,
+            "reason": _text(reason),
+            "detail": _text(detail),
         }
         try:
             entry["data"] = data.decode("utf-8")
@@ -83,3 +85,12 @@ class DeadLetterFile:
             except OSError as exc:
                 # Only a file that already failed holds unflushed bytes; that failure was reported then.
                 self._failure = self._failure or exc
+
+
+def _text(value: str) -> str:
+    """`value` with any lone surrogate spelled out as `\\udcXX` text, so the line encodes as UTF-8.
+
+    Origins name files, and a file name need not be UTF-8 (Python hands it over with surrogate escapes);
+    exception messages in details can quote such text too. A write must not fail over how a name is spelled.
+    """
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")

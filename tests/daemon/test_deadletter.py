@@ -131,3 +131,13 @@ def test_fatal_stop_reports_each_component_once_and_wakes_the_daemon() -> None:
     assert wake.is_set() and [c for c, _ in fatal.failures] == ["dead_letter_file"]
     assert [e["component"] for e in logs if e["event"] == "fatal_error"] == ["dead_letter_file"]
     assert telemetry.fatal_errors.labels(component="dead_letter_file")._value.get() == 1
+
+
+def test_an_origin_from_a_non_utf8_file_name_is_written_as_valid_utf8(tmp_path: Path) -> None:
+    """A file name with undecodable bytes (surrogate-escaped in Python) cannot break a dead-letter write."""
+    dead = DeadLetterFile(tmp_path / "dead.jsonl", "kinesis")
+    origin = "tweets-\udcff.jsonl:3"  # how os.fsdecode hands over the file name b"tweets-\xff.jsonl"
+    dead.write(data=b"{", source="replay", origin=origin, reason="invalid_json", detail="bad")
+    dead.close()
+    (line,) = (tmp_path / "dead.jsonl").read_bytes().decode("utf-8").splitlines()
+    assert json.loads(line)["origin"] == "tweets-\\udcff.jsonl:3"
