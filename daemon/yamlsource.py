@@ -266,7 +266,9 @@ class _Builder:
         line = node.start_mark.line + 1
         self.values += 1
         if self.values > MAX_VALUES:
-            raise _Stop(self._at(line, path, f"aliases expand the config to more than {MAX_VALUES} values"))
+            # Aliased nodes carry their anchor's line; the section being expanded is what the user must fix.
+            top = path[:1]
+            raise _Stop(self._at(self.lines.get(top, line), top, f"aliases expand the config to more than {MAX_VALUES} values"))
         if depth > MAX_DEPTH:
             raise _Stop(self._at(line, path, f"aliases nest the config deeper than {MAX_DEPTH} levels"))
         if isinstance(node, yaml.ScalarNode):
