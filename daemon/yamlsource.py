@@ -266,11 +266,9 @@ class _Builder:
         line = node.start_mark.line + 1
         self.values += 1
         if self.values > MAX_VALUES:
-            # Aliased nodes carry their anchor's line; the section being expanded is what the user must fix.
-            top = path[:1]
-            raise _Stop(self._at(self.lines.get(top, line), top, f"aliases expand the config to more than {MAX_VALUES} values"))
+            self._overflow(path, line, f"aliases expand the config to more than {MAX_VALUES} values")
         if depth > MAX_DEPTH:
-            raise _Stop(self._at(line, path, f"aliases nest the config deeper than {MAX_DEPTH} levels"))
+            self._overflow(path, line, f"aliases nest the config deeper than {MAX_DEPTH} levels")
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
         if id(node) in self.open:
@@ -288,6 +286,11 @@ class _Builder:
         finally:
             self.open.discard(id(node))
         return self._refuse_tag(node, path)
+
+    def _overflow(self, path: Path_, line: int, message: str) -> None:
+        # Aliased nodes carry their anchor's line; the top-level section being expanded is what to fix.
+        top = path[:1]
+        raise _Stop(self._at(self.doc.lines.get(top, line), top, message))
 
     def _at(self, line: int, path: Path_, message: str) -> Problem:
         return Problem(self.doc.file, line, dotted(path) if path else None, message)

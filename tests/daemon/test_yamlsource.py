@@ -135,6 +135,26 @@ def test_billion_laughs_is_bounded(tmp_path: Path) -> None:
     assert str(problem) == f"{path}:5: l4: aliases expand the config to more than {MAX_VALUES} values"
 
 
+def test_alias_chain_deeper_than_the_limit_is_refused(tmp_path: Path) -> None:
+    """Aliases nesting lists inside lists past MAX_DEPTH are refused at the top-level key that overflows."""
+    chain = b"l0: &l0 [1]\n" + b"".join(b"l%d: &l%d [*l%d]\n" % (i, i, i - 1) for i in range(1, MAX_DEPTH + 5))
+    path = write(tmp_path, chain)
+    assert (
+        str(only(problems_of(path)))
+        == f"{path}:{MAX_DEPTH - 1}: l{MAX_DEPTH - 2}: aliases nest the config deeper than {MAX_DEPTH} levels"
+    )
+
+
+def test_merge_bomb_is_bounded(tmp_path: Path) -> None:
+    """`<<: [*b, *b, *b]` chains expand exponentially too; they stop at MAX_VALUES, at the key being built."""
+    text = b"b0: &b0 {x: 1, y: 2, z: 3}\n" + b"".join(
+        b"b%d: &b%d {<<: [*b%d, *b%d, *b%d]}\n" % ((i, i) + (i - 1,) * 3) for i in range(1, 30)
+    )
+    problem = only(problems_of(write(tmp_path, text)))
+    assert (problem.key, problem.message) == ("b7", f"aliases expand the config to more than {MAX_VALUES} values")
+    assert problem.line == 8
+
+
 def test_recursive_alias_is_refused(tmp_path: Path) -> None:
     """An alias inside the value it names is a located problem (it used to be a RecursionError)."""
     path = write(tmp_path, b"a: &a [1, *a]\n")
