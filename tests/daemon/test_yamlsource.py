@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import load_config
-from daemon.yamlsource import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_VALUES, ConfigError, Problem, load_document
+from daemon.yamlsource import MAX_ALIASES, MAX_CONFIG_BYTES, MAX_DEPTH, MAX_VALUES, ConfigError, Problem, load_document
 
 # Loading a hostile file must stay well inside this; the old loader hung on the billion-laughs file.
 FAST_SECONDS = 5.0
@@ -153,6 +153,15 @@ def test_merge_bomb_is_bounded(tmp_path: Path) -> None:
     problem = only(problems_of(write(tmp_path, text)))
     assert (problem.key, problem.message) == ("b7", f"aliases expand the config to more than {MAX_VALUES} values")
     assert problem.line == 8
+
+
+def test_too_many_aliases_are_refused(tmp_path: Path) -> None:
+    """More than MAX_ALIASES alias uses is refused at the first one over the limit; MAX_ALIASES itself loads."""
+    text = VALID + b"x: &x 1\n"
+    at_limit = problems_of(write(tmp_path, text + b"y: [" + b"*x, " * MAX_ALIASES + b"]\n"))
+    assert [p.key for p in at_limit] == ["x", "y"]  # only the two unknown sections
+    path = write(tmp_path, text + b"y: [" + b"*x, " * MAX_ALIASES + b"]\nz: *x\n")
+    assert str(only(problems_of(path))) == f"{path}:10: more than {MAX_ALIASES} aliases (*name) in one config"
 
 
 def test_recursive_alias_is_refused(tmp_path: Path) -> None:
