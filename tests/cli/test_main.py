@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli import main as cli_main
-from cli.main import EXIT_INVALID_CONFIG
+from cli.main import EXIT_INVALID_CONFIG, MAX_DETAIL_CHARS
 from daemon.yamlsource import MAX_CONFIG_BYTES
 
 # Generous: a refused config exits as soon as it is read, but the machine is shared.
@@ -102,9 +102,10 @@ def test_unexpected_loader_failure_is_exit_2_naming_the_file(
     """Should the loader ever raise something other than ConfigError, the CLI still names the file and exits 2."""
 
     def broken(path: Path) -> None:
-        raise RuntimeError("boom")
+        raise RuntimeError("boom\n  second line " + "x" * 1000)
 
     monkeypatch.setattr(cli_main, "load_config", broken)
     config = tmp_path / "config.yaml"
     assert cli_main.main(["check-config", "-c", str(config)]) == EXIT_INVALID_CONFIG
-    assert capsys.readouterr().err == f"{config}: cannot load the config (RuntimeError: boom); please report this bug\n"
+    detail = ("boom second line " + "x" * 1000)[:MAX_DETAIL_CHARS]
+    assert capsys.readouterr().err == f"{config}: cannot load the config (RuntimeError: {detail}); please report this bug\n"
