@@ -297,3 +297,10 @@ def test_unreadable_file_is_one_whole_file_problem(tmp_path: Path, kind: str) ->
     assert [str(p) for p in doc.problems] == [
         f"{path}: cannot read the config file: {'No such file or directory' if kind == 'missing' else 'Is a directory'}"
     ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_read_error_after_open_is_a_problem() -> None:
+    """A file that opens but fails to read (here /proc/self/mem, EIO) is a whole-file problem, not an OSError."""
+    doc = load_document(Path("/proc/self/mem"))
+    assert [str(p) for p in doc.problems] == ["/proc/self/mem: cannot read the config file: Input/output error"]
