@@ -124,8 +124,10 @@ class Config(_Section):
 
 
 _PLUGIN_KEYS = ("sources", "sink")
-_ROOT_KINDS: dict[type, str] = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
-_ROOT_KINDS[type(None)] = "null"
+# What a document that is not a mapping turned out to be, for the whole-file problem.
+_ROOT_KINDS: dict[type, str] = {
+    list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"
+}  # fmt: skip
 
 
 def load_config(path: Path) -> Config:
