@@ -11,6 +11,8 @@ from daemon.yamlsource import ConfigError
 
 EXIT_INVALID_CONFIG = 2
 EXIT_FAILED = 1
+# An unexpected loader exception is shown on one line, cut to this length.
+MAX_DETAIL_CHARS = 200
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -18,12 +20,18 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(path: Path) -> Config | None:
+    """The validated config, or None after printing every problem as `FILE:LINE: key: problem`."""
     try:
         return load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"{path}: {len(exc.problems)} problem(s); nothing was started", file=sys.stderr)
+        return None
+    except Exception as exc:  # noqa: BLE001 - the loader is meant to raise only ConfigError; if it ever does
+        # not, the user still gets the file named and exit 2 rather than a traceback, and a line to report.
+        detail = " ".join(str(exc).split())[:MAX_DETAIL_CHARS]
+        print(f"{path}: cannot load the config ({type(exc).__name__}: {detail}); please report this bug", file=sys.stderr)
         return None
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from daemon.yamlsource import ConfigError, LocatedDocument, Path_, Problem, load_document
+from daemon.yamlsource import ConfigError, LocatedDocument, Path_, Problem, load_document, shown
 from infra.settings import DEFAULT_STACK_NAME, STACK_NAME_PATTERN
 from sinks import SINK_TYPES, SinkConfig, load_builtin_sinks
 from sources import SOURCE_TYPES, SourceConfig, load_builtin_sources
@@ -28,7 +28,7 @@ def _parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ValueError(f"{value!r} is not a duration (examples: 0.5, 250ms, 10s, 2m)")
+            raise ValueError(f"{shown(value)} is not a duration (examples: 0.5, 250ms, 10s, 2m)")
         return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     return value
 
@@ -38,7 +38,7 @@ def _parse_size(value: Any) -> Any:
     if isinstance(value, str):
         match = _SIZE.match(value)
         if not match:
-            raise ValueError(f"{value!r} is not a size (examples: 1048576, 512KiB, 64MiB)")
+            raise ValueError(f"{shown(value)} is not a size (examples: 1048576, 512KiB, 64MiB)")
         return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
     return value
 
@@ -47,11 +47,12 @@ def _parse_listen(value: Any) -> Any:
     if isinstance(value, str):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r} is not HOST:PORT (example: 127.0.0.1:9477)")
+            raise ValueError(f"{shown(value)} is not HOST:PORT (example: 127.0.0.1:9477)")
     return value
 
 
-Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
+# Finite: `.inf` as a flush deadline or a backoff would make shutdown or a restart wait forever.
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0, allow_inf_nan=False)]
 ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
 Listen = Annotated[str, BeforeValidator(_parse_listen)]
 
@@ -123,6 +124,10 @@ class Config(_Section):
 
 
 _PLUGIN_KEYS = ("sources", "sink")
+# What a document that is not a mapping turned out to be, for the whole-file problem.
+_ROOT_KINDS: dict[type, str] = {
+    list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"
+}  # fmt: skip
 
 
 def load_config(path: Path) -> Config:
@@ -133,7 +138,8 @@ def load_config(path: Path) -> Config:
     if doc.problems:
         raise ConfigError(doc.problems)
     if not isinstance(doc.data, dict):
-        raise ConfigError([doc.problem((), "the config must be a mapping of sections (sources:, sink:, ...)")])
+        found = _ROOT_KINDS.get(type(doc.data), "a single value")
+        raise ConfigError([doc.whole_file(f"the config is {found}; it must be a mapping of sections (sources:, sink:, ...)")])
     data: dict[str, Any] = dict(doc.data)
     problems: list[Problem] = []
 
@@ -163,7 +169,7 @@ def load_config(path: Path) -> Config:
 
     source_configs = _name_sources(source_configs, doc, problems)
     if problems or top is None or sink_config is None:
-        raise ConfigError(sorted(problems, key=lambda p: p.line))
+        raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     return top.model_copy(update={"sources": source_configs, "sink": sink_config})
 
 
@@ -180,7 +186,7 @@ def _plugin_model(
     plugin = registry.get(type_name) if isinstance(type_name, str) else None
     if plugin is None:
         problems.append(
-            doc.problem((*path, "type"), f"unknown {kind} type {type_name!r} (one of: {', '.join(sorted(registry))})")
+            doc.problem((*path, "type"), f"unknown {kind} type {shown(type_name)} (one of: {', '.join(sorted(registry))})")
         )
         return None
     model: type[BaseModel] = plugin.config_model
@@ -206,9 +212,10 @@ def _describe(error: Any, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
         return "missing required key"
     message: str = error["msg"]
     if kind == "value_error":
-        message = message.removeprefix("Value error, ")
+        # Our validators quote the value themselves; a "(got ...)" would repeat it.
+        return message.removeprefix("Value error, ")
     if "input" in error and kind not in ("missing",) and not isinstance(error["input"], dict | list):
-        return f"{message} (got {error['input']!r})"
+        return f"{message} (got {shown(error['input'])})"
     return message
 
 

@@ -13,7 +13,7 @@ from daemon.config import load_config
 from daemon.yamlsource import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-PROBLEM_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<key>\S+): (?P<message>.+)$")
+PROBLEM_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?:(?P<key>[^\s:]+): )?(?P<message>.+)$")
 
 VALID = """\
 stack: tweet-producer
@@ -65,7 +65,7 @@ def test_env_reference_is_substituted(tmp_path: Path, monkeypatch: pytest.Monkey
 
 # (name, config text, expected line, expected key, a fragment of the message)
 BROKEN = [
-    ("yaml_syntax", VALID + "metrics: [unclosed\n", 10, "(yaml)", "YAML syntax error"),
+    ("yaml_syntax", VALID + "metrics: [unclosed\n", 10, None, "YAML syntax error"),
     ("unknown_top_level_key", VALID + "sinks: {}\n", 9, "sinks", "unknown key"),
     ("unknown_source_key", VALID.replace("    paths:", "    pathz: [x]\n    paths:"), 5, "sources[0].pathz", "unknown key"),
     (
@@ -105,9 +105,9 @@ BROKEN = [
 
 @pytest.mark.parametrize(("text", "line", "key", "fragment"), [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN])
 def test_broken_config_is_refused_with_location(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, line: int, key: str, fragment: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, line: int, key: str | None, fragment: str
 ) -> None:
-    """check-config exits 2 and names the file, line and key of the problem."""
+    """check-config exits 2 and names the file, line and key (when there is one) of the problem."""
     path = write(tmp_path, text)
     assert main(["check-config", "-c", str(path)]) == EXIT_INVALID_CONFIG
     problems = [PROBLEM_LINE.match(out) for out in capsys.readouterr().err.splitlines()[:-1]]
@@ -129,10 +129,27 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_unreadable_file_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A missing config file is reported as FILE:1: (file): cannot read, with exit 2."""
+    """A missing config file is reported as `FILE: cannot read the config file: REASON`, with exit 2."""
     missing = tmp_path / "nope.yaml"
     assert main(["check-config", "-c", str(missing)]) == EXIT_INVALID_CONFIG
-    assert f"{missing}:1: (file): cannot read the config file" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[0] == f"{missing}: cannot read the config file: No such file or directory"
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_infinite_duration_is_refused(tmp_path: Path, value: str) -> None:
+    """`flush_deadline: .inf` used to be accepted, so a shutdown would wait for ever; durations are finite."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, VALID + f"shutdown:\n  flush_deadline: {value}\n"))
+    assert [(p.line, p.key) for p in caught.value.problems] == [(10, "shutdown.flush_deadline")]
+
+
+def test_long_value_is_cut_in_validation_messages(tmp_path: Path) -> None:
+    """A huge wrong value is quoted back cut short with its length (the whole value used to be printed)."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, VALID + "shutdown:\n  flush_deadline: " + "x" * 50_000 + "\n"))
+    (problem,) = caught.value.problems
+    assert len(problem.message) < 200
+    assert "(50000 characters) is not a duration" in problem.message
 
 
 def test_valid_config_exits_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
