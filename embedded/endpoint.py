@@ -8,7 +8,9 @@ import threading
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES as SESSION_VARIABLES
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -68,31 +70,30 @@ class EmbeddedEndpoint:
             self._thread = None
 
 
-def embedded_client(service: str, endpoint_url: str, region: str) -> Any:
-    """A boto3 client for the embedded endpoint, with its dummy credentials."""
-    return boto3.client(
-        service,
+def _isolated_session() -> boto3.Session:
+    """A boto3 session that reads no AWS_* variable and no ~/.aws file.
+
+    The embedded endpoint is local and takes dummy credentials: nothing of the user's AWS setup (a profile
+    that may not exist, SSO, a custom endpoint, retry settings) may change how the stack's clients behave,
+    and the daemon's environment is left as it is.
+    """
+    session_vars = {name: (key, None, default, convert) for name, (key, _env, default, convert) in SESSION_VARIABLES.items()}
+    session_vars["config_file"] = (None, None, os.devnull, None)
+    session_vars["credentials_file"] = (None, None, os.devnull, None)
+    return boto3.Session(botocore_session=botocore.session.Session(session_vars=session_vars))
+
+
+def embedded_client(service: str, endpoint_url: str, region: str, config: Config | None = None) -> Any:
+    """A boto3 client for the embedded endpoint: explicit endpoint, region and dummy credentials.
+
+    `config` adds to (and overrides) the endpoint's timeouts, e.g. the processor's retry settings.
+    """
+    timeouts = Config(connect_timeout=_CONNECT_TIMEOUT_S, read_timeout=_READ_TIMEOUT_S)
+    return _isolated_session().client(
+        service,  # type: ignore[call-overload]
         endpoint_url=endpoint_url,
         region_name=region,
         aws_access_key_id=EMBEDDED_ACCESS_KEY_ID,
         aws_secret_access_key=EMBEDDED_SECRET_ACCESS_KEY,
-        config=Config(connect_timeout=_CONNECT_TIMEOUT_S, read_timeout=_READ_TIMEOUT_S),
-    )
-
-
-def point_environment_at(endpoint_url: str, region: str) -> None:
-    """Make every boto3 client this process creates from the environment talk to the embedded endpoint.
-
-    Used for the processor, which (like any Lambda function) builds its clients from its environment.
-    """
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        os.environ.pop(name, None)
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": EMBEDDED_ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": EMBEDDED_SECRET_ACCESS_KEY,
-            "AWS_DEFAULT_REGION": region,
-            "AWS_REGION": region,
-            "AWS_ENDPOINT_URL": endpoint_url,
-        }
+        config=timeouts.merge(config) if config is not None else timeouts,
     )
