@@ -11,6 +11,7 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES as SESSION_VARIABLES
+from moto.core.base_backend import AccountSpecificBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -48,6 +49,7 @@ class EmbeddedEndpoint:
     def start(self) -> None:
         # werkzeug logs every request at INFO: thousands of lines a second under load.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        _isolate_moto_from_the_environment()
         app = DomainDispatcherApplication(create_backend_app)
         try:
             self._server = make_server(self.host, self.port, app, threaded=True, request_handler=_RequestHandler)
@@ -81,6 +83,17 @@ def _isolated_session() -> boto3.Session:
     session_vars["config_file"] = (None, None, os.devnull, None)
     session_vars["credentials_file"] = (None, None, os.devnull, None)
     return boto3.Session(botocore_session=botocore.session.Session(session_vars=session_vars))
+
+
+def _isolate_moto_from_the_environment() -> None:
+    """Give moto a session that reads no AWS_* variable for the region lists of its backends.
+
+    NOTE: moto builds those lists with a plain boto3.Session(), which raises ProfileNotFound when AWS_PROFILE
+    names a profile that does not exist, so every request fails with a 500
+    (https://github.com/getmoto/moto/issues/5469). The lists come from botocore's data files only.
+    """
+    session = _isolated_session()
+    setattr(AccountSpecificBackend, "get_session", classmethod(lambda _cls: session))  # noqa: B010 - mypy: no assigning methods
 
 
 def embedded_client(service: str, endpoint_url: str, region: str, config: Config | None = None) -> Any:

@@ -33,6 +33,16 @@ GET_RECORDS_LIMIT = 10_000
 SENT_BEFORE_SIGNAL = 300
 SENT_METRIC = 'tweet_producer_records_sent_total{sink="kinesis"}'
 EXTERNAL_REGION = "eu-north-1"
+# A user's AWS setup, which the embedded stack and the sink writing to it must not use: a profile that exists
+# nowhere (boto3 raises ProfileNotFound when it reads it), other keys, an endpoint where nothing listens.
+USERS_AWS_ENVIRONMENT = {
+    "AWS_PROFILE": "a-profile-that-exists-nowhere",
+    "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+    "AWS_ACCESS_KEY_ID": "AKIAUSERSOWNKEY00001",
+    "AWS_SECRET_ACCESS_KEY": "users-own-secret",
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+}
 
 
 def malformed_lines() -> list[tuple[bytes, str]]:
@@ -100,10 +110,10 @@ shutdown:
 
 
 def test_replay_lands_one_item_per_good_tweet_and_bad_lines_are_dead_lettered(tmp_path: Path, daemon_factory: Any) -> None:
-    """2,000 tweets + 20 malformed lines: one item per good tweet, each bad line dead-lettered and counted."""
+    """2,000 tweets + 20 malformed lines (a user's AWS_* set): one item per good tweet, each bad line dead-lettered."""
     replay = tmp_path / "tweets.jsonl"
     good_ids, bad_at = write_replay_file(replay)
-    daemon = daemon_factory(config_body(replay)).start()
+    daemon = daemon_factory(config_body(replay)).start(USERS_AWS_ENVIRONMENT)
     daemon.wait_for_event("all_sources_finished", timeout=60)
 
     def all_items() -> list[dict[str, Any]] | None:

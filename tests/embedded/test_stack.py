@@ -162,13 +162,19 @@ def test_every_request_is_signed_with_the_embedded_keys_not_the_users(
     assert signed_by.keys() == {EMBEDDED_ACCESS_KEY_ID}
 
 
-def test_a_missing_aws_profile_does_not_break_embedded_clients(monkeypatch: pytest.MonkeyPatch) -> None:
-    """AWS_PROFILE naming a profile that exists nowhere (boto3 would raise ProfileNotFound) is ignored."""
+def test_a_missing_aws_profile_breaks_neither_the_clients_nor_the_endpoint(
+    stacks: Callable[[], EmbeddedStack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_PROFILE naming a profile that exists nowhere (plain boto3 and moto raise ProfileNotFound) is ignored."""
     monkeypatch.setenv("AWS_PROFILE", f"missing-{uuid.uuid4().hex[:8]}")
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     client = embedded_client("kinesis", "http://127.0.0.1:9", REGION)
     assert client.meta.region_name == REGION
     assert client._request_signer._credentials.access_key == EMBEDDED_ACCESS_KEY_ID
+    stack = stacks()
+    stack.start()
+    stack.client("kinesis").put_record(StreamName=stack.settings.stream_name, PartitionKey="42", Data=_tweet(1))
+    assert [item["Id"]["S"] for item in _wait_for_items(stack, 1)] == ["7001"]
 
 
 def _assert_nothing_left(port: int) -> None:
