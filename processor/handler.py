@@ -217,7 +217,7 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
 
 
 class Processor:
-    """A handler(event, context) bound to explicit settings and clients; reads nothing from the environment.
+    """A handler(event, context) bound to explicit settings and clients; neither comes from the environment.
 
     Parameters
     ----------
