@@ -72,17 +72,27 @@ class EmbeddedEndpoint:
             self._thread = None
 
 
+_session_lock = threading.Lock()  # boto3 sessions are not thread-safe while they create clients
+_session: boto3.Session | None = None
+
+
 def _isolated_session() -> boto3.Session:
-    """A boto3 session that reads no AWS_* variable and no ~/.aws file.
+    """The boto3 session (shared: building one loads botocore's data) that reads no AWS_* variable and no
+    ~/.aws file. Call with `_session_lock` held.
 
     The embedded endpoint is local and takes dummy credentials: nothing of the user's AWS setup (a profile
     that may not exist, SSO, a custom endpoint, retry settings) may change how the stack's clients behave,
     and the daemon's environment is left as it is.
     """
-    session_vars = {name: (key, None, default, convert) for name, (key, _env, default, convert) in SESSION_VARIABLES.items()}
-    session_vars["config_file"] = (None, None, os.devnull, None)
-    session_vars["credentials_file"] = (None, None, os.devnull, None)
-    return boto3.Session(botocore_session=botocore.session.Session(session_vars=session_vars))
+    global _session  # one lazily built session per process
+    if _session is None:
+        session_vars = {
+            name: (key, None, default, convert) for name, (key, _env, default, convert) in SESSION_VARIABLES.items()
+        }
+        session_vars["config_file"] = (None, None, os.devnull, None)
+        session_vars["credentials_file"] = (None, None, os.devnull, None)
+        _session = boto3.Session(botocore_session=botocore.session.Session(session_vars=session_vars))
+    return _session
 
 
 def _isolate_moto_from_the_environment() -> None:
@@ -92,7 +102,8 @@ def _isolate_moto_from_the_environment() -> None:
     names a profile that does not exist, so every request fails with a 500
     (https://github.com/getmoto/moto/issues/5469). The lists come from botocore's data files only.
     """
-    session = _isolated_session()
+    with _session_lock:
+        session = _isolated_session()
     setattr(AccountSpecificBackend, "get_session", classmethod(lambda _cls: session))  # noqa: B010 - mypy: no assigning methods
 
 
@@ -102,11 +113,12 @@ def embedded_client(service: str, endpoint_url: str, region: str, config: Config
     `config` adds to (and overrides) the endpoint's timeouts, e.g. the processor's retry settings.
     """
     timeouts = Config(connect_timeout=_CONNECT_TIMEOUT_S, read_timeout=_READ_TIMEOUT_S)
-    return _isolated_session().client(
-        service,  # type: ignore[call-overload]
-        endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id=EMBEDDED_ACCESS_KEY_ID,
-        aws_secret_access_key=EMBEDDED_SECRET_ACCESS_KEY,
-        config=timeouts.merge(config) if config is not None else timeouts,
-    )
+    with _session_lock:
+        return _isolated_session().client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=EMBEDDED_ACCESS_KEY_ID,
+            aws_secret_access_key=EMBEDDED_SECRET_ACCESS_KEY,
+            config=timeouts.merge(config) if config is not None else timeouts,
+        )
