@@ -120,9 +120,11 @@ class EmbeddedStack:
     def stop(self) -> None:
         """Stop whatever is running (also after a start that failed half-way); safe to call twice."""
         self._stopping.set()
-        if self._progress.is_alive():
-            self._progress.join()
-        if self.runner is not None:
-            self.runner.stop(_RUNNER_STOP_TIMEOUT_S)
-            self.runner = None
-        self.endpoint.stop()
+        try:
+            if self._progress.is_alive():
+                self._progress.join()
+            runner, self.runner = self.runner, None
+            if runner is not None:
+                runner.stop(_RUNNER_STOP_TIMEOUT_S)
+        finally:
+            self.endpoint.stop()  # even when stopping the runner failed: the port must not stay taken

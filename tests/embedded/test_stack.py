@@ -209,3 +209,21 @@ def test_a_poller_failing_to_start_stops_the_endpoint(monkeypatch: pytest.Monkey
     with pytest.raises(RuntimeError, match="on purpose"):
         stack.start()
     _assert_nothing_left(stack.endpoint.port)
+
+
+def test_the_endpoint_stops_even_when_stopping_the_poller_fails(
+    stacks: Callable[[], EmbeddedStack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() with a poller whose stop raises still closes the endpoint's port, then reports the error."""
+    stack = stacks()
+    stack.start()
+    real_stop = stack.runner.stop
+
+    def failing_stop(timeout: float) -> None:
+        real_stop(timeout)  # its threads end; only the error is simulated
+        raise RuntimeError("poller stop failed on purpose")
+
+    monkeypatch.setattr(stack.runner, "stop", failing_stop)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        stack.stop()
+    _assert_nothing_left(stack.endpoint.port)
