@@ -56,6 +56,21 @@ def _baseline_function(table: str, dynamodb: Any) -> Any:
     return handler
 
 
+def _processor(stack: Any, resources: Any, endpoint_url: str) -> Any:
+    """The processor with the settings and clients the embedded stack gives it."""
+    from embedded.endpoint import embedded_client
+    from processor.clients import DYNAMODB_CONFIG, SQS_CONFIG
+    from processor.config import ProcessorSettings
+    from processor.handler import make_handler
+
+    settings = ProcessorSettings.from_environ(stack.processor_environment(resources.dead_letter_queue_url))
+    return make_handler(
+        settings,
+        dynamodb=embedded_client("dynamodb", endpoint_url, "us-east-1", DYNAMODB_CONFIG),
+        sqs=embedded_client("sqs", endpoint_url, "us-east-1", SQS_CONFIG),
+    )
+
+
 def _drain(stack: Any, kinesis: Any, resources: Any, function: Any, count: int) -> float:
     from embedded.event_source_mapping.poller import EventSourcePoller
 
@@ -92,8 +107,6 @@ def throughput(endpoint: Any) -> dict[str, float]:
     from embedded.endpoint import embedded_client
     from embedded.resources import create_resources
     from infra.settings import StackSettings
-    from processor import clients
-    from processor.handler import handler
 
     lines = sample_lines(RECORDS, seed=5)
     kinesis, dynamodb = (
@@ -108,9 +121,7 @@ def throughput(endpoint: Any) -> dict[str, float]:
         )
         _put_all(kinesis, resources.stream_name, lines)
         if name == "bench-processor":
-            os.environ.update(stack.processor_environment(resources.dead_letter_queue_url))
-            clients.reset_clients()
-            function = handler
+            function = _processor(stack, resources, endpoint.url)
         else:
             function = _baseline_function(resources.table_name, dynamodb)
         results[name] = _drain(stack, kinesis, resources, function, RECORDS)
@@ -125,12 +136,10 @@ def latency(endpoint: Any) -> dict[str, float]:
     from daemon.deadletter import DeadLetterFile
     from daemon.pipeline import SinkWorker, SourceContext
     from daemon.telemetry import Telemetry
-    from embedded.endpoint import embedded_client
+    from embedded.endpoint import EMBEDDED_ACCESS_KEY_ID, EMBEDDED_SECRET_ACCESS_KEY, embedded_client
     from embedded.event_source_mapping.poller import EventSourcePoller
     from embedded.resources import create_resources
     from infra.settings import StackSettings
-    from processor import clients
-    from processor.handler import handler
     from sinks.kinesis import KinesisSink, KinesisSinkConfig
 
     stack = StackSettings(name="bench-latency")
@@ -142,8 +151,7 @@ def latency(endpoint: Any) -> dict[str, float]:
         sqs=embedded_client("sqs", endpoint.url, "us-east-1"),
         region="us-east-1",
     )
-    os.environ.update(stack.processor_environment(resources.dead_letter_queue_url))
-    clients.reset_clients()
+    handler = _processor(stack, resources, endpoint.url)
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -173,7 +181,8 @@ def latency(endpoint: Any) -> dict[str, float]:
     telemetry = Telemetry("kinesis")
     buffer = RecordBuffer(10_000, 64 * 1024**2)
     dead = DeadLetterFile(REPO / "bench" / ".work" / "latency.dead.jsonl", "kinesis")
-    sink = KinesisSink(KinesisSinkConfig(stream=resources.stream_name, endpoint_url=endpoint.url, region="us-east-1"), telemetry)
+    sink_config = KinesisSinkConfig(stream=resources.stream_name, endpoint_url=endpoint.url, region="us-east-1")
+    sink = KinesisSink(sink_config.with_static_credentials(EMBEDDED_ACCESS_KEY_ID, EMBEDDED_SECRET_ACCESS_KEY), telemetry)
     worker = SinkWorker(sink, buffer, telemetry, dead)
     worker.start()
     stopping = threading.Event()
@@ -208,13 +217,12 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     from daemon.logs import configure_logging
-    from embedded.endpoint import EmbeddedEndpoint, point_environment_at
+    from embedded.endpoint import EmbeddedEndpoint
 
     configure_logging("warning", "json")
     (REPO / "bench" / ".work").mkdir(exist_ok=True)
     endpoint = EmbeddedEndpoint("127.0.0.1", 0)
     endpoint.start()
-    point_environment_at(endpoint.url, "us-east-1")
     try:
         report = {"throughput": throughput(endpoint), "latency": latency(endpoint)}
     finally:

@@ -49,17 +49,17 @@ def run_pipeline(endpoint: str, path: Path, buffer_records: int) -> dict[str, fl
     from daemon.logs import configure_logging
     from daemon.pipeline import SinkWorker, SourceContext
     from daemon.telemetry import Telemetry
-    from embedded.endpoint import point_environment_at
+    from embedded.endpoint import EMBEDDED_ACCESS_KEY_ID, EMBEDDED_SECRET_ACCESS_KEY
     from sinks import SINK_TYPES, load_builtin_sinks
+    from sinks.kinesis.config import KinesisSinkConfig
     from sources.file import FileSource, FileSourceConfig
 
     configure_logging("warning", "json")
-    point_environment_at(endpoint, "us-east-1")  # dummy credentials, as the daemon uses on the embedded stack
     load_builtin_sinks()
     sink_cls = SINK_TYPES["kinesis"]
-    sink_config = sink_cls.config_model.model_validate(
+    sink_config = KinesisSinkConfig.model_validate(
         {"type": "kinesis", "stream": STREAM, "endpoint_url": endpoint, "region": "us-east-1"}
-    )
+    ).with_static_credentials(EMBEDDED_ACCESS_KEY_ID, EMBEDDED_SECRET_ACCESS_KEY)  # as the daemon gives it the embedded stack
     telemetry = Telemetry("kinesis")
     buffer = RecordBuffer(buffer_records, 64 * 1024**2)
     dead = DeadLetterFile(path.with_suffix(".dead.jsonl"), "kinesis")

@@ -35,8 +35,11 @@ EXIT_STARTUP_FAILED = 1
 EXIT_FATAL = 3
 
 
-def resolve_sink_config(config: Config, embedded_endpoint_url: str | None) -> SinkConfig:
-    """Fill what the sink config leaves to the stack: its stream, and the embedded endpoint when enabled."""
+def resolve_sink_config(
+    config: Config, embedded_endpoint_url: str | None, embedded_credentials: tuple[str, str] | None = None
+) -> SinkConfig:
+    """Fill what the sink config leaves to the stack: its stream, and the embedded endpoint (with its dummy
+    credentials) when enabled."""
     sink = config.sink
     # Sinks that have these fields and left them unset get the stack's values; other sinks are untouched.
     unset = {name for name in ("stream", "endpoint_url", "region") if name in type(sink).model_fields}
@@ -49,7 +52,12 @@ def resolve_sink_config(config: Config, embedded_endpoint_url: str | None) -> Si
             updates["endpoint_url"] = embedded_endpoint_url
         if "region" in unset:
             updates["region"] = config.embedded.region
-    return sink.model_copy(update=updates)
+    resolved = sink.model_copy(update=updates)
+    with_credentials = getattr(resolved, "with_static_credentials", None)
+    to_embedded = embedded_endpoint_url is not None and getattr(resolved, "endpoint_url", None) == embedded_endpoint_url
+    if to_embedded and embedded_credentials is not None and with_credentials is not None:
+        resolved = with_credentials(*embedded_credentials)
+    return resolved
 
 
 class Daemon:
@@ -81,6 +89,7 @@ class Daemon:
         """Start everything but the sources' data flow; each started part is stopped by `cleanup`."""
         config = self.config
         embedded_url = None
+        embedded_credentials = None
         if config.embedded.enabled:
             EmbeddedStack = _embedded_stack_class()  # noqa: N806 - a class
 
@@ -90,6 +99,7 @@ class Daemon:
                 embedded.start()
             cleanup.callback(embedded.stop)
             embedded_url = embedded.endpoint_url
+            embedded_credentials = embedded.credentials
 
         telemetry = Telemetry(sink_name(config))
         fatal = FatalStop(telemetry, wake=self.shutdown_requested)
@@ -99,7 +109,7 @@ class Daemon:
                 metrics_server, _ = start_http_server(port, addr=host, registry=telemetry.registry)
             cleanup.callback(metrics_server.shutdown)
 
-        sink_config = resolve_sink_config(config, embedded_url)
+        sink_config = resolve_sink_config(config, embedded_url, embedded_credentials)
         with _step(f"sink {telemetry.sink}"):
             sink = SINK_TYPES[sink_config.type](sink_config, telemetry)
         cleanup.callback(sink.close)

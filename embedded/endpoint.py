@@ -8,7 +8,10 @@ import threading
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES as SESSION_VARIABLES
+from moto.core.base_backend import AccountSpecificBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -46,6 +49,7 @@ class EmbeddedEndpoint:
     def start(self) -> None:
         # werkzeug logs every request at INFO: thousands of lines a second under load.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        _isolate_moto_from_the_environment()
         app = DomainDispatcherApplication(create_backend_app)
         try:
             self._server = make_server(self.host, self.port, app, threaded=True, request_handler=_RequestHandler)
@@ -68,31 +72,53 @@ class EmbeddedEndpoint:
             self._thread = None
 
 
-def embedded_client(service: str, endpoint_url: str, region: str) -> Any:
-    """A boto3 client for the embedded endpoint, with its dummy credentials."""
-    return boto3.client(
-        service,
-        endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id=EMBEDDED_ACCESS_KEY_ID,
-        aws_secret_access_key=EMBEDDED_SECRET_ACCESS_KEY,
-        config=Config(connect_timeout=_CONNECT_TIMEOUT_S, read_timeout=_READ_TIMEOUT_S),
-    )
+_session_lock = threading.Lock()  # boto3 sessions are not thread-safe while they create clients
+_session: boto3.Session | None = None
 
 
-def point_environment_at(endpoint_url: str, region: str) -> None:
-    """Make every boto3 client this process creates from the environment talk to the embedded endpoint.
+def _isolated_session() -> boto3.Session:
+    """The boto3 session (shared: building one loads botocore's data) that reads no AWS_* variable and no
+    ~/.aws file. Call with `_session_lock` held.
 
-    Used for the processor, which (like any Lambda function) builds its clients from its environment.
+    The embedded endpoint is local and takes dummy credentials: nothing of the user's AWS setup (a profile
+    that may not exist, SSO, a custom endpoint, retry settings) may change how the stack's clients behave,
+    and the daemon's environment is left as it is.
     """
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        os.environ.pop(name, None)
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": EMBEDDED_ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": EMBEDDED_SECRET_ACCESS_KEY,
-            "AWS_DEFAULT_REGION": region,
-            "AWS_REGION": region,
-            "AWS_ENDPOINT_URL": endpoint_url,
+    global _session  # one lazily built session per process
+    if _session is None:
+        session_vars = {
+            name: (key, None, default, convert) for name, (key, _env, default, convert) in SESSION_VARIABLES.items()
         }
-    )
+        session_vars["config_file"] = (None, None, os.devnull, None)
+        session_vars["credentials_file"] = (None, None, os.devnull, None)
+        _session = boto3.Session(botocore_session=botocore.session.Session(session_vars=session_vars))
+    return _session
+
+
+def _isolate_moto_from_the_environment() -> None:
+    """Give moto a session that reads no AWS_* variable for the region lists of its backends.
+
+    NOTE: moto builds those lists with a plain boto3.Session(), which raises ProfileNotFound when AWS_PROFILE
+    names a profile that does not exist, so every request fails with a 500
+    (https://github.com/getmoto/moto/issues/5469). The lists come from botocore's data files only.
+    """
+    with _session_lock:
+        session = _isolated_session()
+    setattr(AccountSpecificBackend, "get_session", classmethod(lambda _cls: session))  # noqa: B010 - mypy: no assigning methods
+
+
+def embedded_client(service: str, endpoint_url: str, region: str, config: Config | None = None) -> Any:
+    """A boto3 client for the embedded endpoint: explicit endpoint, region and dummy credentials.
+
+    `config` adds to (and overrides) the endpoint's timeouts, e.g. the processor's retry settings.
+    """
+    timeouts = Config(connect_timeout=_CONNECT_TIMEOUT_S, read_timeout=_READ_TIMEOUT_S)
+    with _session_lock:
+        return _isolated_session().client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=EMBEDDED_ACCESS_KEY_ID,
+            aws_secret_access_key=EMBEDDED_SECRET_ACCESS_KEY,
+            config=timeouts.merge(config) if config is not None else timeouts,
+        )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from typing import Any
 
+from botocore.config import Config
+
 from daemon.logs import get_logger
-from embedded.endpoint import EmbeddedEndpoint, embedded_client, point_environment_at
+from embedded.endpoint import EMBEDDED_ACCESS_KEY_ID, EMBEDDED_SECRET_ACCESS_KEY, EmbeddedEndpoint, embedded_client
 from embedded.resources import StackResources, create_resources
 from infra.settings import StackSettings
 
@@ -35,25 +36,43 @@ class EmbeddedStack:
     def endpoint_url(self) -> str:
         return self.endpoint.url
 
-    def client(self, service: str) -> Any:
-        return embedded_client(service, self.endpoint.url, self.region)
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """The dummy (access key id, secret access key) the endpoint's clients sign with."""
+        return EMBEDDED_ACCESS_KEY_ID, EMBEDDED_SECRET_ACCESS_KEY
+
+    def client(self, service: str, config: Config | None = None) -> Any:
+        return embedded_client(service, self.endpoint.url, self.region, config)
 
     def start(self) -> StackResources:
-        """Raises EndpointUnavailable when the address is taken."""
-        from embedded.event_source_mapping.poller import EventSourcePoller  # imports the processor: only when embedded runs
+        """Start everything; on failure, stop what already started and raise (EndpointUnavailable when the
+        address is taken). The process environment is neither read nor changed: every client gets its
+        endpoint, region and credentials explicitly."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> StackResources:
+        # Both import the processor and Powertools: only when the embedded stack runs.
+        from embedded.event_source_mapping.poller import EventSourcePoller
+        from processor.clients import DYNAMODB_CONFIG, SQS_CONFIG
+        from processor.config import ProcessorSettings
+        from processor.handler import make_handler
 
         self.endpoint.start()
         kinesis = self.client("kinesis")
-        self.resources = create_resources(
-            self.settings, kinesis=kinesis, dynamodb=self.client("dynamodb"), sqs=self.client("sqs"), region=self.region
-        )
-        # The processor builds its clients from its environment, as it does in Lambda.
-        point_environment_at(self.endpoint.url, self.region)
-        os.environ.update(self.settings.processor_environment(self.resources.dead_letter_queue_url))
-        from processor.handler import handler
-
         sqs = self.client("sqs")
+        self.resources = create_resources(
+            self.settings, kinesis=kinesis, dynamodb=self.client("dynamodb"), sqs=sqs, region=self.region
+        )
         queue_url = self.resources.dead_letter_queue_url
+        # The settings Lambda would read from the environment the CDK stack gives the function.
+        processor_settings = ProcessorSettings.from_environ(self.settings.processor_environment(queue_url))
+        function = make_handler(
+            processor_settings, dynamodb=self.client("dynamodb", DYNAMODB_CONFIG), sqs=self.client("sqs", SQS_CONFIG)
+        )
 
         def send_to_dead_letter_queue(failure: dict[str, Any]) -> None:
             sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(failure))
@@ -63,7 +82,7 @@ class EmbeddedStack:
             kinesis=kinesis,
             stream_name=self.resources.stream_name,
             region=self.region,
-            function=handler,
+            function=function,
             settings=self.settings.event_source_mapping,
             on_failure=send_to_dead_letter_queue,
             function_arn=self.resources.function_arn,
@@ -99,10 +118,13 @@ class EmbeddedStack:
                 )
 
     def stop(self) -> None:
+        """Stop whatever is running (also after a start that failed half-way); safe to call twice."""
         self._stopping.set()
-        if self._progress.is_alive():
-            self._progress.join()
-        if self.runner is not None:
-            self.runner.stop(_RUNNER_STOP_TIMEOUT_S)
-            self.runner = None
-        self.endpoint.stop()
+        try:
+            if self._progress.is_alive():
+                self._progress.join()
+            runner, self.runner = self.runner, None
+            if runner is not None:
+                runner.stop(_RUNNER_STOP_TIMEOUT_S)
+        finally:
+            self.endpoint.stop()  # even when stopping the runner failed: the port must not stay taken

@@ -1,8 +1,8 @@
 """The processor's settings, read from its environment at the start of each invocation.
 
-Variables (the first four are set by the CDK stack and the embedded stack; their names duplicate
-infra/settings.py's ENV_* constants because this package deploys without infra/, and a test keeps the
-two in step):
+Variables (the first four are set by the CDK stack; the embedded stack passes the same mapping to
+`from_environ(mapping)` rather than through its environment; their names duplicate infra/settings.py's
+ENV_* constants because this package deploys without infra/, and a test keeps the two in step):
 
     TABLE_NAME              required: the DynamoDB table to write
     DEAD_LETTER_QUEUE_URL   optional: SQS queue for records that can never be stored
@@ -45,6 +45,7 @@ class ProcessorSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ProcessorSettings:
+        """Read the variables above from `environ` (default: this process's environment, as in Lambda)."""
         env = os.environ if environ is None else environ
         table = env.get(ENV_TABLE_NAME, "").strip()
         if not table:

@@ -14,13 +14,13 @@ import base64
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processor import clients
 from processor.config import ProcessorSettings
 from processor.decoding import UserRecord
 from processor.errors import DeadLetterUnavailable, PermanentFailure
@@ -73,13 +73,14 @@ class DeadLetterDestination(Protocol):
 
 
 class SqsDeadLetters:
-    def __init__(self, queue_url: str) -> None:
+    def __init__(self, queue_url: str, sqs: Callable[[], Any]) -> None:
         self.queue_url = queue_url
+        self._sqs = sqs  # asked for on first send: a batch without dead letters needs no SQS client
         self.description = f"SQS queue {queue_url}"
 
     def send(self, entry: dict[str, Any]) -> None:
         try:
-            clients.sqs().send_message(QueueUrl=self.queue_url, MessageBody=_serialize(entry))
+            self._sqs().send_message(QueueUrl=self.queue_url, MessageBody=_serialize(entry))
         except (ClientError, BotoCoreError) as exc:
             raise DeadLetterUnavailable(f"{self.description} refused the dead letter: {exc}") from exc
 
@@ -114,9 +115,10 @@ class LogDeadLetters:
         logger.error("dead letter (no dead-letter queue or file configured)", extra={"dead_letter": entry})
 
 
-def destination(settings: ProcessorSettings) -> DeadLetterDestination:
+def destination(settings: ProcessorSettings, sqs: Callable[[], Any]) -> DeadLetterDestination:
+    """The destination the settings name; `sqs` gives the SQS client when the queue is used."""
     if settings.dead_letter_queue_url:
-        return SqsDeadLetters(settings.dead_letter_queue_url)
+        return SqsDeadLetters(settings.dead_letter_queue_url, sqs)
     if settings.dead_letter_file:
         return FileDeadLetters(settings.dead_letter_file)
     return LogDeadLetters()

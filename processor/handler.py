@@ -8,6 +8,11 @@ Per invocation:
 2. All items of the batch are written together (processor/writer.py). Records whose items are still
    unwritten when the time budget runs out are reported as batch item failures: Lambda retries from the
    lowest one, and rewriting the others is harmless because items are deterministic (processor/items.py).
+
+Two entry points run the same code: `handler`, which Lambda calls, reads its settings from the environment
+on every invocation and builds its clients from it (processor/clients.py); `make_handler(settings,
+dynamodb=..., sqs=...)` returns a handler bound to explicit settings and clients, for a host process (the
+embedded stack) that must not change its own environment to run the processor.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 
-from processor import clients, telemetry
+from processor import telemetry
+from processor.clients import EnvironmentClients, GivenClients, ProcessorClients
 from processor.config import ProcessorSettings
 from processor.deadletter import DeadLetterDestination, dead_letter_entry, destination
 from processor.decoding import UserRecord, envelope, parse_json, user_records
@@ -55,8 +61,9 @@ def _remaining_ms(context: Any) -> int:
 class _Invocation:
     """The state of one handler call (several may run at once in one process: nothing here is shared)."""
 
-    def __init__(self, settings: ProcessorSettings, context: Any, metrics: InvocationMetrics) -> None:
+    def __init__(self, settings: ProcessorSettings, clients: ProcessorClients, context: Any, metrics: InvocationMetrics) -> None:
         self.settings = settings
+        self.clients = clients
         self.metrics = metrics
         self.started_at = datetime.now(UTC)
         self.deadline = time.monotonic() + max(0, _remaining_ms(context) - SAFETY_MARGIN_MS) / 1000
@@ -67,7 +74,7 @@ class _Invocation:
     def dead_letter(self, record: UserRecord, failure: PermanentFailure) -> None:
         """Send to the dead-letter destination; raises DeadLetterUnavailable if it refuses."""
         if self._dead_letters is None:
-            self._dead_letters = destination(self.settings)
+            self._dead_letters = destination(self.settings, self.clients.sqs)
         correlation = {
             "shard_id": record.shard_id,
             "sequence_number": record.sequence_number,
@@ -120,7 +127,7 @@ class _Invocation:
         """Phase 2 (whole batch): write the items; returns the batch positions of records to retry."""
         if not puts:
             return set()
-        report = TableWriter(clients.dynamodb(), self.settings.table_name).write(puts, self.deadline)
+        report = TableWriter(self.clients.dynamodb(), self.settings.table_name).write(puts, self.deadline)
         self.metrics.add(telemetry.ITEMS_WRITTEN, len(report.written))
         self.metrics.add(telemetry.DUPLICATES_COLLAPSED, report.duplicates_collapsed)
         retry: set[int] = set()
@@ -168,18 +175,15 @@ class _TableBatchProcessor(BatchProcessor):
         return results
 
 
-def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
-    """Lambda entry point for Kinesis events; returns {"batchItemFailures": [{"itemIdentifier": seq}, ...]}."""
+def _handle(
+    event: dict[str, Any], context: Any, settings: ProcessorSettings, clients: ProcessorClients
+) -> PartialItemFailureResponse:
+    """One invocation, whichever entry point (Lambda's `handler`, or a `Processor`) received it."""
     started = time.monotonic()
-    try:
-        settings = ProcessorSettings.from_environ()
-    except ConfigurationError as exc:
-        logger.error(f"processor misconfigured: {exc}")
-        raise
     if isinstance(event, dict) and event.get("Records") == []:
         return {"batchItemFailures": []}  # Powertools refuses an empty batch; there is nothing to do
     metrics = InvocationMetrics()
-    invocation = _Invocation(settings, context, metrics)
+    invocation = _Invocation(settings, clients, context, metrics)
     try:
         response = process_partial_response(
             event=event, record_handler=invocation.prepare, processor=_TableBatchProcessor(invocation), context=context
@@ -194,3 +198,49 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         return response
     finally:
         metrics.flush((time.monotonic() - started) * 1000)
+
+
+_ENVIRONMENT_CLIENTS = EnvironmentClients()
+
+
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+    """Lambda entry point for Kinesis events; returns {"batchItemFailures": [{"itemIdentifier": seq}, ...]}.
+
+    Settings and clients come from the function's environment, as Lambda sets it.
+    """
+    try:
+        settings = ProcessorSettings.from_environ()
+    except ConfigurationError as exc:
+        logger.error(f"processor misconfigured: {exc}")
+        raise
+    return _handle(event, context, settings, _ENVIRONMENT_CLIENTS)
+
+
+class Processor:
+    """A handler(event, context) bound to explicit settings and clients; neither comes from the environment.
+
+    Parameters
+    ----------
+    settings:
+        What Lambda would read from the environment (e.g. `ProcessorSettings.from_environ(mapping)`).
+    dynamodb:
+        The boto3 DynamoDB client the table is written with.
+    sqs:
+        The boto3 SQS client for the dead-letter queue; required when `settings` names one.
+    """
+
+    def __init__(self, settings: ProcessorSettings, *, dynamodb: Any, sqs: Any | None = None) -> None:
+        if settings.dead_letter_queue_url and sqs is None:
+            raise ConfigurationError(
+                f"dead-letter queue {settings.dead_letter_queue_url} is configured but no SQS client was given"
+            )
+        self.settings = settings
+        self._clients = GivenClients(dynamodb, sqs)
+
+    def __call__(self, event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+        return _handle(event, context, self.settings, self._clients)
+
+
+def make_handler(settings: ProcessorSettings, *, dynamodb: Any, sqs: Any | None = None) -> Processor:
+    """The processor as a handler(event, context) using these settings and clients (see `Processor`)."""
+    return Processor(settings, dynamodb=dynamodb, sqs=sqs)

@@ -10,10 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from moto.server import ThreadedMotoServer
@@ -21,6 +21,21 @@ from moto.server import ThreadedMotoServer
 from embedded.endpoint import EmbeddedEndpoint
 
 REPO = Path(__file__).resolve().parents[1]
+# How often a test looks again while it waits for an outcome (always against a deadline).
+POLL_INTERVAL_S = 0.1
+T = TypeVar("T")
+
+
+def poll_until(check: Callable[[], T | None], timeout: float, what: str, interval: float = POLL_INTERVAL_S) -> T:
+    """Call `check` until it returns something truthy (returned), failing with `what` after `timeout` seconds."""
+    give_up = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > give_up:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -41,7 +56,8 @@ class DaemonProcess:
     process: subprocess.Popen[bytes] | None = None
     log_lines: list[dict[str, Any]] = field(default_factory=list)
 
-    def start(self) -> DaemonProcess:
+    def start(self, extra_env: dict[str, str] | None = None) -> DaemonProcess:
+        """Run the daemon without the tester's AWS_* variables (plus `extra_env`)."""
         self.stdout_path = self.workdir / "daemon.log"
         self._stdout = self.stdout_path.open("wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -50,7 +66,7 @@ class DaemonProcess:
             cwd=self.workdir,
             stdout=self._stdout,
             stderr=subprocess.STDOUT,
-            env=env | {"PYTHONPATH": str(REPO)},
+            env=env | {"PYTHONPATH": str(REPO)} | (extra_env or {}),
         )
         return self
 
@@ -72,7 +88,7 @@ class DaemonProcess:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"daemon exited ({self.process.returncode}) before {name}:\n{self.stdout_path.read_text()}")
-            time.sleep(0.1)
+            time.sleep(POLL_INTERVAL_S)
         raise AssertionError(f"no {name} event within {timeout}s:\n{self.stdout_path.read_text()[-5000:]}")
 
     def metrics(self) -> dict[str, float]:
@@ -105,12 +121,13 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
     """Builds daemons from a config body (the embedded and metrics addresses are filled in)."""
     started: list[DaemonProcess] = []
 
-    def make(body: str) -> DaemonProcess:
+    def make(body: str, embedded: bool = True) -> DaemonProcess:
+        """`embedded=False` turns the daemon's own embedded stack off (the sink section says where to send)."""
         embedded_port, metrics_port = free_port(), free_port()
         config = tmp_path / "config.yaml"
+        embedded_section = f"  listen: 127.0.0.1:{embedded_port}\n" if embedded else "  enabled: false\n"
         config.write_text(
-            body + f"\nembedded:\n  listen: 127.0.0.1:{embedded_port}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\n"
-            "log:\n  format: json\n",
+            body + f"\nembedded:\n{embedded_section}metrics:\n  listen: 127.0.0.1:{metrics_port}\nlog:\n  format: json\n",
             encoding="utf-8",
         )
         daemon = DaemonProcess(config, embedded_port, metrics_port, tmp_path)

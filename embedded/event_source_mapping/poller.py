@@ -124,6 +124,11 @@ class EventSourcePoller:
         return self._stats.snapshot()
 
     @property
+    def stopping(self) -> bool:
+        """True once stop() was called (it may still be waiting for the invocations in flight)."""
+        return self._stopping.is_set()
+
+    @property
     def checkpoints(self) -> dict[str, str]:
         """Per shard, the sequence number up to which every record is done; pass it as `resume_from`."""
         with self._lock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from sinks.base import SinkConfig
 
@@ -65,6 +65,20 @@ class KinesisSinkConfig(SinkConfig):
     retry: RetryConfig = Field(default=RetryConfig(), description="Backoff and attempt limit for retriable failures.")
     connect_timeout: float = Field(default=5.0, gt=0, le=120, description="Seconds to open a connection.")
     read_timeout: float = Field(default=10.0, gt=0, le=300, description="Seconds to wait for a response.")
+    # Not a config key: the daemon sets it (with_static_credentials) when the sink writes to the embedded
+    # stack, whose endpoint takes fixed dummy keys; the user's AWS profile and credentials are then unused.
+    _static_credentials: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @property
+    def static_credentials(self) -> tuple[str, str] | None:
+        """(access key id, secret access key) to sign with instead of the AWS credential chain."""
+        return self._static_credentials
+
+    def with_static_credentials(self, access_key_id: str, secret_access_key: str) -> KinesisSinkConfig:
+        """A copy that signs with these keys and ignores the environment's AWS profile."""
+        copy = self.model_copy()
+        copy._static_credentials = (access_key_id, secret_access_key)
+        return copy
 
     @model_validator(mode="after")
     def _record_fits_request(self) -> KinesisSinkConfig:

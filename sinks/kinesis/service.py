@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -116,7 +117,14 @@ class KinesisService:
         if config.stream is None:
             raise ValueError("the kinesis sink needs a stream name")
         self.stream = config.stream
-        session = boto3.Session(profile_name=config.profile, region_name=config.region)
+        if config.static_credentials is None:
+            session = boto3.Session(profile_name=config.profile, region_name=config.region)
+        else:  # the embedded stack: its dummy keys, and no AWS_PROFILE from the environment (it may not exist)
+            key, secret = config.static_credentials
+            no_env_profile = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
+            session = boto3.Session(
+                aws_access_key_id=key, aws_secret_access_key=secret, region_name=config.region, botocore_session=no_env_profile
+            )
         self.client: Any = session.client(
             "kinesis",
             endpoint_url=config.endpoint_url,

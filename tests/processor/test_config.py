@@ -56,11 +56,20 @@ def test_handler_without_a_table_fails_loudly(monkeypatch: pytest.MonkeyPatch) -
         handler({"Records": []}, None)
 
 
+def test_settings_from_a_mapping_ignore_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """from_environ(mapping), as the embedded stack calls it, reads the mapping only, never os.environ."""
+    monkeypatch.setenv("TABLE_NAME", "from-the-process")
+    monkeypatch.setenv("DEAD_LETTER_FILE", "/tmp/from-the-process.jsonl")
+    settings = config.ProcessorSettings.from_environ({"TABLE_NAME": "from-the-mapping"})
+    assert (settings.table_name, settings.dead_letter_file) == ("from-the-mapping", None)
+
+
 def test_processor_imports_nothing_it_does_not_deploy() -> None:
-    """Importing the handler loads none of daemon/, sources/, sinks/, infra/ or aws_cdk (it deploys alone)."""
+    """Importing the handler loads none of daemon/, sources/, sinks/, embedded/, cli/, infra/, aws_cdk (deploys alone)."""
     code = (
         "import sys, processor.handler;"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'daemon', 'sources', 'sinks', 'infra', 'aws_cdk'});"
+        "outside = {'daemon', 'sources', 'sinks', 'embedded', 'cli', 'infra', 'aws_cdk'};"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in outside);"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)

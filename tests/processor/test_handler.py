@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
 
-from processor.handler import handler
+from processor import clients
+from processor.config import ProcessorSettings
+from processor.errors import ConfigurationError
+from processor.handler import handler, make_handler
 from processor.items import MAX_ITEM_BYTES
 from tests.processor.conftest import ARRIVAL, SHARD, STREAM_ARN, FakeContext, MotoStack, kinesis_event, kinesis_record, x_v2
 
@@ -219,3 +222,26 @@ def test_an_unexpected_mapping_error_dead_letters_the_payload_instead_of_stallin
     [dead] = moto_stack.dead_letters()
     assert (dead["reason"], dead["sequenceNumber"]) == ("processing_error", records[1]["kinesis"]["sequenceNumber"])
     assert "KeyError" in dead["detail"]
+
+
+def test_make_handler_uses_only_the_settings_and_clients_it_is_given(
+    moto_stack: MotoStack, context: FakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler from make_handler writes and dead-letters through its own clients, whatever the environment says."""
+    settings = ProcessorSettings(table_name=moto_stack.settings.table_name, dead_letter_queue_url=moto_stack.queue_url)
+    for name in ("TABLE_NAME", "DEAD_LETTER_QUEUE_URL"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # environment-built clients would fail here
+    clients.reset_clients()
+    process = make_handler(settings, dynamodb=moto_stack.client("dynamodb"), sqs=moto_stack.client("sqs"))
+    poison = kinesis_record(b"not json")
+    assert process(kinesis_event(kinesis_record(x_v2("1", "given clients")), poison), context) == {"batchItemFailures": []}
+    assert [i["Id"] for i in moto_stack.items()] == ["1"]
+    assert [d["sequenceNumber"] for d in moto_stack.dead_letters()] == [poison["kinesis"]["sequenceNumber"]]
+
+
+def test_make_handler_refuses_a_queue_without_an_sqs_client(moto_stack: MotoStack) -> None:
+    """Settings naming a dead-letter queue need an SQS client: refused at construction, not at the first dead letter."""
+    settings = ProcessorSettings(table_name="t", dead_letter_queue_url=moto_stack.queue_url)
+    with pytest.raises(ConfigurationError, match="no SQS client"):
+        make_handler(settings, dynamodb=moto_stack.client("dynamodb"))

@@ -19,6 +19,8 @@ REGION = "us-east-1"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:test-DDBEventProcessor"
 # Generous bound for asynchronous outcomes on a loaded machine; tests never assert on durations.
 WAIT_S = 15.0
+# How often wait_until looks again (always against its deadline).
+POLL_S = 0.005
 # Fast loops for tests: the runner's production values are seconds.
 FAST = {
     "idle_poll_s": 0.01,
@@ -44,7 +46,7 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S
     while not predicate():
         if time.monotonic() > give_up:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+        time.sleep(POLL_S)
 
 
 class RecordingLogger:

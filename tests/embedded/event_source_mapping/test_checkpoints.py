@@ -1,56 +1,11 @@
-"""Pure parts of the event-source runner: reading partial batch responses, and the shard checkpoint."""
+"""The shard checkpoint (embedded/event_source_mapping/checkpoints.py): it moves over finished prefixes only."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embedded.event_source_mapping.checkpoints import ShardProgress
-from embedded.event_source_mapping.events import StreamRecord
-from embedded.event_source_mapping.invocation import parse_batch_response
-
-
-def _fail_items(*seqs: str) -> dict[str, Any]:
-    return {"batchItemFailures": [{"itemIdentifier": s} for s in seqs]}
-
-
-@pytest.fixture
-def records() -> list[StreamRecord]:
-    """Three stream records with sequence numbers 10, 11, 12."""
-    return [StreamRecord(str(n), "k", b"x", 1.0) for n in (10, 11, 12)]
-
-
-@pytest.mark.parametrize("response", [None, {}, {"batchItemFailures": None}, {"batchItemFailures": []}, {"other": 1}])
-def test_empty_responses_mean_the_whole_batch_succeeded(response: Any, records: list[StreamRecord]) -> None:
-    """None, {}, a null or empty failure list: complete success, as Lambda documents."""
-    assert parse_batch_response(response, records).first_failed is None
-
-
-def test_failures_checkpoint_before_the_lowest_failed_record(records: list[StreamRecord]) -> None:
-    """Several failed items: the retry starts at the lowest, whatever their order in the response."""
-    outcome = parse_batch_response(_fail_items("12", "11"), records)
-    assert (outcome.first_failed, outcome.invalid_response, outcome.function_error) == (1, False, None)
-
-
-@pytest.mark.parametrize(
-    "response",
-    [
-        "ok",
-        ["11"],
-        {"batchItemFailures": "11"},
-        {"batchItemFailures": [{"itemIdentifier": ""}]},
-        {"batchItemFailures": [{"itemIdentifier": None}]},
-        {"batchItemFailures": [{"itemId": "11"}]},
-        {"batchItemFailures": [{"itemIdentifier": "99"}]},
-        {"batchItemFailures": [{"itemIdentifier": "12"}, "11"]},
-    ],
-)
-def test_malformed_responses_fail_the_whole_batch(response: Any, records: list[StreamRecord]) -> None:
-    """A non-object, a bad list, an empty/null/misnamed identifier or one not in the batch: complete failure."""
-    outcome = parse_batch_response(response, records)
-    assert (outcome.first_failed, outcome.invalid_response) == (0, True)
-    assert outcome.reason
 
 
 def test_checkpoint_moves_only_over_finished_prefix() -> None:
@@ -64,3 +19,29 @@ def test_checkpoint_moves_only_over_finished_prefix() -> None:
     assert (progress.checkpoint, progress.outstanding) == ("2", 2)
     progress.done(["3"])
     assert (progress.checkpoint, progress.outstanding) == ("4", 0)
+
+
+def test_a_resumed_shard_keeps_its_checkpoint_until_a_record_after_it_is_done() -> None:
+    """The checkpoint given at construction stands until the first newly read record finishes."""
+    progress = ShardProgress("9")
+    progress.read("10")
+    assert progress.checkpoint == "9"
+    progress.done(["10"])
+    assert progress.checkpoint == "10"
+
+
+@settings(max_examples=200, deadline=None)
+@given(order=st.permutations(range(12)), steps=st.integers(min_value=0, max_value=12))
+def test_checkpoint_is_the_end_of_the_longest_finished_prefix(order: list[int], steps: int) -> None:
+    """Finishing records in any order, the checkpoint is the last record of the longest all-done prefix."""
+    sequence_numbers = [f"{n:03d}" for n in range(12)]
+    progress = ShardProgress()
+    for seq in sequence_numbers:
+        progress.read(seq)
+    finished = {sequence_numbers[i] for i in order[:steps]}
+    progress.done(sorted(finished))
+    prefix = 0
+    while prefix < len(sequence_numbers) and sequence_numbers[prefix] in finished:
+        prefix += 1
+    assert progress.checkpoint == (sequence_numbers[prefix - 1] if prefix else None)
+    assert progress.outstanding == len(sequence_numbers) - prefix

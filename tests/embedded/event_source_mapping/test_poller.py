@@ -23,6 +23,11 @@ from tests.embedded.event_source_mapping.conftest import (
 
 pytestmark = pytest.mark.slow
 
+# Kinesis arrival timestamps have millisecond precision: this gap keeps a timestamp clear of both neighbours.
+ARRIVAL_GAP_S = 0.05
+# How long stop() is watched to keep waiting for an invocation that has not returned (ends early if it returns).
+STOP_WAITS_WINDOW_S = 0.1
+
 
 def test_event_and_context_are_shaped_like_lambdas(make_runner: RunnerFactory, stream: Stream, kinesis: Any) -> None:
     """Each record carries Lambda's fields (base64 data, float arrival time, eventID, ARNs); the context counts down."""
@@ -76,7 +81,8 @@ def test_batching_window_gathers_records_arriving_later(make_runner: RunnerFacto
     """Within the window, records put in two rounds go out together; the batch leaves without filling up."""
     h = make_runner(settings={"batch_size": 100, "maximum_batching_window_seconds": 3})
     first = stream.put_many(2, prefix="a")
-    time.sleep(0.3)  # well inside the 3 s window
+    # The first records are read (the window is open) before the others are put: they arrive later.
+    wait_until(lambda: h.runner.stats.records_read == 2, "the first records read into the window")
     second = stream.put_many(2, prefix="b")
     wait_until(lambda: h.function.delivered() == 4, "four deliveries")
     assert h.function.batches == [first + second]
@@ -96,9 +102,11 @@ def test_latest_skips_records_put_before_start(make_runner: RunnerFactory, strea
 def test_at_timestamp_starts_at_the_given_time(make_runner: RunnerFactory, stream: Stream) -> None:
     """AT_TIMESTAMP delivers the records that arrived at or after the timestamp."""
     stream.put_many(3, prefix="before")
-    time.sleep(0.05)
+    # The gap is what AT_TIMESTAMP selects on, not a synchronisation: it keeps `at` clear of both groups'
+    # arrival times despite their millisecond precision, and is far too short to matter otherwise.
+    time.sleep(ARRIVAL_GAP_S)
     at = time.time()
-    time.sleep(0.05)
+    time.sleep(ARRIVAL_GAP_S)
     after = stream.put_many(2, prefix="after")
     h = make_runner(settings={"starting_position": "AT_TIMESTAMP"}, at_timestamp=at)
     wait_until(lambda: h.function.delivered() == 2, "two deliveries")
@@ -163,8 +171,10 @@ def test_stop_finishes_the_invocation_in_flight(make_runner: RunnerFactory, stre
     assert entered.wait(10)
     stopper = threading.Thread(target=h.stop, args=(10.0,))
     stopper.start()
-    time.sleep(0.1)
-    assert stopper.is_alive()  # still waiting for the invocation
+    wait_until(lambda: h.runner.stopping, "stop() to begin")
+    # Proving that stop() keeps waiting takes a window: join returns at once if stop() wrongly returned.
+    stopper.join(STOP_WAITS_WINDOW_S)
+    assert stopper.is_alive()  # still waiting for the invocation, which cannot return before `release`
     release.set()
     stopper.join(10)
     assert not stopper.is_alive()

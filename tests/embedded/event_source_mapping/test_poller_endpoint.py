@@ -16,12 +16,15 @@ import pytest
 from botocore.config import Config
 
 from tests.conftest import free_port
-from tests.embedded.event_source_mapping.conftest import RecordingFunction, RunnerFactory, wait_until
+from tests.embedded.event_source_mapping.conftest import FAST, RecordingFunction, RunnerFactory, wait_until
 from tests.fakes import FakeAwsServer, Reply
 
 pytestmark = pytest.mark.slow
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
+# How long the parent's batch is held to give a wrongly early child read the chance to show (20 idle polls).
+CHILD_RACE_WINDOW_S = 0.2
+FAST_IDLE_POLL_S = FAST["idle_poll_s"]
 SEQUENCE_BASE = 49_600_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000  # realistic 56-digit numbers
 
 
@@ -160,12 +163,26 @@ def test_child_shards_are_read_after_their_closed_parent(fake: Any, make_runner:
     model.add_shard("shardId-000000000001", parent=parent.shard_id)
     new = [model.put("shardId-000000000001", "k", f"c{i}".encode()) for i in range(2)]
 
-    def slow_parent(records: list[dict[str, Any]], _: int) -> None:
-        if records[0]["eventID"].startswith(parent.shard_id):
-            time.sleep(0.2)  # a child read too early would overtake the parent here
+    child_id = "shardId-000000000001"
+    overtaken: list[bool] = []
 
-    h = make_runner(RecordingFunction(slow_parent), client=_client(server), stream_name="fake")
+    def child_iterator_requested() -> bool:
+        return any(body["ShardId"] == child_id for body in server.operations("GetShardIterator"))
+
+    def holding_parent(records: list[dict[str, Any]], _: int) -> None:
+        if records[0]["eventID"].startswith(parent.shard_id):
+            # Hold the parent's batch while the child's reader is running: it must not ask for the child's
+            # records yet. Proving an absence takes a window; it opens only once the child's reader exists,
+            # ends early if the defect shows, and lasts CHILD_RACE_WINDOW_S (many idle polls) otherwise.
+            wait_until(lambda: any(t.name == f"esm-{child_id}-reader" for t in threading.enumerate()), "the child's reader")
+            window_ends = time.monotonic() + CHILD_RACE_WINDOW_S
+            while not child_iterator_requested() and time.monotonic() < window_ends:
+                time.sleep(FAST_IDLE_POLL_S)
+            overtaken.append(child_iterator_requested())
+
+    h = make_runner(RecordingFunction(holding_parent), client=_client(server), stream_name="fake")
     wait_until(lambda: h.function.delivered() == 5, "all records")
+    assert overtaken and not any(overtaken), "the child shard was read while its parent still had records in flight"
     assert _flat(h.function) == old + new
     assert h.runner.stats.shards_finished == 1
 

@@ -25,6 +25,9 @@ def _fail_items(*seqs: str) -> dict[str, Any]:
 
 pytestmark = pytest.mark.slow
 
+# A function timeout short enough that a test function can outlive it on purpose.
+SHORT_FUNCTION_TIMEOUT_S = 0.1
+
 
 def test_partial_failure_retries_from_the_lowest_failed_record(make_runner: RunnerFactory, stream: Stream) -> None:
     """The first response fails records 4 and 3 (of 6): the retry holds records 3..6, and then all succeed."""
@@ -189,7 +192,11 @@ def test_a_failing_destination_is_retried_and_logged(make_runner: RunnerFactory,
 def test_an_invocation_past_the_function_timeout_fails(make_runner: RunnerFactory, stream: Stream) -> None:
     """A function that outlives its timeout is treated as Lambda would have: a failed invocation, retried."""
     stream.put_many(1)
-    h = make_runner(RecordingFunction(lambda recs, call: time.sleep(0.2) if call == 0 else None), function_timeout_s=0.1)
+    # The first call runs past the timeout: that run time is the subject of the test (twice the timeout).
+    h = make_runner(
+        RecordingFunction(lambda recs, call: time.sleep(2 * SHORT_FUNCTION_TIMEOUT_S) if call == 0 else None),
+        function_timeout_s=SHORT_FUNCTION_TIMEOUT_S,
+    )
     wait_until(lambda: h.runner.stats.records_succeeded == 1, "retry succeeded")
     stats = h.runner.stats
     assert (stats.function_timeouts, stats.function_errors, stats.invocations) == (1, 1, 2)

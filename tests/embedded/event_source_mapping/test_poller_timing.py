@@ -35,6 +35,21 @@ PRODUCTION_TIMINGS: dict[str, float] = {
 }
 
 
+class _CountingKinesis:
+    """A Kinesis client that counts GetRecords calls and passes everything through."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.get_records_calls = 0
+
+    def get_records(self, **kwargs: Any) -> Any:
+        self.get_records_calls += 1
+        return self._client.get_records(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
 def _timed(started: list[float]) -> RecordingFunction:
     """A function noting when each invocation began (monotonic clock)."""
     return RecordingFunction(lambda records, _: started.append(time.monotonic()))
@@ -70,9 +85,10 @@ def test_a_full_batch_leaves_without_waiting_for_the_window(make_runner: RunnerF
 
 def test_stop_is_prompt_when_idle(make_runner: RunnerFactory, stream: Stream) -> None:
     """An idle runner polling an empty shard stops at once and leaves no thread."""
-    h = make_runner(**PRODUCTION_TIMINGS)
-    wait_until(lambda: h.runner.stats.shards_started == 1, "the shard's threads")
-    time.sleep(IDLE_POLL_S)  # let the reader and lanes settle into their idle waits
+    kinesis = _CountingKinesis(stream.kinesis)
+    h = make_runner(client=kinesis, **PRODUCTION_TIMINGS)
+    # A second GetRecords means the reader went through an idle wait: the runner is settled in its idle loop.
+    wait_until(lambda: kinesis.get_records_calls >= 2, "two polls of the empty shard")
     _assert_stops_promptly(h)
 
 
@@ -121,7 +137,7 @@ def test_each_invocation_gets_a_fresh_context_counting_down(make_runner: RunnerF
     def behaviour(records: list[dict[str, Any]], call: int) -> None:
         context = h.function.contexts[call]
         at_entry = context.get_remaining_time_in_millis()
-        time.sleep(busy_s if call == 0 else 0.05)
+        time.sleep(busy_s if call == 0 else 0.05)  # the function's own run time is what the context counts down
         readings.append((context.aws_request_id, at_entry, context.get_remaining_time_in_millis()))
         if call == 0:
             raise RuntimeError("retry me")
