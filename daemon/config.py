@@ -78,7 +78,9 @@ class BufferConfig(_Section):
     """The bounded buffer between sources and the sink; sources block while it is full."""
 
     max_records: int = Field(default=10_000, ge=1, description="Records held at most.")
-    max_bytes: ByteSize = Field(default=64 * 1024**2, description="Bytes of record data held at most.")
+    max_bytes: ByteSize = Field(
+        default=64 * 1024**2, description="Memory held by buffered records at most: data + key + origin + a fixed overhead each."
+    )
 
 
 class ShutdownConfig(_Section):
