@@ -83,7 +83,8 @@ def test_records_arrive_intact_with_their_partition_keys(
     assert sorted(pair for shard in stored.values() for pair in shard) == expected
 
     keys = {e.partition_key for e in batch}
-    assert {"2244994945", "作者😀", "ä" * 256, hashlib.md5(records[-1].data, usedforsecurity=False).hexdigest()} <= keys
+    long_key = hashlib.sha256(("ä" * 300).encode()).hexdigest()  # over 256 characters: hashed whole, not cut
+    assert {"2244994945", "作者😀", long_key, hashlib.md5(records[-1].data, usedforsecurity=False).hexdigest()} <= keys
 
     ranges = hash_ranges(client, name)
     for shard_id, pairs in stored.items():
