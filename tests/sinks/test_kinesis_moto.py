@@ -76,7 +76,7 @@ def test_records_arrive_intact_with_their_partition_keys(
     result = sink.write(batch, Deadline())
     assert_accounted(batch, result)
     assert result.sent == batch
-    assert [e["records"] for e in events.named("put_succeeded")] == [len(batch)]
+    assert [(e["result"], e["accepted"]) for e in events.named("put_requested")] == [("success", len(batch))]
 
     stored = read_back(client, name)
     expected = sorted((r.data, e.partition_key) for r, e in zip(records, batch, strict=True))
