@@ -46,6 +46,7 @@ class KinesisSink(Sink[KinesisEntry]):
         result: WriteResult[KinesisEntry] = WriteResult()
         pending = list(batch)
         window = len(pending)  # entries per request; shrinks while halving an invalid request
+        bisecting = False  # until the entry at fault is found, successes do not widen the window again
         failures = 0  # consecutive attempts that needed a backoff: the backoff's exponent
         tries: dict[int, int] = {}  # id(entry) -> transient failures, against retry.max_attempts
         max_attempts = self.config.retry.max_attempts
@@ -59,7 +60,7 @@ class KinesisSink(Sink[KinesisEntry]):
             self._report(outcome, decision, request)
             self._track_health(outcome, decision)
             if decision.split:
-                window = max(1, len(request) // 2)  # the same entries again, in smaller requests, at once
+                bisecting, window = True, max(1, len(request) // 2)  # the same entries, in smaller requests, at once
                 continue
             retry, hold = set(decision.retry), set(decision.hold)
             again_positions = sorted(retry | hold | set(decision.resend))
@@ -79,7 +80,8 @@ class KinesisSink(Sink[KinesisEntry]):
                 backing_off = backing_off or i in retry or i in hold
                 again.append(entry)
             pending = again + rest
-            window = len(pending)
+            if not bisecting or decision.reject:
+                bisecting, window = False, len(pending)
             if not pending:
                 break
             if not backing_off:
