@@ -148,6 +148,12 @@ def test_a_record_at_the_limit_is_accepted_and_one_byte_more_rejected() -> None:
     assert "1025 bytes" in raised.value.detail and "1024" in raised.value.detail
 
 
+def test_an_integer_too_long_to_print_is_no_key(builder: EntryBuilder) -> None:
+    """An id of more digits than Python converts (ValueError in str()) is skipped like a float: fallback key."""
+    record = record_of({"author_id": 10**5000}, data=b"huge")
+    assert builder.build(record).partition_key == hashlib.md5(b"huge", usedforsecurity=False).hexdigest()
+
+
 def test_data_that_is_not_bytes_is_rejected_with_a_reason(builder: EntryBuilder) -> None:
     """A source handing over text instead of bytes gets RecordRejected(invalid_data), not a failed request."""
     with pytest.raises(RecordRejected) as raised:
