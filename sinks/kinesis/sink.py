@@ -102,8 +102,9 @@ class KinesisSink(Sink[KinesisEntry]):
         return result
 
     def _report(self, outcome: PutOutcome, decision: Decision, request: list[KinesisEntry]) -> None:
-        refused = 0 if decision.split else len(decision.retry) + len(decision.hold) + len(decision.reject)
-        not_taken = len(request) if decision.split else refused + len(decision.resend)
+        not_taken = len(decision.retry) + len(decision.hold) + len(decision.reject) + len(decision.resend)
+        if decision.split:
+            not_taken = len(request)
         self.events.put_requested(
             result=decision.result, records=len(request), accepted=len(request) - not_taken, latency_s=outcome.latency_s
         )
