@@ -113,6 +113,9 @@ class Daemon:
         with _step(f"sink {telemetry.sink}"):
             sink = SINK_TYPES[sink_config.type](sink_config, telemetry)
         cleanup.callback(sink.close)
+        # Before any data flows: a wrong stream, region or credential fails start-up here, naming them.
+        with _step(f"sink {telemetry.sink} check"):
+            sink.check()
         with _step(f"dead-letter file {config.dead_letter.path}"):
             dead_letters = DeadLetterFile(config.dead_letter.path, telemetry.sink)
         cleanup.callback(dead_letters.close)

@@ -7,17 +7,21 @@ counters. A `Ledger` keeps the per-source totals the final summary reports.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter as _Tally
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from daemon.logs import get_logger
+from daemon.logs import RateLimitedLog, get_logger
 
 # Up to the 500 records one PutRecords call may carry.
 _BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 400, 500)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Put failures and retries repeat with every backoff while a stream throttles or refuses: one line per
+# error code and interval, the next one carrying how many were held back (the counters see every one).
+_REPEATED_SINK_LOG_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -84,9 +88,6 @@ class Telemetry:
             ["component"],
             registry=r,
         )
-        self.put_errors = Counter(
-            "tweet_producer_put_errors", "Failed requests or entries, by error code.", ["sink", "code"], registry=r
-        )
         self.retried = Counter("tweet_producer_records_retried", "Records sent again after a failure.", ["sink"], registry=r)
         self.buffer_records = Gauge("tweet_producer_buffer_records", "Records waiting in the buffer.", registry=r)
         self.buffer_bytes = Gauge(
@@ -108,6 +109,25 @@ class Telemetry:
         )
         self.sources_running = Gauge("tweet_producer_sources_running", "Sources currently running.", registry=r)
         self._received_by_source: dict[str, Any] = {}
+        # --- sink requests and health (the SinkEvents section below) ---
+        self.put_requests = Counter(
+            "tweet_producer_put_requests", "Put requests (one per call), by result.", ["sink", "result"], registry=r
+        )
+        self.put_entry_errors = Counter(
+            "tweet_producer_put_entry_errors", "Entries a put request did not deliver, by error code.", ["sink", "code"],
+            registry=r,
+        )
+        self.sink_healthy = Gauge(
+            "tweet_producer_sink_healthy", "1 while the destination takes writes, 0 while it refuses them all.", ["sink"],
+            registry=r,
+        )
+        self.sink_unhealthy_reason = Gauge(
+            "tweet_producer_sink_unhealthy_reason", "1 for the error code an unhealthy sink is refused with.",
+            ["sink", "reason"], registry=r,
+        )
+        self.sink_healthy.labels(sink=sink).set(1)
+        self.sink_log_limiter = RateLimitedLog(_REPEATED_SINK_LOG_INTERVAL_S)
+        self._unhealthy_since: float | None = None
 
     # --- records -------------------------------------------------------------------------------
 
@@ -174,21 +194,41 @@ class Telemetry:
 
     # --- sink events (the SinkEvents protocol) ---------------------------------------------------
 
-    def put_succeeded(self, *, records: int, latency_s: float) -> None:
-        self.put_latency.labels(sink=self.sink).observe(latency_s)
-        self.log.debug("put_succeeded", sink=self.sink, records=records, latency_s=round(latency_s, 4))
-
-    def put_failed(self, *, code: str, records: int, latency_s: float | None, detail: str) -> None:
-        self.put_errors.labels(sink=self.sink, code=code).inc()
+    def put_requested(self, *, result: str, records: int, accepted: int, latency_s: float | None) -> None:
+        self.put_requests.labels(sink=self.sink, result=result).inc()
         if latency_s is not None:
             self.put_latency.labels(sink=self.sink).observe(latency_s)
-        self.log.warning("put_failed", sink=self.sink, code=code, records=records, detail=detail)
+        self.log.debug(
+            "put_requested", sink=self.sink, result=result, records=records, accepted=accepted,
+            latency_s=None if latency_s is None else round(latency_s, 4),
+        )
+
+    def put_failed(self, *, code: str, records: int, detail: str) -> None:
+        self.put_entry_errors.labels(sink=self.sink, code=code).inc(records)
+        self.sink_log_limiter.emit(
+            ("put_failed", code), self.log.warning, "put_failed", sink=self.sink, code=code, records=records, detail=detail
+        )
 
     def records_retried(self, *, records: int, attempt: int, delay_s: float, reason: str) -> None:
         self.retried.labels(sink=self.sink).inc(records)
-        self.log.info(
-            "records_retried", sink=self.sink, records=records, attempt=attempt, delay_s=round(delay_s, 3), reason=reason
+        self.sink_log_limiter.emit(
+            ("records_retried", reason), self.log.info, "records_retried",
+            sink=self.sink, records=records, attempt=attempt, delay_s=round(delay_s, 3), reason=reason,
         )
+
+    def sink_health(self, *, healthy: bool, reason: str, detail: str) -> None:
+        """The sink's destination turned unusable (records held, not dead-lettered) or usable again."""
+        self.sink_healthy.labels(sink=self.sink).set(1 if healthy else 0)
+        self.sink_unhealthy_reason.clear()
+        if healthy:
+            since, self._unhealthy_since = self._unhealthy_since, None
+            seconds = None if since is None else round(time.monotonic() - since, 3)
+            self.log.info("sink_healthy", sink=self.sink, after=reason, unhealthy_s=seconds, detail=detail)
+            return
+        self.sink_unhealthy_reason.labels(sink=self.sink, reason=reason).set(1)
+        if self._unhealthy_since is None:
+            self._unhealthy_since = time.monotonic()
+        self.log.error("sink_unhealthy", sink=self.sink, reason=reason, detail=detail)
 
     def sink_error(self, stage: str, error: BaseException, records: int) -> None:
         """The sink raised where its contract says it reports: its records are dead-lettered instead."""

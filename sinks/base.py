@@ -107,17 +107,26 @@ class Deadline:
 class SinkEvents(Protocol):
     """Operational events a sink reports; the daemon's implementation logs and counts each one."""
 
-    def put_succeeded(self, *, records: int, latency_s: float) -> None:
-        """A request completed; `records` of its entries were accepted."""
+    def put_requested(self, *, result: str, records: int, accepted: int, latency_s: float | None) -> None:
+        """One request ended with `result` (success, partial, throttled, ...): `accepted` of its `records`
+        entries were taken. `latency_s` is None when nothing was sent (the client refused to build it)."""
         ...
 
-    def put_failed(self, *, code: str, records: int, latency_s: float | None, detail: str) -> None:
-        """A request failed as a whole (`records` entries), or `records` of its entries failed with `code`."""
+    def put_failed(self, *, code: str, records: int, detail: str) -> None:
+        """`records` entries were not accepted, with `code`: the whole request's error, or their own."""
         ...
 
     def records_retried(self, *, records: int, attempt: int, delay_s: float, reason: str) -> None:
         """`records` entries will be sent again after `delay_s`."""
         ...
+
+    def sink_health(self, *, healthy: bool, reason: str, detail: str) -> None:
+        """The destination turned unusable (`reason`: the error code; records are held) or usable again."""
+        ...
+
+
+class SinkUnavailable(Exception):
+    """Raised by `Sink.check` when the destination cannot take records; the message names it and says why."""
 
 
 class SinkConfig(BaseModel):
@@ -159,6 +168,13 @@ class Sink(ABC, Generic[E]):
         budget is spent; entries still undelivered when the deadline passes are returned as `unsent`.
         Sleeps between retries go through `deadline.sleep` so a shutdown cuts them short. Must not raise
         for delivery failures: they are reported in the result.
+        """
+
+    def check(self) -> None:
+        """Verify before any data flows that the destination exists and accepts this sink's writes.
+
+        Raises `SinkUnavailable` naming the destination and the error; the daemon then fails start-up.
+        The default checks nothing.
         """
 
     def close(self) -> None:

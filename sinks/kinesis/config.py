@@ -8,12 +8,16 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from sinks.base import SinkConfig
 
-# PutRecords limits (Kinesis API reference): 500 records and 5 MiB per request; 1 MiB per record
-# (data + partition key) unless the stream's maximum record size was raised, up to 10 MiB.
+# PutRecords limits (Kinesis API reference): 500 records per request; 10 MiB per request and per record
+# (data + partition key) for a stream whose maximum record size was raised (UpdateMaxRecordSize), else
+# 5 MiB per request and 1 MiB per record: the defaults.
 MAX_RECORDS_PER_REQUEST = 500
-MAX_REQUEST_BYTES = 5 * 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = 5 * 1024 * 1024
+MAX_REQUEST_BYTES_LIMIT = 10 * 1024 * 1024
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 MAX_RECORD_BYTES_LIMIT = 10 * 1024 * 1024
+# Stream names as the Kinesis API accepts them; a name outside this fails every call.
+STREAM_NAME_PATTERN = r"^[a-zA-Z0-9_.-]+$"
 DEFAULT_PARTITION_KEY_PATHS = ("data.author_id", "user.id_str", "author_id")
 
 
@@ -25,7 +29,10 @@ class RetryConfig(BaseModel):
     initial_backoff: float = Field(default=0.1, gt=0, le=60, description="Seconds; the first retry waits up to this.")
     max_backoff: float = Field(default=10.0, gt=0, le=600, description="Seconds; no retry waits longer.")
     max_attempts: int = Field(
-        default=0, ge=0, description="Attempts per record before it is dead-lettered; 0 = until delivered or shutdown."
+        default=0,
+        ge=0,
+        description="Failed attempts (throttled, 5xx, network) per record before it is dead-lettered; 0 = until "
+        "delivered or shutdown. Refusals by the stream itself never count: those records are held.",
     )
 
     @model_validator(mode="after")
@@ -39,7 +46,9 @@ class KinesisSinkConfig(SinkConfig):
     """Write records to a Kinesis data stream with PutRecords."""
 
     type: Literal["kinesis"] = "kinesis"
-    stream: str | None = Field(default=None, min_length=1, max_length=128, description="Stream name (default: the stack's).")
+    stream: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=STREAM_NAME_PATTERN, description="Stream name (default: the stack's)."
+    )
     region: str | None = Field(default=None, description="AWS region (default: the AWS chain's, or the embedded stack's).")
     endpoint_url: str | None = Field(default=None, description="Custom endpoint (default: AWS, or the embedded stack).")
     profile: str | None = Field(default=None, description="Named AWS profile; otherwise the standard credential chain.")
@@ -53,7 +62,10 @@ class KinesisSinkConfig(SinkConfig):
         default=MAX_RECORDS_PER_REQUEST, ge=1, le=MAX_RECORDS_PER_REQUEST, description="Records per PutRecords call (1-500)."
     )
     max_batch_bytes: int = Field(
-        default=MAX_REQUEST_BYTES, ge=1024, le=MAX_REQUEST_BYTES, description="Bytes (data + partition keys) per call."
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        ge=1024,
+        le=MAX_REQUEST_BYTES_LIMIT,
+        description="Bytes (data + partition keys) per call; above 5 MiB only for a stream with large records enabled.",
     )
     max_record_bytes: int = Field(
         default=DEFAULT_MAX_RECORD_BYTES,
@@ -62,7 +74,11 @@ class KinesisSinkConfig(SinkConfig):
         description="Data + partition key per record; larger records are dead-lettered (record_too_large). "
         "Above 1 MiB only for a stream whose maximum record size was raised.",
     )
-    retry: RetryConfig = Field(default=RetryConfig(), description="Backoff and attempt limit for retriable failures.")
+    retry: RetryConfig = Field(
+        default=RetryConfig(),
+        description="Backoff and attempt limit for retriable failures; records refused by the stream itself "
+        "(access, missing stream, KMS key, credentials) are held and retried without an attempt limit.",
+    )
     connect_timeout: float = Field(default=5.0, gt=0, le=120, description="Seconds to open a connection.")
     read_timeout: float = Field(default=10.0, gt=0, le=300, description="Seconds to wait for a response.")
     # Not a config key: the daemon sets it (with_static_credentials) when the sink writes to the embedded

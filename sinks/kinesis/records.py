@@ -1,4 +1,12 @@
-"""One record -> one PutRecords entry: partition key from the event, size as Kinesis counts it."""
+"""One record -> one PutRecords entry: partition key from the event, size as Kinesis counts it.
+
+Partition key rule: the first configured path whose value is a non-empty string or an integer gives the
+key. A key Kinesis could refuse as too long (more than 256 characters, counted both as code points and as
+UTF-16 units, since either may be what "characters" means) or that cannot be sent as UTF-8 (a lone
+surrogate) is replaced by the SHA-256 hex digest of the whole key: distinct keys stay distinct and the
+same key always reaches the same shard, where cutting keys short would pile every key sharing a prefix
+onto one shard. A record without a usable key gets the MD5 hex digest of its bytes.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,10 @@ from typing import Any
 from sinks.base import Record, RecordRejected
 
 MAX_PARTITION_KEY_CHARS = 256
+# Bytes of one UTF-16 code unit: a character outside the Basic Multilingual Plane takes two units.
+_UTF16_UNIT_BYTES = 2
 REASON_RECORD_TOO_LARGE = "record_too_large"
+REASON_INVALID_DATA = "invalid_data"
 
 
 @dataclass(slots=True)
@@ -18,6 +29,23 @@ class KinesisEntry:
     record: Record
     partition_key: str
     size: int  # data + partition key in UTF-8: what counts against Kinesis's record and request limits
+
+
+def key_fits(key: str) -> bool:
+    """Whether Kinesis takes `key` as it is: 1-256 characters however counted, and valid UTF-8."""
+    if not key or len(key) > MAX_PARTITION_KEY_CHARS:
+        return False
+    try:
+        units = len(key.encode("utf-16-le")) // _UTF16_UNIT_BYTES
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return units <= MAX_PARTITION_KEY_CHARS
+
+
+def hashed_key(key: str) -> str:
+    """The stand-in for a key Kinesis would refuse: SHA-256 of the whole key (64 hex characters)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
 
 class EntryBuilder:
@@ -28,6 +56,8 @@ class EntryBuilder:
         self.max_record_bytes = max_record_bytes
 
     def build(self, record: Record) -> KinesisEntry:
+        if not isinstance(record.data, bytes):
+            raise RecordRejected(REASON_INVALID_DATA, f"record data is {type(record.data).__name__}, not bytes")
         key = self.partition_key(record)
         size = len(record.data) + len(key.encode("utf-8"))
         if size > self.max_record_bytes:
@@ -39,16 +69,24 @@ class EntryBuilder:
 
     def partition_key(self, record: Record) -> str:
         for path in self.paths:
-            value = _lookup(record.event, path)
-            if isinstance(value, bool) or value is None:
-                continue
-            if isinstance(value, str | int):
-                text = str(value)
-                if text:
-                    return text[:MAX_PARTITION_KEY_CHARS]
+            text = _key_text(_lookup(record.event, path))
+            if text:
+                return text if key_fits(text) else hashed_key(text)
         # No key in the record: the MD5 of its bytes spreads such records evenly over the shards while a
         # record resent after a failure still maps to the same shard.
         return hashlib.md5(record.data, usedforsecurity=False).hexdigest()
+
+
+def _key_text(value: Any) -> str | None:
+    """A string or integer value as key text; None for anything else (bools are not ids)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits): not an id
+            return None
+    return None
 
 
 def _lookup(event: Any, path: tuple[str, ...]) -> Any:

@@ -1,7 +1,8 @@
-"""One PutRecords call -> a typed outcome: which entries failed and with what code, or how the call failed."""
+"""One Kinesis call -> a typed outcome: which entries failed and with what code, or how the call failed."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,12 +19,12 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
+from botocore.validate import ParamValidator
 
 from sinks.kinesis.config import KinesisSinkConfig
 from sinks.kinesis.records import KinesisEntry
 
-# Whole-call and per-entry error codes by what they mean; any other code is a permanent client error
-# (ValidationException, AccessDeniedException, ResourceNotFoundException, KMS*Exception, ...).
+# Error codes by what they mean. Throttling and server errors pass on a later attempt.
 THROTTLING_ERROR_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -44,23 +45,69 @@ SERVER_ERROR_CODES = frozenset(
         "RequestTimeoutException",
     }
 )
-# Expired temporary credentials: botocore refreshes role/SSO credentials, so a later attempt can pass.
-EXPIRED_CREDENTIALS_CODES = frozenset({"ExpiredTokenException", "ExpiredToken", "RequestExpired"})
-RETRIABLE_ERROR_CODES = THROTTLING_ERROR_CODES | SERVER_ERROR_CODES | EXPIRED_CREDENTIALS_CODES
+RETRIABLE_ERROR_CODES = THROTTLING_ERROR_CODES | SERVER_ERROR_CODES
+# The caller's identity is missing, expired or not recognised: nothing this stream gets can pass until the
+# credentials are fixed (botocore refreshes role/SSO credentials by itself, so expiry can heal).
+CREDENTIALS_ERROR_CODES = frozenset(
+    {
+        "NoCredentials",  # botocore found no credentials at all (our name for NoCredentialsError)
+        "PartialCredentials",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "RequestExpired",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "IncompleteSignatureException",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+    }
+)
+# The stream (or its key) refuses everyone, whatever the record: a wrong or deleted stream, missing rights,
+# a disabled or inaccessible KMS key. Records are held until an operator fixes it, never dead-lettered.
+STREAM_ERROR_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "AccessDenied",
+        "ResourceNotFoundException",
+        "ResourceInUseException",  # the stream is being created or deleted
+        "KMSDisabledException",
+        "KMSAccessDeniedException",
+        "KMSNotFoundException",
+        "KMSInvalidStateException",
+        "KMSOptInRequired",
+        "OptInRequired",
+    }
+)
+# The request's content is invalid: some entry in it (usually named in the message) can never be accepted.
+INVALID_REQUEST_CODES = frozenset({"ValidationException", "InvalidArgumentException", "SerializationException"})
+PARAM_VALIDATION = "ParamValidationError"  # botocore refused to build the request
 MALFORMED_RESPONSE = "MalformedResponse"  # a 200 answer whose Records do not match the request
 _HTTP_TOO_MANY_REQUESTS = 429
 _HTTP_SERVER_ERROR = 500
+# AWS validation messages name list members 1-based: "Value at 'records.3.member.partitionKey' failed ...".
+_NAMED_RECORD = re.compile(r"records\.(\d+)\.member")
+# A validation message about the stream's name or ARN is about the stream, not about any record.
+_NAMED_STREAM = re.compile(r"stream(Name|ARN)", re.IGNORECASE)
 
 
 class FailureKind(Enum):
-    """Why a whole PutRecords call failed; every kind but PERMANENT may pass on a later attempt."""
+    """Why a whole call failed. The value is the `result` label of the request metric."""
 
     THROTTLED = "throttled"
     SERVER_ERROR = "server_error"
     NETWORK = "network"  # connection refused/reset, timeouts: no answer at all
-    CREDENTIALS = "credentials"  # missing or expired credentials
-    MALFORMED = "malformed_response"
-    PERMANENT = "permanent"  # the request itself is wrong or forbidden: sending it again cannot work
+    MALFORMED = "malformed"  # an answer that does not match the request
+    CREDENTIALS = "credentials"  # missing, expired or unknown credentials: held, the sink is unhealthy
+    PERMANENT = "permanent"  # the stream refuses everyone (see STREAM_ERROR_CODES): held, the sink is unhealthy
+    INVALID = "invalid"  # the request's content is invalid: find the entries at fault, dead-letter only them
+
+    @property
+    def stream_level(self) -> bool:
+        """Failures no record can pass until an operator acts: the records are held, never dead-lettered."""
+        return self in (FailureKind.CREDENTIALS, FailureKind.PERMANENT)
 
 
 @dataclass(frozen=True)
@@ -73,6 +120,10 @@ class EntryFailure:
     def retriable(self) -> bool:
         return self.code in RETRIABLE_ERROR_CODES
 
+    @property
+    def stream_level(self) -> bool:
+        return self.code in STREAM_ERROR_CODES or self.code in CREDENTIALS_ERROR_CODES
+
 
 @dataclass(frozen=True)
 class PutResponse:
@@ -84,30 +135,53 @@ class PutResponse:
 
 @dataclass(frozen=True)
 class CallFailed:
-    """The call as a whole failed: no entry was accepted."""
+    """The call as a whole failed: no entry was accepted.
+
+    For an INVALID call, `invalid` names the positions at fault (with why) when they could be told;
+    empty means the answer did not say which entry it was.
+    """
 
     code: str
     message: str
     kind: FailureKind
-    latency_s: float
-
-    @property
-    def retriable(self) -> bool:
-        return self.kind is not FailureKind.PERMANENT
+    latency_s: float | None  # None: refused before anything was sent
+    invalid: tuple[tuple[int, str], ...] = ()
 
 
 PutOutcome = PutResponse | CallFailed
 
 
-def classify(code: str, status: int) -> FailureKind:
-    """The kind of an AWS error answer, by its code first and its HTTP status when the code is unknown."""
+def classify(code: str, status: int, message: str = "") -> FailureKind:
+    """The kind of an AWS error answer, by its code first and its HTTP status when the code is unknown.
+
+    An unknown 4xx code counts as PERMANENT (held): guessing "about the record" would dead-letter a whole
+    stream's worth of records if it were wrong; guessing "about the stream" only holds them.
+    """
     if code in THROTTLING_ERROR_CODES or status == _HTTP_TOO_MANY_REQUESTS:
         return FailureKind.THROTTLED
-    if code in EXPIRED_CREDENTIALS_CODES:
+    if code in CREDENTIALS_ERROR_CODES:
         return FailureKind.CREDENTIALS
     if code in SERVER_ERROR_CODES or status >= _HTTP_SERVER_ERROR:
         return FailureKind.SERVER_ERROR
+    if code in INVALID_REQUEST_CODES and not (_NAMED_STREAM.search(message) and not _NAMED_RECORD.search(message)):
+        return FailureKind.INVALID
     return FailureKind.PERMANENT
+
+
+def named_positions(message: str, entries: int) -> tuple[int, ...]:
+    """0-based positions of the records a validation message names; empty if it names none (or nonsense)."""
+    positions = sorted({int(n) - 1 for n in _NAMED_RECORD.findall(message)})
+    if not positions or positions[0] < 0 or positions[-1] >= entries:
+        return ()
+    return tuple(positions)
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    """What DescribeStreamSummary says about the stream."""
+
+    status: str
+    max_record_bytes: int | None  # None when the endpoint does not report MaxRecordSizeInKiB
 
 
 class KinesisService:
@@ -118,22 +192,35 @@ class KinesisService:
             raise ValueError("the kinesis sink needs a stream name")
         self.stream = config.stream
         if config.static_credentials is None:
-            session = boto3.Session(profile_name=config.profile, region_name=config.region)
+            self.session = boto3.Session(profile_name=config.profile, region_name=config.region)
         else:  # the embedded stack: its dummy keys, and no AWS_PROFILE from the environment (it may not exist)
             key, secret = config.static_credentials
             no_env_profile = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
-            session = boto3.Session(
+            self.session = boto3.Session(
                 aws_access_key_id=key, aws_secret_access_key=secret, region_name=config.region, botocore_session=no_env_profile
             )
-        self.client: Any = session.client(
+        self.client: Any = self.client_with(config.connect_timeout, config.read_timeout, config.endpoint_url)
+        self._records_shape = self.client.meta.service_model.operation_model("PutRecords").input_shape
+
+    def client_with(self, connect_timeout: float, read_timeout: float, endpoint_url: str | None) -> Any:
+        """A Kinesis client of this session (the producer's own credentials) with these timeouts."""
+        return self.session.client(
             "kinesis",
-            endpoint_url=config.endpoint_url,
+            endpoint_url=endpoint_url,
             config=Config(
-                connect_timeout=config.connect_timeout,
-                read_timeout=config.read_timeout,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
                 retries={"total_max_attempts": 1, "mode": "standard"},
             ),
         )
+
+    @property
+    def region(self) -> str | None:
+        return self.client.meta.region_name  # type: ignore[no-any-return]
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.client.meta.endpoint_url)
 
     def put_records(self, entries: Sequence[KinesisEntry]) -> PutOutcome:
         started = time.monotonic()
@@ -143,17 +230,17 @@ class KinesisService:
                 Records=[{"Data": e.record.data, "PartitionKey": e.partition_key} for e in entries],
             )
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            code = str(error.get("Code") or f"HTTP{status}")
-            return CallFailed(code, str(error.get("Message", "")), classify(code, status), time.monotonic() - started)
+            return self._client_error(exc, len(entries), time.monotonic() - started)
         except (NoCredentialsError, PartialCredentialsError) as exc:
             # Credentials can appear (instance role, rotated file): keep the records and keep trying.
-            return CallFailed("NoCredentials", str(exc), FailureKind.CREDENTIALS, time.monotonic() - started)
+            code = "NoCredentials" if isinstance(exc, NoCredentialsError) else "PartialCredentials"
+            return CallFailed(code, str(exc), FailureKind.CREDENTIALS, None)
         except ParamValidationError as exc:
-            # botocore refused to build the request (e.g. an empty partition key): resending the same entries
-            # can never work, so they are dead-lettered rather than retried until shutdown.
-            return CallFailed("ParamValidationError", str(exc), FailureKind.PERMANENT, time.monotonic() - started)
+            # botocore refused to build the request: find which entries it refuses, so only those are lost. If
+            # none is at fault alone, the request itself is (its stream name): hold the records, don't lose them.
+            invalid = self.invalid_entries(entries)
+            kind = FailureKind.INVALID if invalid else FailureKind.PERMANENT
+            return CallFailed(PARAM_VALIDATION, str(exc), kind, None, invalid)
         except BotoCoreError as exc:  # connection refused/reset, timeouts, DNS: the network may come back
             return CallFailed(type(exc).__name__, str(exc), FailureKind.NETWORK, time.monotonic() - started)
         latency = time.monotonic() - started
@@ -170,6 +257,34 @@ class KinesisService:
             if result.get("ErrorCode")
         )
         return PutResponse(failures, latency)
+
+    def invalid_entries(self, entries: Sequence[KinesisEntry]) -> tuple[tuple[int, str], ...]:
+        """Entries botocore's own validator refuses, each checked alone (no request is made)."""
+        validator = ParamValidator()
+        found = []
+        for position, entry in enumerate(entries):
+            params = {"StreamName": self.stream, "Records": [{"Data": entry.record.data, "PartitionKey": entry.partition_key}]}
+            report = validator.validate(params, self._records_shape)
+            if report.has_errors():
+                found.append((position, f"{PARAM_VALIDATION}: {report.generate_report()}"))
+        return tuple(found)
+
+    def _client_error(self, exc: ClientError, entries: int, latency: float) -> CallFailed:
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = str(error.get("Code") or f"HTTP{status}")
+        message = str(error.get("Message", ""))
+        kind = classify(code, status, message)
+        invalid: tuple[tuple[int, str], ...] = ()
+        if kind is FailureKind.INVALID:
+            invalid = tuple((p, f"{code}: {message}") for p in named_positions(message, entries))
+        return CallFailed(code, message, kind, latency, invalid)
+
+    def describe(self, client: Any) -> StreamSummary:
+        """DescribeStreamSummary through `client`; raises botocore's exceptions as they come."""
+        summary = client.describe_stream_summary(StreamName=self.stream)["StreamDescriptionSummary"]
+        max_kib = summary.get("MaxRecordSizeInKiB")
+        return StreamSummary(str(summary.get("StreamStatus", "")), int(max_kib) * 1024 if max_kib else None)
 
     def close(self) -> None:
         self.client.close()

@@ -52,15 +52,19 @@ class RecordingEvents:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     retry_announced: threading.Event = field(default_factory=threading.Event)
 
-    def put_succeeded(self, *, records: int, latency_s: float) -> None:
-        self.calls.append(("put_succeeded", {"records": records, "latency_s": latency_s}))
+    def put_requested(self, *, result: str, records: int, accepted: int, latency_s: float | None) -> None:
+        self.calls.append(("put_requested", {"result": result, "records": records, "accepted": accepted,
+                                             "latency_s": latency_s}))
 
-    def put_failed(self, *, code: str, records: int, latency_s: float | None, detail: str) -> None:
-        self.calls.append(("put_failed", {"code": code, "records": records, "latency_s": latency_s, "detail": detail}))
+    def put_failed(self, *, code: str, records: int, detail: str) -> None:
+        self.calls.append(("put_failed", {"code": code, "records": records, "detail": detail}))
 
     def records_retried(self, *, records: int, attempt: int, delay_s: float, reason: str) -> None:
         self.calls.append(("records_retried", {"records": records, "attempt": attempt, "delay_s": delay_s, "reason": reason}))
         self.retry_announced.set()
+
+    def sink_health(self, *, healthy: bool, reason: str, detail: str) -> None:
+        self.calls.append(("sink_health", {"healthy": healthy, "reason": reason, "detail": detail}))
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [args for event, args in self.calls if event == name]
@@ -123,15 +127,42 @@ INTERNAL_500 = Reply.error("InternalFailure", 500, "internal service failure")
 DROPPED = Reply(drop_connection=True)
 
 
+def stream_summary(status: str = "ACTIVE", max_record_kib: int | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A DescribeStreamSummary answer for the requested stream with this status (and maximum record size)."""
+
+    def reply(body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("StreamName", STREAM)
+        summary: dict[str, Any] = {
+            "StreamName": name,
+            "StreamARN": f"arn:aws:kinesis:{REGION}:123456789012:stream/{name}",
+            "StreamStatus": status,
+            "RetentionPeriodHours": 24,
+            "StreamCreationTimestamp": 1_700_000_000,
+            "EnhancedMonitoring": [],
+            "OpenShardCount": 1,
+        }
+        if max_record_kib is not None:
+            summary["MaxRecordSizeInKiB"] = max_record_kib
+        return {"StreamDescriptionSummary": summary}
+
+    return reply
+
+
 @dataclass
 class ScriptedKinesis:
-    """A FakeAwsServer answering PutRecords calls from a script, one reply per call, then accepting all."""
+    """A FakeAwsServer answering PutRecords calls from a script, one reply per call, then accepting all.
+
+    DescribeStreamSummary calls are answered by `describe` (an ACTIVE stream unless a test says otherwise).
+    """
 
     server: FakeAwsServer
     script: list[PutReply] = field(default_factory=list)
+    describe: PutReply = field(default_factory=stream_summary)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, operation: str, body: dict[str, Any]) -> Reply | dict[str, Any]:
+        if operation == "DescribeStreamSummary":
+            return self.describe(body)
         if operation != "PutRecords":
             return Reply.error("UnknownOperationException", 400, operation)
         with self.lock:
@@ -159,9 +190,10 @@ def _kinesis_server() -> Iterator[ScriptedKinesis]:
 def kinesis_fake(_kinesis_server: ScriptedKinesis) -> Callable[..., ScriptedKinesis]:
     """Scripts the fake Kinesis endpoint: `kinesis_fake(reply, reply, ...)`, one reply per PutRecords call."""
 
-    def start(*script: PutReply) -> ScriptedKinesis:
+    def start(*script: PutReply, describe: PutReply | None = None) -> ScriptedKinesis:
         with _kinesis_server.lock:
             _kinesis_server.script[:] = script
+            _kinesis_server.describe = describe or stream_summary()
         _kinesis_server.server.calls.clear()
         return _kinesis_server
 

@@ -11,7 +11,7 @@ import pytest
 
 from sinks.base import BatchLimits, Deadline, Record, RecordRejected
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
-from sinks.kinesis.records import MAX_PARTITION_KEY_CHARS, REASON_RECORD_TOO_LARGE, EntryBuilder
+from sinks.kinesis.records import MAX_PARTITION_KEY_CHARS, REASON_INVALID_DATA, REASON_RECORD_TOO_LARGE, EntryBuilder
 from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, assert_accounted, tweet_record
 
 DEFAULT_PATHS = ["data.author_id", "user.id_str", "author_id"]
@@ -87,17 +87,42 @@ def test_custom_paths_replace_the_defaults() -> None:
 
 
 @pytest.mark.parametrize("char", ["a", "é", "中", "😀"], ids=["ascii", "latin1", "cjk", "emoji"])
-def test_long_keys_are_truncated_to_256_characters(char: str) -> None:
-    """Kinesis takes 1-256 Unicode characters: longer keys are cut to 256 characters (not bytes)."""
-    entry = EntryBuilder(DEFAULT_PATHS, max_record_bytes=4096).build(record_of({"author_id": char * 300}, data=b"x"))
-    assert entry.partition_key == char * MAX_PARTITION_KEY_CHARS
-    assert entry.size == 1 + len((char * MAX_PARTITION_KEY_CHARS).encode("utf-8"))
+def test_long_keys_are_replaced_by_the_sha256_of_the_whole_key(char: str) -> None:
+    """A key over 256 characters becomes the SHA-256 hex of the full key: never cut, never refused by Kinesis."""
+    builder = EntryBuilder(DEFAULT_PATHS, max_record_bytes=4096)
+    key = char * 300
+    entry = builder.build(record_of({"author_id": key}, data=b"x"))
+    assert entry.partition_key == hashlib.sha256(key.encode("utf-8")).hexdigest()
+    assert len(entry.partition_key) == 64
+    assert entry.size == 1 + 64
+
+
+def test_long_keys_sharing_a_prefix_stay_distinct_and_stable(builder: EntryBuilder) -> None:
+    """Keys equal in their first 256 characters map to different keys (truncation would merge them); the same
+    key always maps to the same key, so to the same shard."""
+    prefix = "p" * MAX_PARTITION_KEY_CHARS
+    keys = [builder.build(record_of({"author_id": prefix + suffix})).partition_key for suffix in ("a", "b", "c", "a")]
+    assert len(set(keys[:3])) == 3
+    assert keys[0] == keys[3]
+    assert all(len(k) <= MAX_PARTITION_KEY_CHARS for k in keys)
 
 
 def test_a_key_of_exactly_256_characters_is_kept(builder: EntryBuilder) -> None:
     """The limit itself is valid: 256 characters pass unchanged."""
     key = "k" * MAX_PARTITION_KEY_CHARS
     assert builder.build(record_of({"author_id": key})).partition_key == key
+
+
+def test_a_key_within_256_code_points_but_over_256_utf16_units_is_hashed(builder: EntryBuilder) -> None:
+    """200 emoji are 200 code points but 400 UTF-16 units: hashed, whichever way Kinesis counts characters."""
+    key = "😀" * 200
+    assert builder.build(record_of({"author_id": key})).partition_key == hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_a_key_that_is_not_valid_utf8_is_hashed_not_raised(builder: EntryBuilder) -> None:
+    """A lone surrogate (which JSON can carry) cannot be sent: its key is hashed instead of crashing prepare."""
+    entry = builder.build(record_of({"author_id": "a\ud800b"}, data=b"x"))
+    assert len(entry.partition_key) == 64 and entry.partition_key.isascii()
 
 
 # --- sizes and rejection ----------------------------------------------------------------------------
@@ -121,6 +146,19 @@ def test_a_record_at_the_limit_is_accepted_and_one_byte_more_rejected() -> None:
         builder.build(record_of({"author_id": key}, data=b"d" * (1024 - 7)))
     assert raised.value.reason == REASON_RECORD_TOO_LARGE
     assert "1025 bytes" in raised.value.detail and "1024" in raised.value.detail
+
+
+def test_an_integer_too_long_to_print_is_no_key(builder: EntryBuilder) -> None:
+    """An id of more digits than Python converts (ValueError in str()) is skipped like a float: fallback key."""
+    record = record_of({"author_id": 10**5000}, data=b"huge")
+    assert builder.build(record).partition_key == hashlib.md5(b"huge", usedforsecurity=False).hexdigest()
+
+
+def test_data_that_is_not_bytes_is_rejected_with_a_reason(builder: EntryBuilder) -> None:
+    """A source handing over text instead of bytes gets RecordRejected(invalid_data), not a failed request."""
+    with pytest.raises(RecordRejected) as raised:
+        builder.build(Record("text", {"author_id": "1"}, "test", "test:1"))  # type: ignore[arg-type]
+    assert raised.value.reason == REASON_INVALID_DATA and "str" in raised.value.detail
 
 
 def test_the_key_alone_can_push_a_record_over_the_limit() -> None:
@@ -163,9 +201,10 @@ def test_write_sends_every_entry_in_one_request(
     [body] = fake.server.operations("PutRecords")
     assert body["StreamName"] == "tweets-under-test"
     assert fake.requests() == [[(e.record.data, e.partition_key) for e in batch]]
-    assert [name for name, _ in events.calls] == ["put_succeeded"]
-    assert events.named("put_succeeded")[0]["records"] == 4
-    assert events.named("put_succeeded")[0]["latency_s"] >= 0
+    [requested] = events.named("put_requested")
+    assert (requested["result"], requested["records"], requested["accepted"]) == ("success", 4, 4)
+    assert requested["latency_s"] >= 0
+    assert [name for name, _ in events.calls] == ["put_requested"]
 
 
 def test_an_empty_batch_makes_no_request(

@@ -9,7 +9,13 @@ from pydantic import ValidationError
 
 from sinks import SINK_TYPES, load_builtin_sinks
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
-from sinks.kinesis.config import DEFAULT_MAX_RECORD_BYTES, MAX_RECORD_BYTES_LIMIT, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES
+from sinks.kinesis.config import (
+    DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_MAX_REQUEST_BYTES,
+    MAX_RECORD_BYTES_LIMIT,
+    MAX_RECORDS_PER_REQUEST,
+    MAX_REQUEST_BYTES_LIMIT,
+)
 
 MIB = 1024 * 1024
 
@@ -19,9 +25,8 @@ def test_defaults_follow_the_putrecords_limits() -> None:
     config = KinesisSinkConfig()
     assert config.type == "kinesis"
     assert (config.max_batch_records, config.max_batch_bytes, config.max_record_bytes) == (500, 5 * MIB, 1 * MIB)
-    assert (MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, DEFAULT_MAX_RECORD_BYTES, MAX_RECORD_BYTES_LIMIT) == (
-        500, 5 * MIB, MIB, 10 * MIB
-    )
+    assert (MAX_RECORDS_PER_REQUEST, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RECORD_BYTES) == (500, 5 * MIB, MIB)
+    assert (MAX_REQUEST_BYTES_LIMIT, MAX_RECORD_BYTES_LIMIT) == (10 * MIB, 10 * MIB)
     assert config.partition_key == ["data.author_id", "user.id_str", "author_id"]
     assert config.linger == 0.2
     assert (config.retry.initial_backoff, config.retry.max_backoff, config.retry.max_attempts) == (0.1, 10.0, 0)
@@ -55,7 +60,7 @@ def test_unknown_keys_and_other_types_are_rejected(fields: dict[str, Any]) -> No
     [
         {"max_batch_records": 0},
         {"max_batch_records": 501},
-        {"max_batch_bytes": 5 * MIB + 1},
+        {"max_batch_bytes": 10 * MIB + 1},
         {"max_batch_bytes": 0},
         {"max_record_bytes": 10 * MIB + 1},
         {"max_record_bytes": 0},
@@ -63,6 +68,8 @@ def test_unknown_keys_and_other_types_are_rejected(fields: dict[str, Any]) -> No
         {"connect_timeout": 0},
         {"read_timeout": -1},
         {"stream": ""},
+        {"stream": "tweets stream"},
+        {"stream": "tweets/prod"},
         {"partition_key": []},
         {"retry": {"initial_backoff": 0}},
         {"retry": {"max_backoff": -1}},
@@ -98,3 +105,20 @@ def test_edge_values_within_range_are_accepted() -> None:
          "retry": {"initial_backoff": 0.5, "max_backoff": 0.5, "max_attempts": 1}}
     )
     assert (config.max_batch_records, config.max_record_bytes, config.retry.max_attempts) == (1, 5 * MIB, 1)
+
+
+@pytest.mark.parametrize(
+    ("batch", "record"),
+    [(10 * MIB, 10 * MIB), (10 * MIB, 6 * MIB), (8 * MIB, 8 * MIB), (10 * MIB, MIB)],
+    ids=["both-10MiB", "record-6MiB", "both-8MiB", "request-10MiB-record-default"],
+)
+def test_large_records_up_to_10_mib_are_accepted(batch: int, record: int) -> None:
+    """Streams with large records take 10 MiB requests and records: such configs validate (record <= request)."""
+    config = KinesisSinkConfig(max_batch_bytes=batch, max_record_bytes=record)
+    assert (config.max_batch_bytes, config.max_record_bytes) == (batch, record)
+
+
+def test_a_large_record_still_needs_a_request_as_large() -> None:
+    """max_record_bytes 8 MiB with the default 5 MiB request is refused, naming both keys' rule."""
+    with pytest.raises(ValidationError, match="max_record_bytes must not exceed max_batch_bytes"):
+        KinesisSinkConfig(max_record_bytes=8 * MIB)

@@ -99,7 +99,7 @@ def test_permanent_failures_stay_failed_when_the_deadline_cuts_the_retries(
 ) -> None:
     """An entry rejected for good is dead-lettered even if the deadline then leaves its neighbours unsent."""
     deadline = Deadline()
-    partial = fail_positions({0: "KMSNotFoundException", 1: PTEE})
+    partial = fail_positions({0: "InvalidArgumentException", 1: PTEE})
 
     def reject_and_expire(body: dict[str, Any]) -> Any:
         deadline.set(time.monotonic())

@@ -10,12 +10,13 @@ from typing import Any
 import boto3
 import pytest
 
-from sinks.base import Deadline, Record
+from sinks.base import Deadline, Record, SinkUnavailable
 from sinks.kinesis import KinesisSink
 from tests.sinks.conftest import REGION, RecordingEvents, assert_accounted, tweet_record
 
 pytestmark = pytest.mark.slow
 
+CHECK_TIMEOUT_S = 5.0
 SHARDS = 2  # more than one, so the check that each key landed in its MD5 hash range means something
 
 
@@ -76,17 +77,32 @@ def test_records_arrive_intact_with_their_partition_keys(
     result = sink.write(batch, Deadline())
     assert_accounted(batch, result)
     assert result.sent == batch
-    assert [e["records"] for e in events.named("put_succeeded")] == [len(batch)]
+    assert [(e["result"], e["accepted"]) for e in events.named("put_requested")] == [("success", len(batch))]
 
     stored = read_back(client, name)
     expected = sorted((r.data, e.partition_key) for r, e in zip(records, batch, strict=True))
     assert sorted(pair for shard in stored.values() for pair in shard) == expected
 
     keys = {e.partition_key for e in batch}
-    assert {"2244994945", "作者😀", "ä" * 256, hashlib.md5(records[-1].data, usedforsecurity=False).hexdigest()} <= keys
+    long_key = hashlib.sha256(("ä" * 300).encode()).hexdigest()  # over 256 characters: hashed whole, not cut
+    assert {"2244994945", "作者😀", long_key, hashlib.md5(records[-1].data, usedforsecurity=False).hexdigest()} <= keys
 
     ranges = hash_ranges(client, name)
     for shard_id, pairs in stored.items():
         low, high = ranges[shard_id]
         for _, key in pairs:
             assert low <= int(hashlib.md5(key.encode("utf-8"), usedforsecurity=False).hexdigest(), 16) <= high
+
+
+def test_the_start_up_check_passes_for_the_stream_and_names_a_mistyped_one(
+    moto_url: str, stream: tuple[str, Any], make_sink: Callable[..., KinesisSink]
+) -> None:
+    """Against moto: the real stream passes the check; a mistyped name fails it with stream, region, endpoint
+    and moto's ResourceNotFoundException."""
+    name, _client = stream
+    make_sink(moto_url, stream=name, region=REGION).check(CHECK_TIMEOUT_S)
+    with pytest.raises(SinkUnavailable) as raised:
+        make_sink(moto_url, stream=f"{name}-typo", region=REGION).check(CHECK_TIMEOUT_S)
+    message = str(raised.value)
+    for part in (repr(f"{name}-typo"), REGION, moto_url, "ResourceNotFoundException"):
+        assert part in message

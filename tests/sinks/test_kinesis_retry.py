@@ -63,14 +63,15 @@ def test_partial_failure_resends_only_the_failed_entries(setup: Callable[..., An
     assert_accounted(batch, result)
     assert fake.requests() == [wire(batch), wire([batch[1], batch[3]])]
     assert result.sent == [batch[0], batch[2], batch[4], batch[1], batch[3]]
+    lat = [e["latency_s"] for e in events.named("put_requested")]
     assert events.calls == [
-        ("put_succeeded", {"records": 3, "latency_s": events.named("put_succeeded")[0]["latency_s"]}),
-        ("put_failed", {"code": PTEE, "records": 1, "latency_s": None, "detail": "entries failed in a partial response"}),
-        ("put_failed", {"code": "InternalFailure", "records": 1, "latency_s": None,
-                        "detail": "entries failed in a partial response"}),
+        ("put_requested", {"result": "partial", "records": 5, "accepted": 3, "latency_s": lat[0]}),
+        ("put_failed", {"code": "InternalFailure", "records": 1,
+                        "detail": "entries refused in a partial response: InternalFailure (scripted)"}),
+        ("put_failed", {"code": PTEE, "records": 1, "detail": f"entries refused in a partial response: {PTEE} (scripted)"}),
         ("records_retried", {"records": 2, "attempt": 1, "delay_s": events.named("records_retried")[0]["delay_s"],
                              "reason": f"InternalFailure,{PTEE}"}),
-        ("put_succeeded", {"records": 2, "latency_s": events.named("put_succeeded")[1]["latency_s"]}),
+        ("put_requested", {"result": "success", "records": 2, "accepted": 2, "latency_s": lat[1]}),
     ]
 
 
@@ -83,18 +84,35 @@ def test_positions_of_a_retried_request_map_back_to_its_own_entries(setup: Calla
     assert result.sent == [batch[0], batch[2], batch[4], batch[1], batch[3]]
 
 
-def test_non_retriable_entry_codes_are_dead_lettered_while_throttled_ones_retry(
+def test_a_record_level_entry_code_dead_letters_that_entry_while_throttled_ones_retry(
     setup: Callable[..., Any], events: RecordingEvents
 ) -> None:
-    """A per-entry KMS error fails that entry (put_rejected, code in detail); only the throttled one is re-sent."""
-    fake, sink, batch = setup(3, fail_positions({0: "KMSDisabledException", 2: PTEE}))
+    """A per-entry code about the record itself fails that entry (put_rejected, code in detail); only the throttled
+    one is re-sent; the sink stays healthy."""
+    fake, sink, batch = setup(3, fail_positions({0: "InvalidArgumentException", 2: PTEE}))
     result = sink.write(batch, Deadline())
     assert_accounted(batch, result)
     assert fake.requests() == [wire(batch), wire([batch[2]])]
     assert result.sent == [batch[1], batch[2]]
     [(entry, reason, detail)] = result.failed
-    assert entry is batch[0] and reason == REASON_PUT_REJECTED and detail.startswith("KMSDisabledException")
+    assert entry is batch[0] and reason == REASON_PUT_REJECTED and detail.startswith("InvalidArgumentException")
     assert [e["records"] for e in events.named("records_retried")] == [1]
+    assert events.named("sink_health") == []
+
+
+def test_a_stream_level_entry_code_holds_the_entry_and_marks_the_sink_unhealthy(
+    setup: Callable[..., Any], events: RecordingEvents
+) -> None:
+    """A per-entry KMS refusal is about the stream's key, not the record: held and re-sent, never dead-lettered."""
+    fake, sink, batch = setup(3, fail_positions({0: "KMSDisabledException"}), fail_positions({0: "KMSDisabledException"}),
+                              retry={"max_attempts": 1})
+    result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
+    assert fake.requests() == [wire(batch), wire([batch[0]]), wire([batch[0]])]
+    assert result.sent == [batch[1], batch[2], batch[0]] and not result.failed
+    assert [(h["healthy"], h["reason"]) for h in events.named("sink_health")] == [
+        (False, "KMSDisabledException"), (True, "KMSDisabledException")
+    ]
 
 
 # --- whole-call failures that retry ----------------------------------------------------------------
@@ -124,12 +142,13 @@ def test_a_retriable_whole_call_failure_resends_everything_then_succeeds(
     assert result.sent == batch and not result.failed and not result.unsent
     assert fake.requests() == [wire(batch), wire(batch)]
     [failed] = events.named("put_failed")
-    assert failed["records"] == 3 and failed["latency_s"] is not None
+    assert failed["records"] == 3
+    assert events.named("put_requested")[0]["latency_s"] is not None
     if reply.error_code is not None:
         assert failed["code"] == reply.error_code
     [retried] = events.named("records_retried")
     assert (retried["records"], retried["attempt"], retried["reason"]) == (3, 1, failed["code"])
-    assert [e["records"] for e in events.named("put_succeeded")] == [3]
+    assert [(e["result"], e["accepted"]) for e in events.named("put_requested")][-1] == ("success", 3)
 
 
 def test_a_read_timeout_is_retried(setup: Callable[..., Any]) -> None:
@@ -169,21 +188,18 @@ def test_without_max_attempts_retries_continue_until_success_within_backoff_boun
 # --- permanent failures and attempt limits ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "code", ["ValidationException", "AccessDeniedException", "ResourceNotFoundException", "KMSAccessDeniedException"]
-)
-def test_a_permanent_error_fails_the_batch_without_retrying(
-    setup: Callable[..., Any], events: RecordingEvents, code: str
+def test_an_invalid_request_that_names_no_record_dead_letters_a_lone_entry(
+    setup: Callable[..., Any], events: RecordingEvents
 ) -> None:
-    """A client error that cannot succeed later: one request, every entry failed as put_rejected with the code."""
-    fake, sink, batch = setup(3, whole_call(Reply.error(code, 400, "no can do")))
+    """A one-entry request refused as invalid (ValidationException naming nothing): that entry is put_rejected."""
+    fake, sink, batch = setup(1, whole_call(Reply.error("ValidationException", 400, "no can do")))
     result = sink.write(batch, Deadline())
     assert_accounted(batch, result)
     assert len(fake.requests()) == 1 and not result.sent and not result.unsent
-    assert [(e, reason) for e, reason, _ in result.failed] == [(e, REASON_PUT_REJECTED) for e in batch]
-    assert all(detail == f"{code}: no can do" for _, _, detail in result.failed)
+    assert result.failed == [(batch[0], REASON_PUT_REJECTED, "ValidationException: no can do")]
     assert events.named("records_retried") == []
-    assert [(e["code"], e["records"]) for e in events.named("put_failed")] == [(code, 3)]
+    assert [(e["code"], e["records"]) for e in events.named("put_failed")] == [("ValidationException", 1)]
+    assert [e["result"] for e in events.named("put_requested")] == ["invalid"]
 
 
 def test_max_attempts_turns_endless_throttling_into_retries_exhausted(setup: Callable[..., Any]) -> None:
@@ -221,17 +237,25 @@ def test_max_attempts_one_never_retries(setup: Callable[..., Any], events: Recor
 
 
 def test_decide_maps_outcomes_to_positions() -> None:
-    """decide: full success delivers all; retriable call failure retries all; permanent rejects all; partial splits."""
+    """decide: success delivers all; transient failures retry all; stream-level ones hold all (unhealthy);
+    invalid ones reject the named entries and resend the rest, or split; partial responses split by code."""
     assert decide(PutResponse((), 0.01), 3).delivered_all
     retry_all = decide(CallFailed(PTEE, "slow down", FailureKind.THROTTLED, 0.01), 3)
-    assert (retry_all.retry, retry_all.reject, dict(retry_all.codes)) == ((0, 1, 2), (), {PTEE: 3})
-    reject_all = decide(CallFailed("AccessDeniedException", "denied", FailureKind.PERMANENT, 0.01), 2)
-    denied = "AccessDeniedException: denied"
-    assert reject_all.retry == () and reject_all.reject == ((0, denied), (1, denied))
-    partial = decide(PutResponse((EntryFailure(1, PTEE, "m"), EntryFailure(4, "KMSInvalidStateException", "k")), 0.01), 5)
-    assert (partial.retry, partial.reject, dict(partial.codes)) == (
-        (1,), ((4, "KMSInvalidStateException: k"),), {PTEE: 1, "KMSInvalidStateException": 1}
+    assert (retry_all.retry, retry_all.hold, retry_all.reject, dict(retry_all.codes)) == ((0, 1, 2), (), (), {PTEE: 3})
+    assert retry_all.result == "throttled" and retry_all.unhealthy is None
+    held = decide(CallFailed("AccessDeniedException", "denied", FailureKind.PERMANENT, 0.01), 2)
+    assert (held.retry, held.hold, held.reject, held.unhealthy) == ((), (0, 1), (), ("AccessDeniedException", "denied"))
+    assert held.result == "permanent" and held.needs_backoff
+    named = decide(CallFailed("ValidationException", "m", FailureKind.INVALID, 0.01, ((1, "ValidationException: m"),)), 3)
+    assert (named.resend, named.reject, named.needs_backoff) == ((0, 2), ((1, "ValidationException: m"),), False)
+    assert decide(CallFailed("ValidationException", "m", FailureKind.INVALID, 0.01), 4).split
+    partial = decide(
+        PutResponse((EntryFailure(1, PTEE, "m"), EntryFailure(3, "KMSNotFoundException", "k"),
+                     EntryFailure(4, "InvalidArgumentException", "i")), 0.01), 5
     )
+    assert (partial.retry, partial.hold, partial.reject) == ((1,), (3,), ((4, "InvalidArgumentException: i"),))
+    assert partial.unhealthy == ("KMSNotFoundException", "k") and partial.result == "partial"
+    assert dict(partial.codes) == {PTEE: 1, "KMSNotFoundException": 1, "InvalidArgumentException": 1}
 
 
 def test_backoff_ceiling_doubles_from_initial_up_to_the_cap() -> None:

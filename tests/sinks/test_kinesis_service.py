@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,13 @@ from botocore.exceptions import ProfileNotFound
 from sinks.base import Deadline, Record
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
 from sinks.kinesis.records import KinesisEntry
-from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED
+from sinks.kinesis.retry import REASON_PUT_REJECTED
 from sinks.kinesis.service import MALFORMED_RESPONSE, CallFailed, FailureKind, KinesisService, PutResponse
 from tests.conftest import free_port
 from tests.fakes import Reply
 from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, accept_all, assert_accounted, fail_positions, tweet_record
+
+HOLD_FOR_S = 0.5  # long enough for many tiny backoffs, short enough for a quick test
 
 
 def test_region_and_credentials_come_from_the_aws_chain(kinesis_fake: Callable[..., ScriptedKinesis]) -> None:
@@ -64,23 +67,27 @@ def test_a_named_profile_is_used_and_a_missing_one_is_a_clear_error(
         KinesisService(KinesisSinkConfig(stream="s", profile="nobody"))
 
 
-def test_missing_credentials_are_retriable_and_end_as_retries_exhausted(
+def test_missing_credentials_hold_the_records_and_mark_the_sink_unhealthy(
     monkeypatch: pytest.MonkeyPatch,
     kinesis_fake: Callable[..., ScriptedKinesis],
     make_sink: Callable[..., KinesisSink],
     events: RecordingEvents,
 ) -> None:
-    """No credentials anywhere: the call fails before any request as NoCredentials (retriable), never silently."""
+    """No credentials anywhere: nothing is sent and nothing dead-lettered (max_attempts does not apply); the
+    records come back unsent at the deadline and the sink reported itself unhealthy with NoCredentials."""
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     fake = kinesis_fake()
     sink = make_sink(fake.server.endpoint_url, retry={"max_attempts": 2})
     batch = [sink.prepare(tweet_record())]
-    result = sink.write(batch, Deadline())
+    result = sink.write(batch, Deadline(time.monotonic() + HOLD_FOR_S))
     assert_accounted(batch, result)
     assert fake.server.calls == []
-    assert [(reason, "NoCredentials" in detail) for _, reason, detail in result.failed] == [(REASON_RETRIES_EXHAUSTED, True)]
-    assert [e["code"] for e in events.named("put_failed")] == ["NoCredentials", "NoCredentials"]
+    assert result.unsent == batch and not result.failed
+    assert len(events.named("put_failed")) > 2  # kept trying past max_attempts
+    assert {e["result"] for e in events.named("put_requested")} == {"credentials"}
+    [health] = events.named("sink_health")
+    assert (health["healthy"], health["reason"]) == (False, "NoCredentials")
 
 
 def test_a_refused_connection_is_retriable() -> None:
@@ -91,24 +98,33 @@ def test_a_refused_connection_is_retriable() -> None:
         outcome = service.put_records([KinesisEntry(tweet_record(), "pk", 10)])
     finally:
         service.close()
-    assert isinstance(outcome, CallFailed) and outcome.retriable
+    assert isinstance(outcome, CallFailed)
     assert outcome.kind is FailureKind.NETWORK and "Connect" in outcome.code
 
 
-def test_a_request_botocore_refuses_to_build_is_permanent(
-    kinesis_fake: Callable[..., ScriptedKinesis], make_sink: Callable[..., KinesisSink]
+def test_an_entry_botocore_refuses_is_dead_lettered_alone_and_the_rest_sent(
+    kinesis_fake: Callable[..., ScriptedKinesis], make_sink: Callable[..., KinesisSink], events: RecordingEvents
 ) -> None:
-    """An entry failing botocore's parameter validation (empty key) is put_rejected, not retried forever."""
+    """ParamValidationError (an empty key got past prepare): only that entry is put_rejected; the other 499 of
+    the batch go out in the next request, at once."""
     fake = kinesis_fake()
     sink = make_sink(fake.server.endpoint_url)
-    record: Record = tweet_record()
+    good = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(499)]
+    record: Record = tweet_record(tweet_id="bad")
     bad = KinesisEntry(record, "", len(record.data))
-    outcome = sink.service.put_records([bad])
-    assert isinstance(outcome, CallFailed) and outcome.kind is FailureKind.PERMANENT and not outcome.retriable
-    result = sink.write([bad], Deadline())
-    assert_accounted([bad], result)
+    batch = [*good[:200], bad, *good[200:]]
+    outcome = sink.service.put_records(batch)
+    assert isinstance(outcome, CallFailed) and outcome.kind is FailureKind.INVALID
+    assert [position for position, _ in outcome.invalid] == [200]
+    result = sink.write(batch, Deadline())
+    assert_accounted(batch, result)
     assert [(e, reason) for e, reason, _ in result.failed] == [(bad, REASON_PUT_REJECTED)]
-    assert fake.server.calls == []
+    assert "PartitionKey" in result.failed[0][2]
+    assert result.sent == good
+    assert fake.requests() == [[(e.record.data, e.partition_key) for e in good]]
+    assert [e["result"] for e in events.named("put_requested")] == ["invalid", "success"]
+    assert [(e["code"], e["records"]) for e in events.named("put_failed")] == [("ParamValidationError", 1)]
+    assert events.named("records_retried") == []
 
 
 def test_per_entry_error_codes_count_even_when_failed_record_count_says_zero(
@@ -144,7 +160,7 @@ def test_a_response_without_one_result_per_record_resends_the_batch(
     assert result.sent == batch
     assert [len(request) for request in fake.requests()] == [3, 3]
     [failed] = events.named("put_failed")
-    assert (failed["code"], failed["detail"]) == (MALFORMED_RESPONSE, "malformed_response: 1 results for 3 records")
+    assert (failed["code"], failed["detail"]) == (MALFORMED_RESPONSE, "malformed: 1 results for 3 records")
 
 
 @pytest.mark.parametrize(
@@ -157,19 +173,26 @@ def test_a_response_without_one_result_per_record_resends_the_batch(
         (Reply.error("InternalFailure", 500), "InternalFailure", FailureKind.SERVER_ERROR),
         (Reply.error("SomethingUnheardOf", 503), "SomethingUnheardOf", FailureKind.SERVER_ERROR),
         (Reply.error("ExpiredTokenException", 400), "ExpiredTokenException", FailureKind.CREDENTIALS),
-        (Reply.error("ValidationException", 400), "ValidationException", FailureKind.PERMANENT),
+        (Reply.error("UnrecognizedClientException", 400), "UnrecognizedClientException", FailureKind.CREDENTIALS),
+        (Reply.error("ValidationException", 400), "ValidationException", FailureKind.INVALID),
+        (Reply.error("ValidationException", 400, "Value 'a b' at 'streamName' failed to satisfy constraint"),
+         "ValidationException", FailureKind.PERMANENT),
         (Reply.error("AccessDeniedException", 400), "AccessDeniedException", FailureKind.PERMANENT),
         (Reply.error("ResourceNotFoundException", 400), "ResourceNotFoundException", FailureKind.PERMANENT),
+        (Reply.error("ResourceInUseException", 400), "ResourceInUseException", FailureKind.PERMANENT),
         (Reply.error("KMSNotFoundException", 400), "KMSNotFoundException", FailureKind.PERMANENT),
+        (Reply.error("KMSInvalidStateException", 400), "KMSInvalidStateException", FailureKind.PERMANENT),
+        (Reply.error("SomethingNewException", 400), "SomethingNewException", FailureKind.PERMANENT),
         (Reply(drop_connection=True), None, FailureKind.NETWORK),
     ],
-    ids=["throughput", "limit", "429", "500", "503-unknown", "expired-token", "validation", "denied", "not-found",
-         "kms", "dropped"],
+    ids=["throughput", "limit", "429", "500", "503-unknown", "expired-token", "unrecognized-client", "validation",
+         "validation-stream-name", "denied", "not-found", "in-use", "kms", "kms-state", "unknown-4xx", "dropped"],
 )
 def test_whole_call_failures_are_classified(
     kinesis_fake: Callable[..., ScriptedKinesis], reply: Reply, code: str | None, kind: FailureKind
 ) -> None:
-    """Each error answer from a real HTTP endpoint becomes a CallFailed of the right kind; only PERMANENT is final."""
+    """Each error answer from a real HTTP endpoint becomes a CallFailed of the right kind; stream-level kinds
+    (credentials, permanent) are the ones that hold records."""
     fake = kinesis_fake(lambda _body: reply)
     service = KinesisService(KinesisSinkConfig(stream="s", endpoint_url=fake.server.endpoint_url))
     try:
@@ -177,6 +200,7 @@ def test_whole_call_failures_are_classified(
     finally:
         service.close()
     assert isinstance(outcome, CallFailed)
-    assert outcome.kind is kind and outcome.retriable is (kind is not FailureKind.PERMANENT)
+    assert outcome.kind is kind
+    assert outcome.kind.stream_level is (kind in (FailureKind.CREDENTIALS, FailureKind.PERMANENT))
     if code is not None:
         assert outcome.code == code
