@@ -22,6 +22,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 # Put failures and retries repeat with every backoff while a stream throttles or refuses: one line per
 # error code and interval, the next one carrying how many were held back (the counters see every one).
 _REPEATED_SINK_LOG_INTERVAL_S = 10.0
+# One record_dead_lettered line per source and reason this often; the rest are counted in the next line.
+_REPEATED_DEAD_LETTER_LOG_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -127,6 +129,8 @@ class Telemetry:
         )
         self.sink_healthy.labels(sink=sink).set(1)
         self.sink_log_limiter = RateLimitedLog(_REPEATED_SINK_LOG_INTERVAL_S)
+        # A file of bad lines dead-letters at full speed: the dead-letter file keeps every origin, the log a sample.
+        self.dead_letter_log_limiter = RateLimitedLog(_REPEATED_DEAD_LETTER_LOG_INTERVAL_S)
         self._unhealthy_since: float | None = None
 
     # --- records -------------------------------------------------------------------------------
@@ -150,7 +154,9 @@ class Telemetry:
         self.failed.labels(source=source, sink=self.sink, reason=reason).inc()
         with self.ledger.lock:
             self.ledger.dead_lettered[source] += 1
-        self.log.warning("record_dead_lettered", source=source, origin=origin, reason=reason, detail=detail)
+        self.dead_letter_log_limiter.emit(
+            (source, reason), self.log.warning, "record_dead_lettered", source=source, origin=origin, reason=reason, detail=detail
+        )
 
     def records_unsent(self, by_source: _Tally[str]) -> None:
         for source, count in by_source.items():

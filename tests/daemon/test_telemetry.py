@@ -1,0 +1,20 @@
+"""Telemetry: dead letters are all counted, but logged one line per source and reason and interval."""
+
+from __future__ import annotations
+
+from structlog.testing import capture_logs
+
+from daemon.telemetry import Telemetry
+
+
+def test_a_flood_of_dead_letters_is_counted_in_full_and_logged_once_per_reason() -> None:
+    """1,000 bad lines of one reason give 1,000 in the counter and ledger but one log line; another reason logs too."""
+    telemetry = Telemetry("kinesis")
+    with capture_logs() as logs:
+        for n in range(1000):
+            telemetry.record_dead_lettered("replay", f"f:{n}", "invalid_json", "bad")
+        telemetry.record_dead_lettered("replay", "f:1001", "empty_line", "empty line")
+    lines = [e for e in logs if e["event"] == "record_dead_lettered"]
+    assert [(e["origin"], e["reason"]) for e in lines] == [("f:0", "invalid_json"), ("f:1001", "empty_line")]
+    counted = telemetry.failed.labels(source="replay", sink="kinesis", reason="invalid_json")._value.get()
+    assert counted == 1000 and telemetry.ledger.totals()["dead_lettered"] == 1001
