@@ -79,45 +79,38 @@ class _Outcomes:
 
     def dead_letter_many(self, items: Iterable[tuple[Record, str, str]]) -> None:
         """Dead-letter each (record, reason, detail); those the file cannot take are lost together, in one log line."""
+        for record, reason, detail in self._keep(items):
+            self.telemetry.record_dead_lettered(record.source, record.origin, reason, detail)
+
+    def unsent(self, records: Iterable[Record], detail: str) -> None:
+        """Unsent records are kept in the dead-letter file for replay, but counted as unsent, not dead."""
+        kept = Counter(record.source for record, _, _ in self._keep((r, REASON_UNSENT_AT_SHUTDOWN, detail) for r in records))
+        if kept:
+            self.telemetry.records_unsent(kept)
+
+    def _keep(self, items: Iterable[tuple[Record, str, str]]) -> list[tuple[Record, str, str]]:
+        """Write each item to the dead-letter file; returns those written. The rest are lost (and fatal)."""
+        kept: list[tuple[Record, str, str]] = []
         lost: list[Record] = []
         failure: DeadLetterUnavailable | None = None
         for record, reason, detail in items:
             try:
-                self._write(record, reason, detail)
+                self.dead_letters.write(
+                    data=record.data, source=record.source, origin=record.origin, reason=reason, detail=detail
+                )
             except DeadLetterUnavailable as exc:
                 lost.append(record)
                 failure = exc
                 continue
-            self.telemetry.record_dead_lettered(record.source, record.origin, reason, detail)
+            kept.append((record, reason, detail))
         if failure is not None:
             self.lose(lost, failure)
-
-    def unsent(self, records: Iterable[Record], detail: str) -> None:
-        """Unsent records are kept in the dead-letter file for replay, but counted as unsent, not dead."""
-        kept: Counter[str] = Counter()
-        lost: list[Record] = []
-        failure: DeadLetterUnavailable | None = None
-        for record in records:
-            try:
-                self._write(record, REASON_UNSENT_AT_SHUTDOWN, detail)
-            except DeadLetterUnavailable as exc:
-                lost.append(record)
-                failure = exc
-                continue
-            kept[record.source] += 1
-        if kept:
-            self.telemetry.records_unsent(kept)
-        if failure is not None:
-            self.lose(lost, failure)
+        return kept
 
     def lose(self, records: list[Record], error: DeadLetterUnavailable) -> None:
         self.telemetry.records_lost([(r.source, r.origin) for r in records], why=f"{type(error).__name__}: {error}")
         if not isinstance(error, DeadLetterClosed):  # closed at shutdown: the daemon is already stopping
             self.fatal.trigger(COMPONENT_DEAD_LETTER, error)
-
-    def _write(self, record: Record, reason: str, detail: str) -> None:
-        self.dead_letters.write(data=record.data, source=record.source, origin=record.origin, reason=reason, detail=detail)
-
 
 class SourceContext:
     """What a running source is handed: emit into the buffer (prepared by the sink), reject into the dead-letter file."""

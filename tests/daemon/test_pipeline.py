@@ -16,6 +16,7 @@ from daemon.deadletter import DeadLetterFile
 from daemon.pipeline import REASON_SINK_LOST_TRACK, REASON_UNSENT_AT_SHUTDOWN, FatalStop, SinkWorker, SourceContext
 from daemon.telemetry import Telemetry
 from sinks.base import BatchLimits, Deadline, Record, WriteResult
+from tests.conftest import poll_until
 from tests.fakes import FakeEntry, ScriptedSink
 
 # Polling against a deadline, never a bare sleep: how long a test waits for a condition at most.
@@ -28,10 +29,7 @@ def num(record: Record) -> int:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    give_up = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < give_up, "condition not met in time"
-        time.sleep(0.005)
+    poll_until(condition, timeout, "the condition", interval=0.005)
 
 
 class Rig:

@@ -23,16 +23,14 @@ from sinks.base import BatchLimits
 from sources.base import SOURCE_TYPES, SkippedInput, Source, SourceConfig, register_source
 from sources.base import SourceContext as SourceContextProtocol
 from sources.file import FileSource, FileSourceConfig
+from tests.conftest import poll_until
 from tests.fakes import ScriptedSink
 
 WAIT_S = 5.0
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    give_up = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < give_up, "condition not met in time"
-        time.sleep(0.005)
+    poll_until(condition, timeout, "the condition", interval=0.005)
 
 
 class FlakySource(Source):

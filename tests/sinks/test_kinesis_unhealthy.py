@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from daemon.pipeline import SinkWorker
 from daemon.telemetry import Telemetry
 from sinks.base import Record
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
+from tests.conftest import poll_until
 from tests.fakes import Reply
 from tests.sinks.conftest import FAST_TIMEOUTS, STREAM, TINY_RETRY, ScriptedKinesis, accept_all
 
@@ -56,11 +56,7 @@ class Clock:
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
-    give_up = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    poll_until(condition, WAIT_S, what, interval=0.01)
 
 
 @pytest.fixture
@@ -97,7 +93,7 @@ def test_access_denied_during_the_run_holds_records_until_writes_pass_again(
     buffer = RecordBuffer(1000, 1 << 24)
     records = make_records(RECORDS)
     for record in records:
-        assert buffer.put(record, threading.Event())
+        assert buffer.put(sink.prepare(record), threading.Event())
     worker = SinkWorker(sink, buffer, telemetry, dead_letters)
 
     def sample(name: str, **labels: str) -> float | None:

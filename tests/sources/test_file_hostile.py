@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from cli.sample import sample_lines
 from embedded.endpoint import embedded_client
 from infra.settings import StackSettings
 from sources.parsing import MAX_NESTING_DEPTH, UTF8_BOM
+from tests.conftest import poll_until
 from tests.test_end_to_end import table_items
 
 pytestmark = pytest.mark.slow
@@ -143,12 +143,7 @@ def queued_dead_letters(endpoint: str) -> list[dict[str, Any]]:
 
 
 def until(condition: Any, what: str) -> Any:
-    give_up = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < give_up:
-        if result := condition():
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    return poll_until(condition, TIMEOUT_S, what, interval=0.5)
 
 
 def test_hostile_lines_are_dead_lettered_and_every_good_tweet_arrives_once(tmp_path: Path, daemon_factory: Any) -> None:

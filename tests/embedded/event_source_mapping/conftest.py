@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -14,6 +13,7 @@ import pytest
 
 from embedded.event_source_mapping.poller import EventSourcePoller
 from infra.settings import EventSourceMappingSettings
+from tests.conftest import poll_until
 
 REGION = "us-east-1"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:test-DDBEventProcessor"
@@ -42,11 +42,7 @@ TEST_SETTINGS = EventSourceMappingSettings(
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    give_up = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(POLL_S)
+    poll_until(predicate, timeout, what, interval=POLL_S)
 
 
 class RecordingLogger:
