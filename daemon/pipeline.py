@@ -183,6 +183,15 @@ class SourceContext:
     def wait(self, seconds: float) -> bool:
         return self._stopping.wait(seconds) or self._closed
 
+    def connection(self, connected: bool, detail: str = "") -> None:
+        self._telemetry.source_connection(self._name, connected, detail)
+
+    def reconnecting(self, reason: str, delay_s: float, detail: str = "") -> None:
+        self._telemetry.source_reconnecting(self._name, reason, delay_s, detail)
+
+    def protocol_message(self, kind: str, detail: str) -> None:
+        self._telemetry.source_protocol_message(self._name, kind, detail)
+
     def _prepare(self, record: Record) -> Any:
         """The sink's entry for `record`, or None when it was dead-lettered instead."""
         try:

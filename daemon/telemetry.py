@@ -22,6 +22,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 # Put failures and retries repeat with every backoff while a stream throttles or refuses: one line per
 # error code and interval, the next one carrying how many were held back (the counters see every one).
 _REPEATED_SINK_LOG_INTERVAL_S = 10.0
+# One reconnect or protocol-message line per source and reason this often.
+_REPEATED_SOURCE_LOG_INTERVAL_S = 10.0
 # One record_dead_lettered line per source and reason this often; the rest are counted in the next line.
 _REPEATED_DEAD_LETTER_LOG_INTERVAL_S = 10.0
 
@@ -110,7 +112,27 @@ class Telemetry:
             "tweet_producer_source_restarts", "Source crashes followed by a restart.", ["source"], registry=r
         )
         self.sources_running = Gauge("tweet_producer_sources_running", "Sources currently running.", registry=r)
-        self._received_by_source: dict[str, Any] = {}
+        self._received_by_source: dict[str, tuple[Any, Any]] = {}
+        self.source_connected = Gauge(
+            "tweet_producer_source_connected", "1 while a live source is connected to its server.", ["source"], registry=r
+        )
+        self.source_reconnects = Counter(
+            "tweet_producer_source_reconnects", "Reconnections of a live source, by reason.", ["source", "reason"], registry=r
+        )
+        self.source_last_event = Gauge(
+            "tweet_producer_source_last_event_timestamp_seconds",
+            "Unix time a source last handed over a record (alert when it stops moving).",
+            ["source"],
+            registry=r,
+        )
+        self.source_protocol_messages = Counter(
+            "tweet_producer_source_protocol_messages",
+            "Protocol messages that are not records (in-band errors, notices, unknown kinds), by kind.",
+            ["source", "kind"],
+            registry=r,
+        )
+        # Reconnect loops and in-band notices can repeat every few seconds for hours.
+        self.source_log_limiter = RateLimitedLog(_REPEATED_SOURCE_LOG_INTERVAL_S)
         # --- sink requests and health (the SinkEvents section below) ---
         self.put_requests = Counter(
             "tweet_producer_put_requests", "Put requests (one per call), by result.", ["sink", "result"], registry=r
@@ -136,10 +158,14 @@ class Telemetry:
     # --- records -------------------------------------------------------------------------------
 
     def record_received(self, source: str) -> None:
-        child = self._received_by_source.get(source)
-        if child is None:
-            child = self._received_by_source[source] = self.received.labels(source=source)
-        child.inc()
+        children = self._received_by_source.get(source)
+        if children is None:
+            children = self._received_by_source[source] = (
+                self.received.labels(source=source),
+                self.source_last_event.labels(source=source),
+            )
+        children[0].inc()
+        children[1].set(time.time())
         with self.ledger.lock:
             self.ledger.received[source] += 1
 
@@ -264,4 +290,29 @@ class Telemetry:
             restart_in_s=round(restart_in_s, 2),
             position=position,
             skipped_input=skipped,
+        )
+
+    # --- live sources ---------------------------------------------------------------------------
+
+    def source_connection(self, source: str, connected: bool, detail: str) -> None:
+        self.source_connected.labels(source=source).set(1 if connected else 0)
+        log = self.log.info if connected else self.log.warning
+        log("source_connected" if connected else "source_disconnected", source=source, detail=detail)
+
+    def source_reconnecting(self, source: str, reason: str, delay_s: float, detail: str) -> None:
+        self.source_reconnects.labels(source=source, reason=reason).inc()
+        self.source_log_limiter.emit(
+            ("reconnect", source, reason),
+            self.log.warning,
+            "source_reconnecting",
+            source=source,
+            reason=reason,
+            delay_s=round(delay_s, 3),
+            detail=detail,
+        )
+
+    def source_protocol_message(self, source: str, kind: str, detail: str) -> None:
+        self.source_protocol_messages.labels(source=source, kind=kind).inc()
+        self.source_log_limiter.emit(
+            ("protocol", source, kind), self.log.warning, "source_protocol_message", source=source, kind=kind, detail=detail
         )

@@ -50,6 +50,26 @@ class SourceContext(Protocol):
         """Sleep up to `seconds`; returns True early, as soon as the daemon is stopping."""
         ...
 
+    # Live sources (network streams) also report their connection; file-like sources need none of these.
+
+    def connection(self, connected: bool, detail: str = "") -> None:
+        """The source (dis)connected from its server: `tweet_producer_source_connected` follows it, each change is logged.
+
+        `detail` names the server or the cause; it must never carry a secret (tokens, keys, signed URLs).
+        """
+        ...
+
+    def reconnecting(self, reason: str, delay_s: float, detail: str = "") -> None:
+        """The source will reconnect after `delay_s`: counted by `reason` (e.g. `stall`, `http_429`, `network`),
+        logged at most once per interval and reason. Wait with `wait(delay_s)` so a stop cuts it short."""
+        ...
+
+    def protocol_message(self, kind: str, detail: str) -> None:
+        """A protocol message that is not a record (an in-band error, an operational notice, an unknown event
+        kind): counted by `kind`, logged at most once per interval and kind. Payloads meant as records but
+        unreadable go to `reject` instead."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class SkippedInput:

@@ -18,3 +18,18 @@ def test_a_flood_of_dead_letters_is_counted_in_full_and_logged_once_per_reason()
     assert [(e["origin"], e["reason"]) for e in lines] == [("f:0", "invalid_json"), ("f:1001", "empty_line")]
     counted = telemetry.failed.labels(source="replay", sink="kinesis", reason="invalid_json")._value.get()
     assert counted == 1000 and telemetry.ledger.totals()["dead_lettered"] == 1001
+
+
+def test_live_source_events_set_the_connection_gauge_count_reconnects_and_stamp_the_last_event() -> None:
+    """connection() drives source_connected, reconnecting() counts by reason (logged once per interval), emit stamps time."""
+    telemetry = Telemetry("kinesis")
+    with capture_logs() as logs:
+        telemetry.source_connection("x", True, "api.x.com")
+        for _ in range(3):
+            telemetry.source_reconnecting("x", "stall", 0.25, "no data for 21 s")
+        telemetry.source_connection("x", False, "stall")
+        telemetry.record_received("x")
+    assert telemetry.source_connected.labels(source="x")._value.get() == 0
+    assert telemetry.source_reconnects.labels(source="x", reason="stall")._value.get() == 3
+    assert [e["event"] for e in logs] == ["source_connected", "source_reconnecting", "source_disconnected"]
+    assert telemetry.source_last_event.labels(source="x")._value.get() > 1.7e9
