@@ -1,22 +1,28 @@
-"""Source `file`: replays JSON-lines files (paths or globs), optionally rate-limited and looping.
+"""Source `file`: replays files of JSON lines, CSV or plain text (paths, globs, directories; gzip too),
+optionally rate-limited, paced by a timestamp field, looping, or following growing files like `tail -F`.
 
-Each line must be one JSON value in UTF-8; a UTF-8 byte-order mark at the start of a file is dropped. A line
-that is not (bad UTF-8, bad JSON, empty, longer than `max_line_bytes`, ... see sources/parsing.py for every
-reason) is rejected with its file and line number and the replay goes on.
+Every input that cannot become a record (bad UTF-8, bad JSON, a CSV row that does not fit its header, an
+over-long line, a damaged gzip stream, ... see sources/file_formats.py and sources/parsing.py) is rejected
+with its file and line number and the replay goes on. A UTF-8 byte-order mark at the start of a file is
+dropped. Positions are byte offsets per file identity (device, inode): `position()` names the next input,
+`positions()` every file's progress (for checkpoints), `skip` seeks past one input.
 """
 
 from __future__ import annotations
 
 import glob
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal, NamedTuple
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sources.base import SkippedInput, Source, SourceConfig, SourceContext, register_source
-from sources.parsing import Rejection, parse_json_record, strip_bom
+from sources.file_formats import CsvDecoder, Decoded, decode_jsonl, decode_text
+from sources.file_pace import Pacer
+from sources.file_read import GZIP_ERRORS, Identity, LineReader, OpenFile, RawInput, line_number_at, read_csv_record
+from sources.parsing import Rejection, safe_detail
 
 # Far above any real tweet (X v2 lines with expansions are a few KiB) and Kinesis's 1 MiB default record
 # limit, yet bounded so one corrupt file without newlines cannot exhaust memory.
@@ -26,15 +32,49 @@ MAX_LINE_BYTES_LIMIT = 10 * 1024 * 1024
 _RATE_WAIT_SLICE_S = 0.5
 # When looping over files that all turned out empty or missing, pause before trying again.
 _EMPTY_LOOP_PAUSE_S = 1.0
+# Following: how often files are checked for new lines, rotation, truncation and new matches. Short
+# enough to feel live, long enough that idle polling costs nothing measurable.
+DEFAULT_POLL_INTERVAL_S = 0.25
+MIN_POLL_INTERVAL_S = 0.01
+MAX_POLL_INTERVAL_S = 10.0
+REASON_GZIP_TRUNCATED = "gzip_truncated"
+REASON_GZIP_CORRUPT = "gzip_corrupt"
+# protocol_message kinds (counted by kind): not records, but worth seeing.
+KIND_UNPACED = "unpaced_record"
+
+
+class PaceConfig(BaseModel):
+    """Replay at the original pace, read from a timestamp field of each record."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str | None = Field(
+        default=None, description="Dotted path of the timestamp (e.g. data.created_at); unset = no pacing."
+    )
+    speed: float = Field(default=1.0, gt=0, description="Speed factor: 10 = ten times faster than the original.")
 
 
 class FileSourceConfig(SourceConfig):
-    """Replay JSON-lines files."""
+    """Replay (or follow) JSON-lines, CSV or text files."""
 
     type: Literal["file"] = "file"
-    paths: list[str] = Field(min_length=1, description="Files or glob patterns, read in the order given.")
+    paths: list[str] = Field(
+        min_length=1, description="Files, glob patterns or directories (their visible files, sorted), in order."
+    )
+    format: Literal["jsonl", "csv", "text"] = Field(default="jsonl", description="How each file is read.")
+    csv_delimiter: str = Field(default=",", description="CSV field separator (one character).")
+    csv_infer_numbers: bool = Field(default=False, description="CSV fields that are JSON numbers become numbers.")
+    text_field: str = Field(default="text", description="Key of the line in records of format text.")
     rate: float = Field(default=0, ge=0, description="Records per second at most; 0 = as fast as possible.")
+    pace: PaceConfig = Field(default_factory=PaceConfig, description="Replay at the pace of a timestamp field.")
     loop: bool = Field(default=False, description="Start over from the first file after the last one.")
+    follow: bool = Field(default=False, description="Keep reading files as they grow, like tail -F.")
+    poll_interval: float = Field(
+        default=DEFAULT_POLL_INTERVAL_S,
+        ge=MIN_POLL_INTERVAL_S,
+        le=MAX_POLL_INTERVAL_S,
+        description="Following: seconds between checks for new lines, rotated files and new matches.",
+    )
     max_line_bytes: int = Field(
         default=DEFAULT_MAX_LINE_BYTES, gt=0, le=MAX_LINE_BYTES_LIMIT, description="Longer lines are rejected."
     )
@@ -45,6 +85,36 @@ class FileSourceConfig(SourceConfig):
         if any(not p.strip() for p in value):
             raise ValueError("paths must not be empty strings")
         return value
+
+    @field_validator("csv_delimiter")
+    @classmethod
+    def _one_delimiter(cls, value: str) -> str:
+        if len(value) != 1 or value in "\"\r\n":
+            raise ValueError("csv_delimiter must be one character other than a quote or a line break")
+        return value
+
+    @field_validator("text_field")
+    @classmethod
+    def _free_text_field(cls, value: str) -> str:
+        if not value or value in ("file", "line"):
+            raise ValueError("text_field must be a non-empty key other than file and line (those are set too)")
+        return value
+
+    @model_validator(mode="after")
+    def _follow_or_loop(self) -> FileSourceConfig:
+        if self.follow and self.loop:
+            raise ValueError("follow and loop exclude each other (a followed file never ends)")
+        return self
+
+
+class FilePosition(NamedTuple):
+    """How far one file was handed over: the next input starts at byte `offset`, on line `line`."""
+
+    path: str
+    device: int
+    inode: int
+    offset: int
+    line: int
 
 
 class _RateLimiter:
@@ -67,6 +137,29 @@ class _RateLimiter:
         return True
 
 
+class Cursor:
+    """One open file being read: its stream, line reader and (CSV) header."""
+
+    def __init__(self, opened: OpenFile, reader: LineReader, csv: CsvDecoder | None) -> None:
+        self.opened = opened
+        self.reader = reader
+        self.csv = csv
+        self.broken = False  # its gzip stream is damaged: nothing more to read
+
+    @property
+    def path(self) -> Path:
+        return self.opened.path
+
+    def restart(self) -> None:
+        """The file was truncated in place: read it again from its start."""
+        self.reader.rewind(0, 1)
+        if self.csv is not None:
+            self.csv.reset()
+
+    def close(self) -> None:
+        self.opened.close()
+
+
 @register_source
 class FileSource(Source):
     config_model = FileSourceConfig
@@ -74,93 +167,187 @@ class FileSource(Source):
 
     def __init__(self, config: FileSourceConfig) -> None:
         super().__init__(config)
-        # Lines already handed over in the current pass, per file: a restart after a crash resumes after
-        # them instead of sending them twice. (Kept in memory only; durable checkpoints are the spool's job.)
-        self._position: dict[Path, int] = {}
-        # The file being read, for `position()`: None between passes, where no line is the next input.
-        self._reading: Path | None = None
+        # Progress per file identity: a restart after a crash resumes after what was handed over instead of
+        # sending it twice. (In memory; persisting `positions()` is the checkpoint's job.)
+        self._progress: dict[Identity, FilePosition] = {}
+        self._broken: set[Identity] = set()  # damaged gzip files already reported in this pass
+        # The file being read, for `position()`: None between passes, where no input is the next one.
+        self._reading: Identity | None = None
+        self.emitted = 0
+        self.unpaced = 0  # records sent at once under `pace` because they had no readable timestamp
 
     def run(self, ctx: SourceContext) -> None:
         limiter = _RateLimiter(self.config.rate)
+        pacer = Pacer(self.config.pace.field, self.config.pace.speed) if self.config.pace.field else None
+        if self.config.follow:
+            from sources.file_follow import follow
+
+            follow(self, ctx, limiter, pacer)
+            return
         while not ctx.stopping:
-            emitted_any = False
-            for path in self._expand():
-                self._reading = path
-                for line_number, data, event, origin in self._records(path, ctx):
-                    if not limiter.wait(ctx) or not ctx.emit(data, event, origin):
+            emitted_before = self.emitted
+            for path in self.expand():
+                cursor = self.open(path)
+                try:
+                    if self.drain(cursor, ctx, True, limiter, pacer) is None:
                         return
-                    self._position[path] = line_number
-                    emitted_any = True
+                finally:
+                    cursor.close()
             self._reading = None
             if not self.config.loop:
                 return
-            self._position.clear()
-            if not emitted_any and ctx.wait(_EMPTY_LOOP_PAUSE_S):
+            self._progress.clear()
+            self._broken.clear()
+            if pacer is not None:
+                pacer.restart()
+            if self.emitted == emitted_before and ctx.wait(_EMPTY_LOOP_PAUSE_S):
                 return
 
-    def position(self) -> tuple[str, int] | None:
-        """(file, line number) of the next line `run` would read; None outside a file."""
-        path = self._reading
-        if path is None:
+    def position(self) -> tuple[str, int, int, int] | None:
+        """(file, device, inode, byte offset) of the next input `run` would read; None outside a file."""
+        known = self._progress.get(self._reading) if self._reading is not None else None
+        if known is None:
             return None
-        return str(path), self._position.get(path, 0) + 1
+        return known.path, known.device, known.inode, known.offset
+
+    def positions(self) -> dict[Identity, FilePosition]:
+        """Every file read in this pass (or followed), by (device, inode): how far it was handed over."""
+        return dict(self._progress)
 
     def skip(self, position: Hashable) -> SkippedInput | None:
-        """Read line `position` of its file raw (as `_records` splits lines) and resume after it."""
-        if not isinstance(position, tuple) or len(position) != 2:
+        """Read the input at `position` raw (as `run` splits inputs) and resume after it."""
+        if not isinstance(position, tuple) or len(position) != 4:
             return None
-        name, wanted = position
-        if not isinstance(name, str) or not isinstance(wanted, int):
+        name, device, inode, offset = position
+        if not isinstance(name, str) or not all(isinstance(n, int) for n in (device, inode, offset)):
             return None
-        path = Path(name)
         try:
-            with path.open("rb") as handle:
-                for line_number, (line, _too_long) in enumerate(_lines(handle, self.config.max_line_bytes), 1):
-                    if line_number == wanted:
-                        self._position[path] = wanted
-                        return SkippedInput(line, f"{path}:{wanted}")
+            opened = OpenFile(Path(name))
+            try:
+                if opened.identity != (device, inode):
+                    return None  # another file is at that path now
+                known = self._progress.get(opened.identity)
+                line = known.line if known is not None and known.offset == offset else line_number_at(opened.stream, offset)
+                reader = LineReader(opened.stream, self.config.max_line_bytes, offset, line)
+                raw = self._next_raw(reader, self.config.format == "csv", final=True)
+            finally:
+                opened.close()
         except OSError:
             return None
-        return None
+        except GZIP_ERRORS:
+            return None
+        if raw is None:
+            return None
+        self._progress[(device, inode)] = FilePosition(name, device, inode, raw.end, reader.line)
+        return SkippedInput(raw.data, f"{name}:{raw.line}")
 
-    def _expand(self) -> Iterator[Path]:
+    def expand(self, follow: bool = False) -> list[Path]:
+        """The files to read, in order, each once; following, a pattern may match nothing yet."""
+        found: dict[Path, None] = {}
         for pattern in self.config.paths:
             matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-            if not matches:
+            files: list[Path] = []
+            for match in map(Path, matches):
+                if match.is_dir():  # its visible files, not recursive: a directory of inputs, not a tree
+                    files += sorted(p for p in match.iterdir() if not p.name.startswith(".") and p.is_file())
+                else:
+                    files.append(match)
+            if not files and not follow:
                 raise FileNotFoundError(f"no file matches {pattern!r}")
-            for match in matches:
-                yield Path(match)
+            found.update(dict.fromkeys(files))
+        return list(found)
 
-    def _records(self, path: Path, ctx: SourceContext) -> Iterator[tuple[int, bytes, object, str]]:
+    def open(self, path: Path) -> Cursor:
+        """Opens `path`, resuming where its identity's progress says."""
+        opened = OpenFile(path)
+        try:
+            limit = self.config.max_line_bytes
+            known = self._progress.get(opened.identity)
+            offset, line = (known.offset, known.line) if known is not None else (0, 1)
+            csv = None
+            if self.config.format == "csv":
+                csv = CsvDecoder(self.config.csv_delimiter, self.config.csv_infer_numbers, limit)
+                if offset:  # resuming after the header: read it again (it was reported the first time)
+                    opened.stream.seek(0)
+                    header = read_csv_record(LineReader(opened.stream, limit), final=True)
+                    if header is not None:
+                        csv.take_header(header)
+            reader = LineReader(opened.stream, limit, offset, line)
+        except BaseException:
+            opened.close()
+            raise
+        self._progress[opened.identity] = FilePosition(str(path), *opened.identity, offset, line)
+        return Cursor(opened, reader, csv)
+
+    def forget(self, cursor: Cursor) -> None:
+        """A followed file was rotated away and drained: its position means nothing any more."""
+        self._progress.pop(cursor.opened.identity, None)
+        if self._reading == cursor.opened.identity:
+            self._reading = None
+
+    def restart_progress(self, cursor: Cursor) -> None:
+        """A followed file was truncated in place: its progress starts over."""
+        self._progress[cursor.opened.identity] = FilePosition(str(cursor.path), *cursor.opened.identity, 0, 1)
+
+    def drain(self, cursor: Cursor, ctx: SourceContext, final: bool, limiter: _RateLimiter, pacer: Pacer | None) -> int | None:
+        """Hands over every input `cursor` has now; their count, or None when the daemon is stopping."""
+        key = cursor.opened.identity
+        if cursor.broken or key in self._broken:
+            return 0
+        self._reading = key
+        count = 0
+        while True:
+            try:
+                raw = self._next_raw(cursor.reader, cursor.csv is not None, final or cursor.opened.compressed)
+            except GZIP_ERRORS as exc:
+                self._report_gzip(cursor, ctx, exc)
+                return count
+            if raw is None:
+                return count
+            if not self._hand_over(cursor, raw, ctx, limiter, pacer):
+                return None
+            count += 1
+
+    def _next_raw(self, reader: LineReader, csv: bool, final: bool) -> RawInput | None:
+        return read_csv_record(reader, final) if csv else reader.read(final)
+
+    def _hand_over(self, cursor: Cursor, raw: RawInput, ctx: SourceContext, limiter: _RateLimiter, pacer: Pacer | None) -> bool:
+        origin = f"{cursor.path}:{raw.line}"
+        decoded: Decoded | None
+        if cursor.csv is not None and not cursor.csv.has_header:
+            decoded = cursor.csv.take_header(raw)
+        else:
+            decoded = self._decode(cursor, raw)
+        if isinstance(decoded, Rejection):
+            ctx.reject(raw.data, origin, decoded.reason, decoded.detail)
+        elif decoded is not None:
+            data, event = decoded
+            if pacer is not None:
+                delay = pacer.delay(event)
+                if delay is None:
+                    self.unpaced += 1
+                    ctx.protocol_message(KIND_UNPACED, f"{origin}: no readable timestamp at {self.config.pace.field}")
+                elif delay > 0 and ctx.wait(delay):
+                    return False
+            if not limiter.wait(ctx) or not ctx.emit(data, event, origin):
+                return False
+            self.emitted += 1
+        key = cursor.opened.identity
+        self._progress[key] = FilePosition(str(cursor.path), *key, raw.end, cursor.reader.line)
+        return True
+
+    def _decode(self, cursor: Cursor, raw: RawInput) -> Decoded:
         limit = self.config.max_line_bytes
-        resume_after = self._position.get(path, 0)
-        with path.open("rb") as handle:
-            for line_number, (line, too_long) in enumerate(_lines(handle, limit), 1):
-                if line_number <= resume_after:
-                    continue
-                origin = f"{path}:{line_number}"
-                if line_number == 1:  # editors on Windows start UTF-8 files with a byte-order mark
-                    line = strip_bom(line)
-                parsed = parse_json_record(line, limit, truncated=too_long)
-                if isinstance(parsed, Rejection):
-                    ctx.reject(line, origin, parsed.reason, parsed.detail)
-                    self._position[path] = line_number
-                    continue
-                yield line_number, line, parsed, origin
+        if cursor.csv is not None:
+            return cursor.csv.decode(raw)
+        if self.config.format == "text":
+            return decode_text(raw, limit, self.config.text_field, str(cursor.path))
+        return decode_jsonl(raw, limit)
 
-
-def _lines(handle: BinaryIO, limit: int) -> Iterator[tuple[bytes, bool]]:
-    """Each line without its ending (of an over-long line only its first bytes), and whether it exceeds `limit`.
-
-    Reads at most `limit` + 2 bytes at a time, so a line of exactly `limit` bytes fits with an LF or a CRLF
-    ending, and an endless line costs bounded memory.
-    """
-    while raw := handle.readline(limit + 2):
-        ended = raw.endswith(b"\n")
-        line = raw.rstrip(b"\r\n") if ended else raw
-        too_long = len(line) > limit
-        if too_long and not ended:
-            # Keep the first bytes for the dead letter; skip the rest of the over-long line.
-            while (rest := handle.readline(limit + 2)) and not rest.endswith(b"\n"):
-                pass
-        yield (line[: limit + 1] if too_long else line), too_long
+    def _report_gzip(self, cursor: Cursor, ctx: SourceContext, exc: BaseException) -> None:
+        """A damaged gzip file: reported once (dead letter naming the file), the lines before it were sent."""
+        cursor.broken = True
+        self._broken.add(cursor.opened.identity)
+        reason = REASON_GZIP_TRUNCATED if isinstance(exc, EOFError) else REASON_GZIP_CORRUPT
+        detail = safe_detail(f"{cursor.path}: after byte {cursor.reader.offset} of its content: {type(exc).__name__}: {exc}")
+        ctx.reject(b"", f"{cursor.path}:{cursor.reader.line}", reason, detail)

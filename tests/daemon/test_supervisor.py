@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sources.file
+import sources.file_formats
 from daemon.buffer import RecordBuffer
 from daemon.deadletter import DeadLetterFile
 from daemon.pipeline import FatalStop, SinkWorker, SourceContext
@@ -194,14 +194,14 @@ def test_a_file_line_whose_parse_raises_is_dead_lettered_and_the_file_goes_on(
     lines = [json.dumps({"data": {"id": str(n)}}) for n in range(8)]
     lines[5] = '{"data": {"id": "explodes"}}'
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    real_parse = sources.file.parse_json_record
+    real_parse = sources.file_formats.parse_json_record
 
     def parse(line: bytes, *args: Any, **kwargs: Any) -> Any:
         if b"explodes" in line:
             raise RecursionError("parser bug")
         return real_parse(line, *args, **kwargs)
 
-    monkeypatch.setattr(sources.file, "parse_json_record", parse)
+    monkeypatch.setattr(sources.file_formats, "parse_json_record", parse)
     rig = Rig(tmp_path)
     source = FileSource(FileSourceConfig(paths=[str(path)]))
     rig.deliver((source, "replay"))
@@ -252,20 +252,21 @@ def test_a_supervisor_that_fails_itself_is_fatal(tmp_path: Path) -> None:
 
 
 class _Recorder:
-    """A SourceContext that records what a source hands over, in order, as (data, origin)."""
+    """A SourceContext that records what a source hands over, in order, as (data, origin, the source's position then)."""
 
     name = "rec"
     stopping = False
 
-    def __init__(self) -> None:
-        self.handed: list[tuple[bytes, str]] = []
+    def __init__(self, source: FileSource) -> None:
+        self.source = source
+        self.handed: list[tuple[bytes, str, Hashable | None]] = []
 
     def emit(self, data: bytes, event: Any, origin: str) -> bool:
-        self.handed.append((data, origin))
+        self.handed.append((data, origin, self.source.position()))
         return True
 
     def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
-        self.handed.append((data, origin))
+        self.handed.append((data, origin, self.source.position()))
 
     def wait(self, seconds: float) -> bool:
         return False
@@ -279,17 +280,23 @@ _LINE_PARTS = st.sampled_from([b'{"a": 1}', b"[1, 2]", b"", b"\r", b"x" * 40, b"
 def test_skip_returns_exactly_the_line_the_reader_would_hand_over(
     tmp_path: Path, lines: list[bytes], trailing_newline: bool
 ) -> None:
-    """For any file bytes (over-long, CRLF, undecodable or empty lines, no final newline), skip(file, N) returns the raw
-    bytes and origin the reader hands over for line N, reports the same next position, and None past the end."""
+    """For any file bytes (over-long, CRLF, undecodable or empty lines, no final newline), skip(position) returns the raw
+    bytes and origin the reader hands over at that (file, device, inode, byte offset), moves the position on to the next
+    input's (the file's end after the last), and returns None at the end of the file."""
     path = tmp_path / "any.jsonl"
     path.write_bytes(b"\n".join(lines) + (b"\n" if trailing_newline and lines else b""))
+    stat = path.stat()
     config = FileSourceConfig(paths=[str(path)], max_line_bytes=32)
-    recorder = _Recorder()
-    FileSource(config).run(recorder)  # type: ignore[arg-type]
-    for number, (data, origin) in enumerate(recorder.handed, start=1):
+    reader = FileSource(config)
+    recorder = _Recorder(reader)
+    reader.run(recorder)  # type: ignore[arg-type]
+    end = (str(path), stat.st_dev, stat.st_ino, stat.st_size)
+    tokens = [token for _, _, token in recorder.handed] + [end]
+    for (data, origin, token), following in zip(recorder.handed, tokens[1:], strict=True):
         source = FileSource(config)
-        skipped = source.skip((str(path), number))
+        skipped = source.skip(token)  # type: ignore[arg-type]
         assert skipped == SkippedInput(data, origin)
-        source._reading = path  # as while reading it
-        assert source.position() == (str(path), number + 1)
-    assert FileSource(config).skip((str(path), len(recorder.handed) + 1)) is None
+        source._reading = (stat.st_dev, stat.st_ino)  # as while reading it
+        assert source.position() == following
+    assert reader.positions()[(stat.st_dev, stat.st_ino)][:4] == end
+    assert FileSource(config).skip(end) is None

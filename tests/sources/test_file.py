@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ class RecordingContext:
     stop: threading.Event = field(default_factory=threading.Event)
     crash_on_emit: int | None = None  # raise once when this many records were emitted
     stop_after: int | None = None
+    messages: list[tuple[str, str]] = field(default_factory=list)  # protocol_message(kind, detail)
+    emitted_at: list[float] = field(default_factory=list)  # time.monotonic() of each emit
+    waits: int = 0  # calls of wait(): a follower's polls
 
     @property
     def stopping(self) -> bool:
@@ -36,6 +40,7 @@ class RecordingContext:
         if self.stop.is_set():
             return False
         self.emitted.append((data, event, origin))
+        self.emitted_at.append(time.monotonic())
         if self.stop_after is not None and len(self.emitted) >= self.stop_after:
             self.stop.set()
         return True
@@ -44,7 +49,11 @@ class RecordingContext:
         self.rejected.append((data, origin, reason, detail))
 
     def wait(self, seconds: float) -> bool:
+        self.waits += 1
         return self.stop.wait(seconds)
+
+    def protocol_message(self, kind: str, detail: str) -> None:
+        self.messages.append((kind, detail))
 
 
 def tweet(n: int) -> bytes:

@@ -1,0 +1,93 @@
+"""Follow mode of the file source: `tail -F` over paths, globs and directories.
+
+Each poll reads every complete new line of every followed file (a last line without its newline waits for
+it), then compares the file at the path with the one open, by identity (device, inode) and size, never by
+name:
+
+- another identity at the path (rotation by rename, or delete and recreate): the old file is drained to its
+  end, its last line included, then the new one is read from its start;
+- nothing at the path (deleted, or renamed with no successor yet): the open file is still read and the path
+  waited for;
+- the same file, now shorter than what was read (truncated in place, copytruncate): read again from its start.
+
+Patterns are expanded again at each poll, so new files matching a glob or appearing in a directory are
+followed from their start. Compressed files are read once, to their end (a gzip file is complete when it
+appears). Every wait is `ctx.wait(poll_interval)`, so a stop is noticed within one interval.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sources.base import SourceContext
+from sources.file_pace import Pacer
+from sources.file_read import identity
+
+if TYPE_CHECKING:
+    from sources.file import Cursor, FileSource, _RateLimiter
+
+KIND_ROTATED = "file_rotated"
+KIND_TRUNCATED = "file_truncated"
+
+
+class _Tail:
+    """One followed path and the file open for it (None while the path has no file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cursor: Cursor | None = None
+
+
+def follow(source: FileSource, ctx: SourceContext, limiter: _RateLimiter, pacer: Pacer | None) -> None:
+    tails: dict[Path, _Tail] = {}
+    try:
+        while not ctx.stopping:
+            for path in source.expand(follow=True):
+                tails.setdefault(path, _Tail(path))
+            busy = False
+            for tail in list(tails.values()):
+                result = _poll(source, tail, ctx, limiter, pacer)
+                if result is None:
+                    return
+                busy = busy or result
+            if not busy and ctx.wait(source.config.poll_interval):
+                return
+    finally:
+        for tail in tails.values():
+            if tail.cursor is not None:
+                tail.cursor.close()
+
+
+def _poll(source: FileSource, tail: _Tail, ctx: SourceContext, limiter: _RateLimiter, pacer: Pacer | None) -> bool | None:
+    """Reads what is new at `tail`; whether anything happened, or None when the daemon is stopping."""
+    if tail.cursor is None:
+        try:
+            tail.cursor = source.open(tail.path)
+        except FileNotFoundError:
+            return False  # not there (yet, or again): waited for
+    cursor = tail.cursor
+    count = source.drain(cursor, ctx, False, limiter, pacer)
+    if count is None:
+        return None
+    try:
+        now = os.stat(tail.path)
+    except FileNotFoundError:
+        return count > 0  # gone from the path: keep what is open, wait for a successor
+    if identity(now) != cursor.opened.identity:
+        # Rotated: whatever the old file still holds comes first, its unterminated last line too (nobody
+        # writes to it any more); then the new file from its start.
+        if source.drain(cursor, ctx, True, limiter, pacer) is None:
+            return None
+        ctx.protocol_message(KIND_ROTATED, f"{tail.path}: a new file took its place")
+        cursor.close()
+        source.forget(cursor)
+        tail.cursor = None
+        return True
+    if not cursor.opened.compressed and now.st_size < cursor.reader.offset:
+        ctx.protocol_message(KIND_TRUNCATED, f"{tail.path}: shrank to {now.st_size} bytes, read again from its start")
+        cursor.restart()
+        source.restart_progress(cursor)
+        return True
+    return count > 0

@@ -1,0 +1,171 @@
+"""Reading a file source's inputs: plain or gzip files, lines with their byte offsets, CSV records over lines.
+
+Offsets count bytes of the file's content (for a `.gz` file: of the decompressed stream), so a position
+`(path, device, inode, offset)` names the start of one input exactly and `seek` resumes there.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from sources.parsing import UTF8_BOM
+
+GZIP_MAGIC = b"\x1f\x8b"
+# What a damaged gzip stream raises while being read: cut short (EOFError), bad header or CRC
+# (BadGzipFile), bad deflate data (zlib.error).
+GZIP_ERRORS: tuple[type[BaseException], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
+_COUNT_CHUNK_BYTES = 1024 * 1024
+_QUOTE = b'"'
+
+Identity = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RawInput:
+    """One input as read, before any parsing: where it starts and ends, its first line number, its bytes."""
+
+    offset: int
+    end: int
+    line: int
+    data: bytes  # without its line ending (and without a byte-order mark at the start of the file)
+    too_long: bool  # longer than the limit: `data` holds only its first limit + 1 bytes
+
+
+def identity(stat: os.stat_result) -> Identity:
+    return stat.st_dev, stat.st_ino
+
+
+def is_gzip(path: Path, handle: BinaryIO) -> bool:
+    """By extension, or by the magic bytes (a rotated `app.log.1` compressed later keeps its name)."""
+    if path.suffix == ".gz":
+        return True
+    start = handle.read(len(GZIP_MAGIC))
+    handle.seek(0)
+    return start == GZIP_MAGIC
+
+
+class OpenFile:
+    """A file opened for reading: its identity (of the file on disk) and a stream of its content."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.raw: BinaryIO = path.open("rb")
+        try:
+            self.identity = identity(os.fstat(self.raw.fileno()))
+            self.compressed = is_gzip(path, self.raw)
+            self.stream: BinaryIO = (
+                gzip.GzipFile(fileobj=self.raw, mode="rb") if self.compressed else self.raw  # type: ignore[assignment]
+            )
+        except BaseException:
+            self.raw.close()
+            raise
+
+    def size(self) -> int:
+        """Bytes on disk now (compressed size for gzip): a follower compares it with its offset."""
+        return os.fstat(self.raw.fileno()).st_size
+
+    def close(self) -> None:
+        try:
+            if self.compressed:
+                self.stream.close()
+        finally:
+            self.raw.close()
+
+
+class LineReader:
+    """Lines of a stream with their offsets and numbers, at most `limit` + 2 bytes read at a time.
+
+    `final=False` (following a growing file): a last line without its newline is not handed over; the reader
+    steps back to its start and returns None, to read it whole once its newline arrived.
+    """
+
+    def __init__(self, stream: BinaryIO, limit: int, offset: int = 0, line: int = 1) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.offset = offset
+        self.line = line
+        # Inside an over-long line already handed over whose newline has not arrived yet (following).
+        self._discarding = False
+        if offset:
+            stream.seek(offset)
+
+    def rewind(self, offset: int, line: int) -> None:
+        self.stream.seek(offset)
+        self.offset, self.line, self._discarding = offset, line, False
+
+    def read(self, final: bool) -> RawInput | None:
+        chunk = self.limit + 2
+        while True:
+            start = self.offset
+            raw = self.stream.readline(chunk)
+            if not raw:
+                return None
+            ended = raw.endswith(b"\n")
+            if self._discarding:
+                self.offset += len(raw)
+                self._discarding = not ended
+                continue
+            if not ended and len(raw) < chunk and not final:
+                self.stream.seek(start)  # a partial last line: wait for the rest
+                return None
+            self.offset += len(raw)
+            line = raw.rstrip(b"\r\n") if ended else raw
+            if start == 0 and line.startswith(UTF8_BOM):  # editors on Windows start UTF-8 files with one
+                line = line[len(UTF8_BOM) :]
+            too_long = len(line) > self.limit
+            if too_long and not ended:
+                # Keep the first bytes for the dead letter; skip the rest of the over-long line.
+                while rest := self.stream.readline(chunk):
+                    self.offset += len(rest)
+                    if rest.endswith(b"\n"):
+                        break
+                else:
+                    self._discarding = not final
+            number = self.line
+            self.line += 1
+            return RawInput(start, self.offset, number, line[: self.limit + 1] if too_long else line, too_long)
+
+
+def read_csv_record(reader: LineReader, final: bool) -> RawInput | None:
+    """One CSV record: a line, joined with the next ones while its `"` count is odd (RFC 4180 quoting lets
+    a quoted field hold newlines). Bounded by the reader's limit: a longer record is handed over as too long."""
+    first = reader.read(final)
+    if first is None or first.too_long or first.data.count(_QUOTE) % 2 == 0:
+        return first
+    parts = [first.data]
+    size = len(first.data)
+    quotes = first.data.count(_QUOTE)
+    while quotes % 2:
+        more = reader.read(final)
+        if more is None:
+            if not final:
+                reader.rewind(first.offset, first.line)
+                return None
+            break  # an unterminated quote at the end of the file: the parser rejects it
+        if more.too_long or size + 1 + len(more.data) > reader.limit:
+            joined = b"\n".join([*parts, more.data])
+            return RawInput(first.offset, more.end, first.line, joined[: reader.limit + 1], True)
+        parts.append(more.data)
+        size += 1 + len(more.data)
+        quotes += more.data.count(_QUOTE)
+    return RawInput(first.offset, reader.offset, first.line, b"\n".join(parts), False)
+
+
+def line_number_at(stream: BinaryIO, offset: int) -> int:
+    """The number of the line starting at `offset` (1 + the newlines before it); leaves the stream at `offset`."""
+    stream.seek(0)
+    newlines = 0
+    left = offset
+    while left > 0:
+        chunk = stream.read(min(left, _COUNT_CHUNK_BYTES))
+        if not chunk:
+            break
+        newlines += chunk.count(b"\n")
+        left -= len(chunk)
+    stream.seek(offset)
+    return newlines + 1
