@@ -279,11 +279,12 @@ class FileSource(Source):
         self._progress[opened.identity] = FilePosition(str(path), *opened.identity, offset, line)
         return Cursor(opened, reader, csv)
 
-    def forget(self, cursor: Cursor) -> None:
-        """A followed file was rotated away and drained: its position means nothing any more."""
-        self._progress.pop(cursor.opened.identity, None)
-        if self._reading == cursor.opened.identity:
-            self._reading = None
+    def keep_progress(self, identities: set[Identity]) -> None:
+        """Following: forget the progress of files no followed path shows any more (rotated away, deleted)."""
+        for key in [key for key in self._progress if key not in identities]:
+            del self._progress[key]
+            if self._reading == key:
+                self._reading = None
 
     def restart_progress(self, cursor: Cursor) -> None:
         """A followed file was truncated in place: its progress starts over."""

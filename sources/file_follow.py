@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from sources.base import SourceContext
 from sources.file_pace import Pacer
-from sources.file_read import identity
+from sources.file_read import Identity, identity
 
 if TYPE_CHECKING:
     from sources.file import Cursor, FileSource, _RateLimiter
@@ -38,6 +38,11 @@ class _Tail:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.cursor: Cursor | None = None
+        self.present: Identity | None = None  # the file at the path at the last poll
+
+
+def _open_identities(tails: dict[Path, _Tail]) -> set[Identity]:
+    return {tail.cursor.opened.identity for tail in tails.values() if tail.cursor is not None}
 
 
 def follow(source: FileSource, ctx: SourceContext, limiter: _RateLimiter, pacer: Pacer | None) -> None:
@@ -48,10 +53,14 @@ def follow(source: FileSource, ctx: SourceContext, limiter: _RateLimiter, pacer:
                 tails.setdefault(path, _Tail(path))
             busy = False
             for tail in list(tails.values()):
-                result = _poll(source, tail, ctx, limiter, pacer)
+                result = _poll(source, tail, ctx, limiter, pacer, tails)
                 if result is None:
                     return
                 busy = busy or result
+            # A rotated file keeps its progress while some followed path still shows it (renamed into a
+            # followed directory it resumes where it was, not from its start); otherwise it is forgotten.
+            keep = _open_identities(tails) | {tail.present for tail in tails.values() if tail.present is not None}
+            source.keep_progress(keep)
             if not busy and ctx.wait(source.config.poll_interval):
                 return
     finally:
@@ -60,13 +69,22 @@ def follow(source: FileSource, ctx: SourceContext, limiter: _RateLimiter, pacer:
                 tail.cursor.close()
 
 
-def _poll(source: FileSource, tail: _Tail, ctx: SourceContext, limiter: _RateLimiter, pacer: Pacer | None) -> bool | None:
+def _poll(
+    source: FileSource, tail: _Tail, ctx: SourceContext, limiter: _RateLimiter, pacer: Pacer | None, tails: dict[Path, _Tail]
+) -> bool | None:
     """Reads what is new at `tail`; whether anything happened, or None when the daemon is stopping."""
     if tail.cursor is None:
         try:
+            tail.present = identity(os.stat(tail.path))
+        except FileNotFoundError:
+            tail.present = None
+            return False  # not there (yet, or again): waited for
+        if tail.present in _open_identities(tails):
+            return False  # a rotated file another path still reads: it passes here once that one lets go
+        try:
             tail.cursor = source.open(tail.path)
         except FileNotFoundError:
-            return False  # not there (yet, or again): waited for
+            return False
     cursor = tail.cursor
     count = source.drain(cursor, ctx, False, limiter, pacer)
     if count is None:
@@ -74,7 +92,9 @@ def _poll(source: FileSource, tail: _Tail, ctx: SourceContext, limiter: _RateLim
     try:
         now = os.stat(tail.path)
     except FileNotFoundError:
+        tail.present = None
         return count > 0  # gone from the path: keep what is open, wait for a successor
+    tail.present = identity(now)
     if identity(now) != cursor.opened.identity:
         # Rotated: whatever the old file still holds comes first, its unterminated last line too (nobody
         # writes to it any more); then the new file from its start.
@@ -82,7 +102,6 @@ def _poll(source: FileSource, tail: _Tail, ctx: SourceContext, limiter: _RateLim
             return None
         ctx.protocol_message(KIND_ROTATED, f"{tail.path}: a new file took its place")
         cursor.close()
-        source.forget(cursor)
         tail.cursor = None
         return True
     if not cursor.opened.compressed and now.st_size < cursor.reader.offset:

@@ -202,3 +202,19 @@ def test_stop_while_following_returns_within_the_stop_timeout(tmp_path: Path) ->
     follower.wait_for_ids([1])
     assert follower.stop() < STOP_WITHIN_S
     assert follower.error is None
+
+
+def test_a_file_rotated_inside_a_followed_directory_is_not_read_twice(tmp_path: Path, followers: list[Follower]) -> None:
+    """`mv app.log app.log.1` inside a followed directory: app.log.1 is the same file (same inode) and resumes where
+    it was; only lines written after the rename come, once, then the new app.log."""
+    path = tmp_path / "app.log"
+    path.write_bytes(lines(1, 2))
+    follower = follow(followers, paths=[str(tmp_path)])
+    follower.wait_for_ids([1, 2])
+    os.rename(path, tmp_path / "app.log.1")
+    follower.wait_for_polls(3)
+    append(tmp_path / "app.log.1", lines(3))
+    path.write_bytes(lines(4))
+    poll_until(lambda: sorted(follower.ids()) == ["1", "2", "3", "4"] or len(follower.ids()) > 4, DEADLINE_S, "ids 1-4")
+    follower.wait_for_polls(3)
+    assert sorted(follower.ids()) == ["1", "2", "3", "4"]
