@@ -117,6 +117,19 @@ class FilePosition(NamedTuple):
     line: int
 
 
+class _Progress:
+    """A file's progress, updated in place per input (cheaper than a new tuple per line on the hot path)."""
+
+    __slots__ = ("at", "device", "inode", "path")
+
+    def __init__(self, path: str, device: int, inode: int, offset: int, line: int) -> None:
+        self.path, self.device, self.inode = path, device, inode
+        self.at = (offset, line)  # one attribute, so another thread never sees an offset with a stale line
+
+    def snapshot(self) -> FilePosition:
+        return FilePosition(self.path, self.device, self.inode, *self.at)
+
+
 class _RateLimiter:
     """Spaces records evenly at `rate` per second (no bursts after a pause: the schedule resets)."""
 
@@ -140,8 +153,10 @@ class _RateLimiter:
 class Cursor:
     """One open file being read: its stream, line reader and (CSV) header."""
 
-    def __init__(self, opened: OpenFile, reader: LineReader, csv: CsvDecoder | None) -> None:
+    def __init__(self, opened: OpenFile, reader: LineReader, csv: CsvDecoder | None, progress: _Progress) -> None:
         self.opened = opened
+        self.name = str(opened.path)
+        self.progress = progress
         self.reader = reader
         self.csv = csv
         self.broken = False  # its gzip stream is damaged: nothing more to read
@@ -169,7 +184,7 @@ class FileSource(Source):
         super().__init__(config)
         # Progress per file identity: a restart after a crash resumes after what was handed over instead of
         # sending it twice. (In memory; persisting `positions()` is the checkpoint's job.)
-        self._progress: dict[Identity, FilePosition] = {}
+        self._progress: dict[Identity, _Progress] = {}
         self._broken: set[Identity] = set()  # damaged gzip files already reported in this pass
         # The file being read, for `position()`: None between passes, where no input is the next one.
         self._reading: Identity | None = None
@@ -208,11 +223,11 @@ class FileSource(Source):
         known = self._progress.get(self._reading) if self._reading is not None else None
         if known is None:
             return None
-        return known.path, known.device, known.inode, known.offset
+        return known.path, known.device, known.inode, known.at[0]
 
     def positions(self) -> dict[Identity, FilePosition]:
         """Every file read in this pass (or followed), by (device, inode): how far it was handed over."""
-        return dict(self._progress)
+        return {key: progress.snapshot() for key, progress in self._progress.items()}
 
     def skip(self, position: Hashable) -> SkippedInput | None:
         """Read the input at `position` raw (as `run` splits inputs) and resume after it."""
@@ -227,7 +242,7 @@ class FileSource(Source):
                 if opened.identity != (device, inode):
                     return None  # another file is at that path now
                 known = self._progress.get(opened.identity)
-                line = known.line if known is not None and known.offset == offset else line_number_at(opened.stream, offset)
+                line = known.at[1] if known is not None and known.at[0] == offset else line_number_at(opened.stream, offset)
                 reader = LineReader(opened.stream, self.config.max_line_bytes, offset, line)
                 raw = self._next_raw(reader, self.config.format == "csv", final=True)
             finally:
@@ -238,7 +253,7 @@ class FileSource(Source):
             return None
         if raw is None:
             return None
-        self._progress[(device, inode)] = FilePosition(name, device, inode, raw.end, reader.line)
+        self._progress[(device, inode)] = _Progress(name, device, inode, raw.end, reader.line)
         return SkippedInput(raw.data, f"{name}:{raw.line}")
 
     def expand(self, follow: bool = False) -> list[Path]:
@@ -263,7 +278,7 @@ class FileSource(Source):
         try:
             limit = self.config.max_line_bytes
             known = self._progress.get(opened.identity)
-            offset, line = (known.offset, known.line) if known is not None else (0, 1)
+            offset, line = known.at if known is not None else (0, 1)
             csv = None
             if self.config.format == "csv":
                 csv = CsvDecoder(self.config.csv_delimiter, self.config.csv_infer_numbers, limit)
@@ -276,8 +291,8 @@ class FileSource(Source):
         except BaseException:
             opened.close()
             raise
-        self._progress[opened.identity] = FilePosition(str(path), *opened.identity, offset, line)
-        return Cursor(opened, reader, csv)
+        progress = self._progress[opened.identity] = _Progress(str(path), *opened.identity, offset, line)
+        return Cursor(opened, reader, csv, progress)
 
     def keep_progress(self, identities: set[Identity]) -> None:
         """Following: forget the progress of files no followed path shows any more (rotated away, deleted)."""
@@ -288,7 +303,8 @@ class FileSource(Source):
 
     def restart_progress(self, cursor: Cursor) -> None:
         """A followed file was truncated in place: its progress starts over."""
-        self._progress[cursor.opened.identity] = FilePosition(str(cursor.path), *cursor.opened.identity, 0, 1)
+        cursor.progress.at = (0, 1)
+        self._progress[cursor.opened.identity] = cursor.progress
 
     def drain(self, cursor: Cursor, ctx: SourceContext, final: bool, limiter: _RateLimiter, pacer: Pacer | None) -> int | None:
         """Hands over every input `cursor` has now; their count, or None when the daemon is stopping."""
@@ -313,7 +329,7 @@ class FileSource(Source):
         return read_csv_record(reader, final) if csv else reader.read(final)
 
     def _hand_over(self, cursor: Cursor, raw: RawInput, ctx: SourceContext, limiter: _RateLimiter, pacer: Pacer | None) -> bool:
-        origin = f"{cursor.path}:{raw.line}"
+        origin = f"{cursor.name}:{raw.line}"
         decoded: Decoded | None
         if cursor.csv is not None and not cursor.csv.has_header:
             decoded = cursor.csv.take_header(raw)
@@ -333,8 +349,7 @@ class FileSource(Source):
             if not limiter.wait(ctx) or not ctx.emit(data, event, origin):
                 return False
             self.emitted += 1
-        key = cursor.opened.identity
-        self._progress[key] = FilePosition(str(cursor.path), *key, raw.end, cursor.reader.line)
+        cursor.progress.at = (raw.end, cursor.reader.line)
         return True
 
     def _decode(self, cursor: Cursor, raw: RawInput) -> Decoded:
@@ -342,7 +357,7 @@ class FileSource(Source):
         if cursor.csv is not None:
             return cursor.csv.decode(raw)
         if self.config.format == "text":
-            return decode_text(raw, limit, self.config.text_field, str(cursor.path))
+            return decode_text(raw, limit, self.config.text_field, cursor.name)
         return decode_jsonl(raw, limit)
 
     def _report_gzip(self, cursor: Cursor, ctx: SourceContext, exc: BaseException) -> None:

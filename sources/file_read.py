@@ -9,9 +9,8 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from sources.parsing import UTF8_BOM
 
@@ -25,8 +24,7 @@ _QUOTE = b'"'
 Identity = tuple[int, int]
 
 
-@dataclass(frozen=True, slots=True)
-class RawInput:
+class RawInput(NamedTuple):
     """One input as read, before any parsing: where it starts and ends, its first line number, its bytes."""
 
     offset: int
