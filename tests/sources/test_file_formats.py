@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from sources.file import FileSource, FileSourceConfig
+from sources.file_formats import CsvDecoder
 from sources.file_pace import parse_timestamp
+from sources.file_read import RawInput
+from sources.parsing import Rejection
 from tests.sources.test_file import RecordingContext, tweet
 
 
@@ -108,6 +111,23 @@ def test_any_csv_bytes_end_as_rows_or_rejections(tmp_path: Path, body: bytes, in
     for data, event, _ in ctx.emitted:
         assert set(event) == {"a", "b"} and json.loads(data) == event
     assert all(reason for _, _, reason, _ in ctx.rejected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=st.binary(max_size=30), record=st.binary(max_size=60), too_long=st.booleans(), infer=st.booleans())
+def test_the_csv_decoder_turns_any_bytes_into_a_row_or_a_rejection(
+    header: bytes, record: bytes, too_long: bool, infer: bool
+) -> None:
+    """CsvDecoder, given any header and record bytes, returns a row (JSON bytes and their object) or a Rejection."""
+    decoder = CsvDecoder(",", infer, 40)
+    header_result = decoder.take_header(RawInput(0, len(header), 1, header, False))
+    assert header_result is None or isinstance(header_result, Rejection)
+    result = decoder.decode(RawInput(len(header), len(header) + len(record), 2, record, too_long))
+    if not isinstance(result, Rejection):
+        data, event = result
+        assert json.loads(data) == event and isinstance(event, dict)
+    elif header_result is not None:
+        assert result.reason == "csv_no_header"
 
 
 # --- text, gzip ------------------------------------------------------------------------------------------------------
