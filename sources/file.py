@@ -264,7 +264,12 @@ class FileSource(Source):
             files: list[Path] = []
             for match in map(Path, matches):
                 if match.is_dir():  # its visible files, not recursive: a directory of inputs, not a tree
-                    files += sorted(p for p in match.iterdir() if not p.name.startswith(".") and p.is_file())
+                    try:
+                        files += sorted(p for p in match.iterdir() if not p.name.startswith(".") and p.is_file())
+                    except FileNotFoundError:
+                        if not follow:
+                            raise
+                        # Following, a directory removed since the glob is like one that was never there.
                 else:
                     files.append(match)
             if not files and not follow:

@@ -83,8 +83,8 @@ def _poll(
             return False  # a rotated file another path still reads: it passes here once that one lets go
         try:
             tail.cursor = source.open(tail.path)
-        except FileNotFoundError:
-            return False
+        except (FileNotFoundError, IsADirectoryError):
+            return False  # gone again, or a followed directory that did not exist at the last expansion
     cursor = tail.cursor
     count = source.drain(cursor, ctx, False, limiter, pacer)
     if count is None:

@@ -218,3 +218,14 @@ def test_a_file_rotated_inside_a_followed_directory_is_not_read_twice(tmp_path: 
     poll_until(lambda: sorted(follower.ids()) == ["1", "2", "3", "4"] or len(follower.ids()) > 4, DEADLINE_S, "ids 1-4")
     follower.wait_for_polls(3)
     assert sorted(follower.ids()) == ["1", "2", "3", "4"]
+
+
+def test_a_followed_directory_that_appears_later_is_read(tmp_path: Path, followers: list[Follower]) -> None:
+    """Following a directory not created yet: no crash while it is missing, nor when it appears; its files are read."""
+    folder = tmp_path / "incoming"
+    follower = follow(followers, paths=[str(folder)])
+    follower.wait_for_polls(3)
+    folder.mkdir()
+    follower.wait_for_polls(3)
+    (folder / "a.jsonl").write_bytes(lines(1))
+    follower.wait_for_ids([1])
