@@ -213,6 +213,38 @@ def test_a_file_line_whose_parse_raises_is_dead_lettered_and_the_file_goes_on(
     assert rig.telemetry.ledger.totals() == {"received": 8, "sent": 7, "dead_lettered": 1, "unsent": 0, "lost": 0}
 
 
+def test_a_followed_file_line_whose_parse_raises_is_dead_lettered_and_following_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Following: the line the parser raises on ends as source_crash (by its byte offset), lines before and after it
+    (appended later too) are each sent once, and the follower stops when the daemon does."""
+    path = tmp_path / "live.jsonl"
+    path.write_text('{"data": {"id": "0"}}\n{"data": {"id": "explodes"}}\n{"data": {"id": "2"}}\n', encoding="utf-8")
+    real_parse = sources.file_formats.parse_json_record
+
+    def parse(line: bytes, *args: Any, **kwargs: Any) -> Any:
+        if b"explodes" in line:
+            raise RecursionError("parser bug")
+        return real_parse(line, *args, **kwargs)
+
+    monkeypatch.setattr(sources.file_formats, "parse_json_record", parse)
+    rig = Rig(tmp_path)
+    worker = SinkWorker(rig.sink, rig.buffer, rig.telemetry, rig.dead_letters, rig.fatal)
+    worker.start()
+    supervisor = rig.supervise(FileSource(FileSourceConfig(paths=[str(path)], follow=True, poll_interval=0.02)), "live")
+    supervisor.start()
+    poll_until(lambda: rig.sent_origins() == [f"{path}:1", f"{path}:3"], WAIT_S, "lines 1 and 3 sent")
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"data": {"id": "3"}}\n')
+    poll_until(lambda: rig.sent_origins() == [f"{path}:1", f"{path}:3", f"{path}:4"], WAIT_S, "the appended line sent")
+    rig.stopping.set()
+    assert supervisor.join(WAIT_S)
+    worker.finish(WAIT_S)
+    rig.dead_letters.close()
+    (dead,) = rig.dead()
+    assert (dead["origin"], dead["reason"], dead["data"]) == (f"{path}:2", REASON_SOURCE_CRASH, '{"data": {"id": "explodes"}}')
+
+
 def test_a_crash_without_a_position_is_only_retried_with_backoff(tmp_path: Path) -> None:
     """A source without positions is never skipped: nothing is dead-lettered, it restarts until it works."""
     rig = Rig(tmp_path)
