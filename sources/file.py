@@ -8,7 +8,6 @@ reason) is rejected with its file and line number and the replay goes on.
 from __future__ import annotations
 
 import glob
-import time
 from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -16,14 +15,13 @@ from typing import BinaryIO, Literal
 from pydantic import Field, field_validator
 
 from sources.base import SkippedInput, Source, SourceConfig, SourceContext, register_source
+from sources.pacing import RateLimiter as _RateLimiter
 from sources.parsing import Rejection, parse_json_record, strip_bom
 
 # Far above any real tweet (X v2 lines with expansions are a few KiB) and Kinesis's 1 MiB default record
 # limit, yet bounded so one corrupt file without newlines cannot exhaust memory.
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 MAX_LINE_BYTES_LIMIT = 10 * 1024 * 1024
-# How often the rate limiter re-checks the stop flag while waiting for its next slot.
-_RATE_WAIT_SLICE_S = 0.5
 # When looping over files that all turned out empty or missing, pause before trying again.
 _EMPTY_LOOP_PAUSE_S = 1.0
 
@@ -45,26 +43,6 @@ class FileSourceConfig(SourceConfig):
         if any(not p.strip() for p in value):
             raise ValueError("paths must not be empty strings")
         return value
-
-
-class _RateLimiter:
-    """Spaces records evenly at `rate` per second (no bursts after a pause: the schedule resets)."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.next_at = time.monotonic()
-
-    def wait(self, ctx: SourceContext) -> bool:
-        """Returns False when the daemon is stopping."""
-        if not self.interval:
-            return not ctx.stopping
-        now = time.monotonic()
-        while self.next_at > now:
-            if ctx.wait(min(self.next_at - now, _RATE_WAIT_SLICE_S)):
-                return False
-            now = time.monotonic()
-        self.next_at = max(self.next_at, now) + self.interval
-        return True
 
 
 @register_source
