@@ -186,8 +186,7 @@ class TweetKind:
         entities = ""
         if "entities" in data:
             tags = ",".join(
-                f'{{"start":{t["start"]},"end":{t["end"]},"tag":{json_string(t["tag"])}}}'
-                for t in data["entities"]["hashtags"]
+                f'{{"start":{t["start"]},"end":{t["end"]},"tag":{json_string(t["tag"])}}}' for t in data["entities"]["hashtags"]
             )
             entities = f',"entities":{{"hashtags":[{tags}]}}'
         return (
