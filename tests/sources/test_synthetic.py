@@ -252,3 +252,19 @@ def test_bad_config_is_refused(config: dict[str, Any]) -> None:
     """Unknown kinds and keys, negative or absurd numbers and unreadable times fail validation."""
     with pytest.raises(ValidationError):
         SyntheticSourceConfig(**config)
+
+
+def test_synthetic_tweets_have_the_sample_tweets_shape() -> None:
+    """Generated tweets (fast draws) keep the sample's qualities: many languages, unique 19-digit ids,
+    the author in includes, hashtags whose offsets point at the tag."""
+    tweets = [json.loads(d) for d in run(kind="tweets", seed=9, count=3000, start_time=START)]
+    assert len({t["data"]["lang"] for t in tweets}) >= 12
+    ids = [t["data"]["id"] for t in tweets]
+    assert len(set(ids)) == len(ids) and all(len(i) == 19 and i.isdigit() for i in ids)
+    for line in tweets:
+        tweet = line["data"]
+        assert line["includes"]["users"][0]["id"] == tweet["author_id"]
+        tags = tweet.get("entities", {}).get("hashtags", [])
+        assert len({t["tag"] for t in tags}) == len(tags)
+        for tag in tags:
+            assert tweet["text"][tag["start"] : tag["end"]] == "#" + tag["tag"]
