@@ -11,7 +11,6 @@ dropped. Positions are byte offsets per file identity (device, inode): `position
 from __future__ import annotations
 
 import glob
-import time
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -22,14 +21,13 @@ from sources.base import SkippedInput, Source, SourceConfig, SourceContext, regi
 from sources.file_formats import CsvDecoder, Decoded, decode_jsonl, decode_text
 from sources.file_pace import Pacer
 from sources.file_read import GZIP_ERRORS, Identity, LineReader, OpenFile, RawInput, line_number_at, read_csv_record
+from sources.pacing import RateLimiter, auto_burst
 from sources.parsing import Rejection, safe_detail
 
 # Far above any real tweet (X v2 lines with expansions are a few KiB) and Kinesis's 1 MiB default record
 # limit, yet bounded so one corrupt file without newlines cannot exhaust memory.
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 MAX_LINE_BYTES_LIMIT = 10 * 1024 * 1024
-# How often the rate limiter re-checks the stop flag while waiting for its next slot.
-_RATE_WAIT_SLICE_S = 0.5
 # When looping over files that all turned out empty or missing, pause before trying again.
 _EMPTY_LOOP_PAUSE_S = 1.0
 # Following: how often files are checked for new lines, rotation, truncation and new matches. Short
@@ -130,26 +128,6 @@ class _Progress:
         return FilePosition(self.path, self.device, self.inode, *self.at)
 
 
-class _RateLimiter:
-    """Spaces records evenly at `rate` per second (no bursts after a pause: the schedule resets)."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.next_at = time.monotonic()
-
-    def wait(self, ctx: SourceContext) -> bool:
-        """Returns False when the daemon is stopping."""
-        if not self.interval:
-            return not ctx.stopping
-        now = time.monotonic()
-        while self.next_at > now:
-            if ctx.wait(min(self.next_at - now, _RATE_WAIT_SLICE_S)):
-                return False
-            now = time.monotonic()
-        self.next_at = max(self.next_at, now) + self.interval
-        return True
-
-
 class Cursor:
     """One open file being read: its stream, line reader and (CSV) header."""
 
@@ -192,7 +170,7 @@ class FileSource(Source):
         self.unpaced = 0  # records sent at once under `pace` because they had no readable timestamp
 
     def run(self, ctx: SourceContext) -> None:
-        limiter = _RateLimiter(self.config.rate)
+        limiter = RateLimiter(self.config.rate, auto_burst(self.config.rate))
         pacer = Pacer(self.config.pace.field, self.config.pace.speed) if self.config.pace.field else None
         if self.config.follow:
             from sources.file_follow import follow
@@ -311,7 +289,7 @@ class FileSource(Source):
         cursor.progress.at = (0, 1)
         self._progress[cursor.opened.identity] = cursor.progress
 
-    def drain(self, cursor: Cursor, ctx: SourceContext, final: bool, limiter: _RateLimiter, pacer: Pacer | None) -> int | None:
+    def drain(self, cursor: Cursor, ctx: SourceContext, final: bool, limiter: RateLimiter, pacer: Pacer | None) -> int | None:
         """Hands over every input `cursor` has now; their count, or None when the daemon is stopping."""
         key = cursor.opened.identity
         if cursor.broken or key in self._broken:
@@ -333,7 +311,7 @@ class FileSource(Source):
     def _next_raw(self, reader: LineReader, csv: bool, final: bool) -> RawInput | None:
         return read_csv_record(reader, final) if csv else reader.read(final)
 
-    def _hand_over(self, cursor: Cursor, raw: RawInput, ctx: SourceContext, limiter: _RateLimiter, pacer: Pacer | None) -> bool:
+    def _hand_over(self, cursor: Cursor, raw: RawInput, ctx: SourceContext, limiter: RateLimiter, pacer: Pacer | None) -> bool:
         origin = f"{cursor.name}:{raw.line}"
         decoded: Decoded | None
         if cursor.csv is not None and not cursor.csv.has_header:

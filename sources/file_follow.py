@@ -26,7 +26,8 @@ from sources.file_pace import Pacer
 from sources.file_read import Identity, identity
 
 if TYPE_CHECKING:
-    from sources.file import Cursor, FileSource, _RateLimiter
+    from sources.file import Cursor, FileSource
+    from sources.pacing import RateLimiter
 
 KIND_ROTATED = "file_rotated"
 KIND_TRUNCATED = "file_truncated"
@@ -45,7 +46,7 @@ def _open_identities(tails: dict[Path, _Tail]) -> set[Identity]:
     return {tail.cursor.opened.identity for tail in tails.values() if tail.cursor is not None}
 
 
-def follow(source: FileSource, ctx: SourceContext, limiter: _RateLimiter, pacer: Pacer | None) -> None:
+def follow(source: FileSource, ctx: SourceContext, limiter: RateLimiter, pacer: Pacer | None) -> None:
     tails: dict[Path, _Tail] = {}
     try:
         while not ctx.stopping:
@@ -70,7 +71,7 @@ def follow(source: FileSource, ctx: SourceContext, limiter: _RateLimiter, pacer:
 
 
 def _poll(
-    source: FileSource, tail: _Tail, ctx: SourceContext, limiter: _RateLimiter, pacer: Pacer | None, tails: dict[Path, _Tail]
+    source: FileSource, tail: _Tail, ctx: SourceContext, limiter: RateLimiter, pacer: Pacer | None, tails: dict[Path, _Tail]
 ) -> bool | None:
     """Reads what is new at `tail`; whether anything happened, or None when the daemon is stopping."""
     if tail.cursor is None:
