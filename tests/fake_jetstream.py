@@ -238,7 +238,9 @@ def jetstream(urls: list[str], **config: Any) -> JetstreamSource:
     return JetstreamSource(JetstreamSourceConfig(**settings))
 
 
-def run_until(source: JetstreamSource, ctx: LiveContext, done: Callable[[], Any], what: str) -> float:
+def run_until(
+    source: JetstreamSource, ctx: LiveContext, done: Callable[[], Any], what: str, join_timeout: float = STOP_BUDGET_S + 1
+) -> float:
     """Run the source in a thread until `done()`; then stop it and return how long it took to end."""
     failure: list[BaseException] = []
 
@@ -255,7 +257,7 @@ def run_until(source: JetstreamSource, ctx: LiveContext, done: Callable[[], Any]
     finally:
         ctx.stop.set()
         started = time.monotonic()
-        thread.join(STOP_BUDGET_S + 1)
+        thread.join(join_timeout)
         took = time.monotonic() - started
     if failure:
         raise failure[0]

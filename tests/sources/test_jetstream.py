@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import random
+import select
+import socket
 import time
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from sources.jetstream import JetstreamSource, JetstreamSourceConfig
+from sources.jetstream import OPEN_TIMEOUT_S, JetstreamSource, JetstreamSourceConfig
 from tests.fake_jetstream import STOP_BUDGET_S, FakeJetstream, LiveContext, Plan, commit_event, encode, jetstream, run_until
 
 SECOND_US = 1_000_000
 BASE_US = 1_764_000_000 * SECOND_US
+# daemon/app.py _SOURCE_STOP_TIMEOUT_S: how long the daemon waits for a source to end.
+DAEMON_STOP_TIMEOUT_S = 5.0
 
 
 def posts(count: int, start: int = 0) -> list[dict[str, Any]]:
@@ -181,6 +185,21 @@ def test_stop_is_noticed_within_the_budget(where: str) -> None:
         ready = (lambda: ctx.reconnects) if where == "backing_off" else (lambda: len(ctx.emitted) >= 3)
         took = run_until(source, ctx, ready, where)
     assert took < STOP_BUDGET_S
+
+
+def test_stop_during_a_hanging_handshake_ends_within_the_daemon_budget() -> None:
+    """A server that takes the TCP connection but never answers the upgrade cannot hold a stop past 5 s."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # connections queue in the kernel and are never accepted: the handshake hangs
+        port = listener.getsockname()[1]
+        ctx = LiveContext(max_wait_s=3600)
+        source = jetstream([f"ws://127.0.0.1:{port}/subscribe"])
+        took = run_until(
+            source, ctx, lambda: select.select([listener], [], [], 0)[0], "a pending connection", DAEMON_STOP_TIMEOUT_S
+        )
+    assert took < DAEMON_STOP_TIMEOUT_S
+    assert OPEN_TIMEOUT_S < DAEMON_STOP_TIMEOUT_S - 1
 
 
 def test_config_rejects_bad_urls_and_too_many_filters() -> None:
