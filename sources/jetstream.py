@@ -17,6 +17,7 @@ implemented; the client offers only permessage-deflate, which Jetstream accepts 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -65,6 +66,7 @@ _USER_AGENT = "tweet-producer-jetstream/1"
 _RECORD_OPERATIONS = ("create", "update")
 _NOTICE_KINDS = ("identity", "account")
 REASON_UNEXPECTED_SHAPE = "unexpected_shape"
+KIND_DUPLICATE = "duplicate"
 REASON_MESSAGE_TOO_LARGE = "message_too_large"
 
 
@@ -200,6 +202,24 @@ class JetstreamSource(Source):
         while not ctx.stopping:
             url = self.subscribe_url()
             host = urlsplit(url).netloc
+            opened = self._open(url, host, ctx)
+            if opened is None:
+                return  # stopping
+            closed = opened if isinstance(opened, _Closed) else self._session(opened, host, ctx)
+            if ctx.stopping:
+                return
+            self._schedule_reconnect(closed, ctx)
+
+    def _open(self, url: str, host: str, ctx: SourceContext) -> ClientConnection | _Closed | None:
+        """The connection, why it failed, or None when the daemon stops meanwhile.
+
+        DNS, TCP, TLS and the upgrade block for up to OPEN_TIMEOUT_S, longer than a stop may wait: they run
+        in a helper thread, which an abandoned attempt leaves to finish (and close what it opened) by itself.
+        """
+        outcome: list[ClientConnection | _Closed] = []
+        abandoned = threading.Event()
+
+        def attempt() -> None:
             try:
                 conn = connect(
                     url,
@@ -209,14 +229,27 @@ class JetstreamSource(Source):
                     user_agent_header=_USER_AGENT,
                 )
             except InvalidStatus as exc:
-                closed = _Closed(f"http_{exc.response.status_code}", f"{host} refused the subscription: {exc}")
+                outcome.append(_Closed(f"http_{exc.response.status_code}", f"{host} refused the subscription: {exc}"))
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-                closed = _Closed("network", f"{host}: {type(exc).__name__}: {exc}")
+                outcome.append(_Closed("network", f"{host}: {type(exc).__name__}: {exc}"))
+            except Exception as exc:  # noqa: BLE001 - whatever the client library raises, the source reconnects
+                outcome.append(_Closed("connect_error", f"{host}: {type(exc).__name__}: {safe_detail(str(exc))}"))
             else:
-                closed = self._session(conn, host, ctx)
+                outcome.append(conn)
+                if abandoned.is_set():
+                    conn.close()
+
+        thread = threading.Thread(target=attempt, name=f"jetstream-connect-{host}", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(RECV_SLICE_S)
             if ctx.stopping:
-                return
-            self._schedule_reconnect(closed, ctx)
+                abandoned.set()
+                for result in outcome:  # opened just before the flag was set: close it here
+                    if not isinstance(result, _Closed):
+                        result.close()
+                return None
+        return outcome[0] if outcome else _Closed("network", f"{host}: the connection attempt failed")
 
     def _session(self, conn: ClientConnection, host: str, ctx: SourceContext) -> _Closed:
         ctx.connection(True, host)
@@ -292,9 +325,11 @@ class JetstreamSource(Source):
             ctx.reject(data, self._origin(host, time_us), REASON_UNEXPECTED_SHAPE, shape)
             return True
         time_us, key, notice = shape
-        if not self._seen.add(time_us, key):
-            return True  # replayed after a reconnect: handled the first time
         origin = self._origin(host, time_us)
+        if not self._seen.add(time_us, key):
+            # Replayed by the rewind after a reconnect: handled the first time, counted here, not sent again.
+            ctx.protocol_message(KIND_DUPLICATE, origin)
+            return True
         if notice is not None:
             ctx.protocol_message(notice, safe_detail(f"{origin} {parsed.get('did')}"))
         elif not ctx.emit(data, parsed, origin):

@@ -70,6 +70,7 @@ def test_resume_after_a_disconnect_rewinds_and_drops_duplicates(then: str) -> No
     assert ctx.rkeys() == [f"p{i}" for i in range(10)]
     # Last handed over p3 (BASE+3 s); rewound by 2.5 s the server replays p1..p3 again, which are dropped.
     assert resumed["cursor"] == [str(BASE_US + 3 * SECOND_US - 2_500_000)]
+    assert [kind for kind, _ in ctx.notices] == ["duplicate"] * 3
     assert [r[0] for r in ctx.reconnects] == ["server_error" if then == "close" else "network"]
 
 
@@ -188,7 +189,7 @@ def test_stop_is_noticed_within_the_budget(where: str) -> None:
 
 
 def test_stop_during_a_hanging_handshake_ends_within_the_daemon_budget() -> None:
-    """A server that takes the TCP connection but never answers the upgrade cannot hold a stop past 5 s."""
+    """A server that takes the TCP connection but never answers the upgrade does not delay a stop."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)  # connections queue in the kernel and are never accepted: the handshake hangs
@@ -198,8 +199,7 @@ def test_stop_during_a_hanging_handshake_ends_within_the_daemon_budget() -> None
         took = run_until(
             source, ctx, lambda: select.select([listener], [], [], 0)[0], "a pending connection", DAEMON_STOP_TIMEOUT_S
         )
-    assert took < DAEMON_STOP_TIMEOUT_S
-    assert OPEN_TIMEOUT_S < DAEMON_STOP_TIMEOUT_S - 1
+    assert took < STOP_BUDGET_S < OPEN_TIMEOUT_S
 
 
 def test_config_rejects_bad_urls_and_too_many_filters() -> None:

@@ -101,7 +101,9 @@ def test_replayed_notices_are_not_counted_twice() -> None:
         ctx = LiveContext()
         run_until(jetstream([server.url], rewind=1), ctx, lambda: len(ctx.emitted) >= 2, "two posts")
         assert server.queries[1]["cursor"] == [str(BASE_US + 2 - 1_000_000)]
-    assert [kind for kind, _ in ctx.notices] == ["identity"]
+    # Counted once as identity; its replay and g2's are counted as duplicates, not handed over again.
+    assert [kind for kind, _ in ctx.notices] == ["identity", "duplicate", "duplicate"]
+    assert ctx.notices[1][1] == f"jetstream:{server.host}:{BASE_US + 1}"
     assert ctx.rkeys() == ["g2", "g3"]
 
 
