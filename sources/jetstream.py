@@ -8,7 +8,7 @@ What becomes what:
 - payloads that are not one JSON object of Jetstream's shape (bad UTF-8, bad JSON, over `max_message_size_bytes`,
   no `did`/`time_us`/`kind`, a commit without its fields): dead-lettered with the instance and cursor as origin.
 
-Resume: `position()` is the highest `time_us` handled so far (emitted, dead-lettered or counted); a reconnect
+Resume: `position()` is the highest `time_us` handled so far (emitted or counted as a notice); a reconnect
 asks for `cursor = position - rewind` and drops events it already handled (`_Seen`, bounded), so a disconnect
 leaves neither a gap nor a duplicate. Compression (`compress=true`, zstd with Jetstream's dictionary) is not
 implemented; the client offers only permessage-deflate, which Jetstream accepts without `compress`.
@@ -184,7 +184,7 @@ class JetstreamSource(Source):
         self._failures = 0  # failed connections in a row to the current instance
 
     def position(self) -> int | None:
-        """The resume cursor: the highest `time_us` handed over (as record, dead letter or notice) so far."""
+        """The resume cursor: the highest `time_us` handed over as a record or counted as a notice so far."""
         return self._cursor
 
     def subscribe_url(self) -> str:
