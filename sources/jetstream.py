@@ -237,7 +237,7 @@ class JetstreamSource(Source):
             else:
                 outcome.append(conn)
                 if abandoned.is_set():
-                    conn.close()
+                    _discard(conn)
 
         thread = threading.Thread(target=attempt, name=f"jetstream-connect-{host}", daemon=True)
         thread.start()
@@ -247,7 +247,7 @@ class JetstreamSource(Source):
                 abandoned.set()
                 for result in outcome:  # opened just before the flag was set: close it here
                     if not isinstance(result, _Closed):
-                        result.close()
+                        _discard(result)
                 return None
         return outcome[0] if outcome else _Closed("network", f"{host}: the connection attempt failed")
 
@@ -336,6 +336,12 @@ class JetstreamSource(Source):
             return False
         self._cursor = time_us if self._cursor is None else max(self._cursor, time_us)
         return True
+
+
+def _discard(conn: ClientConnection) -> None:
+    """Close a connection nobody will read (as a context manager: websockets 17 warns about bare use)."""
+    with conn:
+        pass
 
 
 def _shape(event: Any) -> tuple[int, tuple[Any, ...], str | None] | str:
