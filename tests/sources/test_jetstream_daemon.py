@@ -54,6 +54,9 @@ def test_daemon_ships_jetstream_posts_to_the_table(tmp_path: Path, daemon_factor
             return items if len(items) >= POSTS else None
 
         items = poll_until(landed, LAND_TIMEOUT_S, "an item per post", interval=1.0)
+        metrics = daemon.metrics()
+        assert metrics['tweet_producer_source_reconnects_total{reason="server_error",source="bsky"}'] == 1
+        assert metrics['tweet_producer_source_connected{source="bsky"}'] == 1
         assert daemon.stop(signal.SIGTERM, EXIT_TIMEOUT_S) == 0
     assert sorted((i["Username"], i["Id"]) for i in items) == sorted((f"did:plc:u{n % 3}", f"r{n}") for n in range(POSTS))
     assert {i["Message"] for i in items} == {f"post {n} 🦋" for n in range(POSTS)}
