@@ -140,6 +140,9 @@ class _Seen:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
     def add(self, time_us: int, key: tuple[Any, ...]) -> bool:
         """Remember `key`; False when it was already there (a replayed duplicate)."""
         if key in self._keys:
@@ -326,14 +329,16 @@ class JetstreamSource(Source):
             return True
         time_us, key, notice = shape
         origin = self._origin(host, time_us)
-        if not self._seen.add(time_us, key):
+        if key in self._seen:
             # Replayed by the rewind after a reconnect: handled the first time, counted here, not sent again.
             ctx.protocol_message(KIND_DUPLICATE, origin)
             return True
         if notice is not None:
             ctx.protocol_message(notice, safe_detail(f"{origin} {parsed.get('did')}"))
         elif not ctx.emit(data, parsed, origin):
-            return False
+            return False  # stopping; neither seen nor past the cursor, so a later run resumes with it
+        # Marked seen only once handed over: if emit raised, the restarted run gets it again from the replay.
+        self._seen.add(time_us, key)
         self._cursor = time_us if self._cursor is None else max(self._cursor, time_us)
         return True
 

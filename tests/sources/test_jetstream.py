@@ -214,3 +214,26 @@ def test_config_rejects_bad_urls_and_too_many_filters() -> None:
         JetstreamSourceConfig(wanted_dids=[""])
     assert JetstreamSourceConfig().wanted_collections == ["app.bsky.feed.post"]
     assert all(u.startswith("wss://jetstream") for u in JetstreamSourceConfig().instances)
+
+
+def test_a_crash_while_emitting_is_resumed_without_losing_that_post() -> None:
+    """`run` restarted after emit raised (as the supervisor does) resumes from the cursor and hands that post over."""
+
+    class CrashingContext(LiveContext):
+        crashed = False
+
+        def emit(self, data: bytes, event: Any, origin: str) -> bool:
+            if len(self.emitted) == 2 and not self.crashed:
+                self.crashed = True
+                raise OSError("disk hiccup")
+            return super().emit(data, event, origin)
+
+    with FakeJetstream(posts(5)) as server:
+        ctx = CrashingContext()
+        source = jetstream([server.url], rewind=10)
+        with pytest.raises(OSError, match="disk hiccup"):
+            source.run(ctx)
+        assert source.position() == BASE_US + SECOND_US
+        run_until(source, ctx, lambda: len(ctx.emitted) >= 5, "the rest after the restart")
+        assert server.queries[1]["cursor"] == [str(BASE_US + SECOND_US - 10 * SECOND_US)]
+    assert ctx.rkeys() == [f"p{i}" for i in range(5)]
