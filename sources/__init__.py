@@ -13,5 +13,6 @@ __all__ = ["SOURCE_TYPES", "Source", "SourceConfig", "SourceContext", "load_buil
 
 def load_builtin_sources() -> None:
     """Import the bundled source modules so that they register themselves."""
-    import sources.file  # noqa: F401
-    from sources import synthetic  # noqa: F401
+    import sources.file
+    import sources.jetstream
+    import sources.synthetic  # noqa: F401
