@@ -14,3 +14,4 @@ __all__ = ["SOURCE_TYPES", "Source", "SourceConfig", "SourceContext", "load_buil
 def load_builtin_sources() -> None:
     """Import the bundled source modules so that they register themselves."""
     import sources.file  # noqa: F401
+    from sources import x  # noqa: F401
