@@ -18,6 +18,8 @@ from tests.fake_x import Close, FakeX, Send, StreamScript, tweet_line
 
 TWEETS = 20
 LAND_TIMEOUT_S = 60.0
+# The daemon joins its sources for 5 s (daemon/app.py _SOURCE_STOP_TIMEOUT_S).
+STOP_TIMEOUT_S = 5.0
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def test_config_yaml_example_loads_once_uncommented(tmp_path: Path, monkeypatch:
 
 @pytest.mark.slow
 def test_tweets_from_the_x_stream_land_in_the_table(tmp_path: Path, fake: FakeX, daemon_factory: Any) -> None:
-    """A daemon with an `x` source on the fake X (api_url): each tweet is an item with its author's handle; no token logged."""
+    """A daemon with an `x` source on the fake X (api_url): tweets land with handles; prompt SIGTERM stop; no token logged."""
     fake.scripts = [
         StreamScript(
             steps=[
@@ -89,6 +91,10 @@ shutdown:
         dead = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
         assert [(d["origin"], d["reason"]) for d in dead] == [("x:filtered", "invalid_json")]
         assert fake.rules and fake.rules[0]["value"] == "cats"
+        # The first connection closed after its tweets; the source now holds a silent second one.
+        poll_until(lambda: len(fake.stream_connects()) >= 2, LAND_TIMEOUT_S, "the reconnect after the close")
     finally:
         assert daemon.stop() == 0
+    events = {entry.get("event"): entry for entry in daemon.logs()}
+    assert "source_did_not_stop" not in events and events["shutdown_complete"]["seconds"] < STOP_TIMEOUT_S
     assert fake.token not in daemon.stdout_path.read_text()
