@@ -118,6 +118,10 @@ class XSourceConfig(SourceConfig):
             raise ValueError("give either bearer_token or consumer_key/consumer_secret, not both")
         if self.stream == "sample" and self.rules:
             raise ValueError("rules apply to the filtered stream only")
+        values = [rule.value for rule in self.rules]
+        duplicates = sorted({v for v in values if values.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"rules: each value once (X refuses duplicates): {duplicates}")
         return self
 
 
@@ -213,7 +217,7 @@ class XSource(Source):
             client.clear_connections()
             ctx.protocol_message("connections_cleared", "DELETE /2/connections/all")
         if c.stream == "filtered":
-            sync = client.sync_rules([(rule.value, rule.tag) for rule in c.rules])
+            sync = client.sync_rules([(rule.value, rule.tag or None) for rule in c.rules])
             ctx.protocol_message(
                 "rules_synchronised", f"added {len(sync.added)}, deleted {len(sync.deleted)}, kept {len(sync.kept)}"
             )

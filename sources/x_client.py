@@ -10,6 +10,8 @@ values naming a class (network / HTTP / rate limit / auth) that the source maps 
 from __future__ import annotations
 
 import base64
+import logging
+import os
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -22,6 +24,18 @@ from TwitterAPI.constants import ENDPOINTS
 # open, which would otherwise answer the next connect with TooManyConnections.
 CONNECTIONS_ALL = "connections/all"
 ENDPOINTS.setdefault(CONNECTIONS_ALL, ("DELETE", "api"))
+
+
+class _DropTwitterApiErrorLogs(logging.Filter):
+    """TwitterAPI logs every connection error on the root logger, unthrottled, from its exception constructors;
+    the source reports each failure itself (counted, rate-limited), so those duplicate lines are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"{os.sep}TwitterAPI{os.sep}" not in record.pathname
+
+
+if not any(isinstance(f, _DropTwitterApiErrorLogs) for f in logging.getLogger().filters):
+    logging.getLogger().addFilter(_DropTwitterApiErrorLogs())
 
 RULES = "tweets/search/stream/rules"
 FILTERED_STREAM = "tweets/search/stream"
@@ -237,8 +251,12 @@ class XClient:
             else:
                 stale.append((rule["id"], key[0]))
         missing = [(i, key) for i, key in enumerate(wanted) if key not in existing]
-        if missing:
-            self._add([key for _, key in missing], [i for i, _ in missing], dry_run=True)
+        # X refuses a value it already holds (DuplicateRule), so a rule whose tag alone changed cannot be
+        # dry-run before its old version is deleted; its value was accepted before, so only new values are.
+        stale_values = {value for _, value in stale}
+        new_values = [(i, key) for i, key in missing if key[0] not in stale_values]
+        if new_values:
+            self._add([key for _, key in new_values], [i for i, _ in new_values], dry_run=True)
         if stale:
             status, answer = self._json("delete rules", RULES, {"delete": {"ids": [rule_id for rule_id, _ in stale]}})
             if status // 100 != 2:

@@ -208,8 +208,19 @@ class FakeX:
                 dry_run = request.query.get("dry_run") == ["true"]
                 if "add" in body:
                     errors, created = [], []
+                    with fake._lock:
+                        held = {r["value"] for r in fake.rules}
                     for rule in body["add"]:
-                        if fake.bad_rule_marker in rule["value"]:
+                        if rule["value"] in held:
+                            errors.append(
+                                {
+                                    "value": rule["value"],
+                                    "id": "0",
+                                    "title": "DuplicateRule",
+                                    "type": "https://api.x.com/2/problems/duplicate-rules",
+                                }
+                            )
+                        elif fake.bad_rule_marker in rule["value"]:
                             errors.append(
                                 {
                                     "value": rule["value"],

@@ -176,6 +176,8 @@ def test_rules_are_synchronised_added_deleted_kept(fake: FakeX) -> None:
     posts = fake.calls("POST", "/2/tweets/search/stream/rules")
     assert [(p.query.get("dry_run"), list(p.body)) for p in posts] == [(["true"], ["add"]), (None, ["delete"]), (None, ["add"])]
     assert sorted(posts[1].body["delete"]["ids"]) == ["2", "3"]
+    # "dogs" only changed its tag: X would call a dry run of it a DuplicateRule while the old one exists.
+    assert posts[0].body == {"add": [{"value": "birds"}]}
     assert ("rules_synchronised", "added 2, deleted 2, kept 1") in ctx.messages
 
 
@@ -221,6 +223,15 @@ def test_network_errors_back_off_linearly_up_to_16_s(fake: FakeX) -> None:
     assert delays[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0], rel=TOLERANCE)
     assert max(delays) == pytest.approx(16.0) and delays[-1] == pytest.approx(16.0)
     assert {r for r, _, _, _ in ctx.reconnects} == {"network"}
+
+
+def test_twitterapi_own_unthrottled_error_logs_are_dropped(fake: FakeX, caplog: pytest.LogCaptureFixture) -> None:
+    """TwitterAPI logs each connection error on the root logger; the source reports them itself, so none reach the logs."""
+    caplog.set_level(logging.DEBUG)
+    ctx = XContext(stop_after_reconnects=3)
+    run_until_stopped(make_source(fake, api_url=f"http://127.0.0.1:{free_port()}", rules=[]), ctx)
+    assert len(ctx.reconnects) == 3
+    assert [r.pathname for r in caplog.records if "TwitterAPI" in r.pathname] == []
 
 
 def test_http_errors_back_off_exponentially_from_5_s_to_320_s(fake: FakeX) -> None:
@@ -418,6 +429,8 @@ def test_config_reads_the_token_from_the_environment(monkeypatch: pytest.MonkeyP
             stream="sample",
             rules=[{"value": "a"}],
         )
+    with pytest.raises(ValidationError, match="each value once"):
+        XSourceConfig(bearer_token="t", rules=[{"value": "a"}, {"value": "a", "tag": "b"}])  # noqa: S106 - a dummy
     with pytest.raises(ValidationError, match="go together"):
         XSourceConfig(consumer_key="k")
 
