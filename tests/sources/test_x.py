@@ -1,4 +1,4 @@
-"""Source `x` against a real fake X on 127.0.0.1: records, bad lines, rule sync, every reconnect rule, stop, secrets."""
+"""Source `x` against a real fake X on 127.0.0.1: records, bad lines, rule sync, credentials, stop, secrets."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -17,95 +15,22 @@ from pydantic import ValidationError
 
 from sources.x import XSource, XSourceConfig
 from sources.x_stream import LineSplitter
-from tests.conftest import free_port, poll_until
-from tests.fake_x import KEEPALIVE, Close, FakeX, Pause, Reset, Send, StreamScript, Until, tweet_line
-
-DEADLINE_S = 10.0
-# X's rules, to within 10 %.
-TOLERANCE = 0.10
-
-
-@dataclass
-class XContext:
-    """A SourceContext that records everything; `wait` returns at once (backoff delays are only recorded)."""
-
-    name: str = "x"
-    real_waits: bool = False
-    emitted: list[tuple[bytes, Any, str]] = field(default_factory=list)
-    rejected: list[tuple[bytes, str, str, str]] = field(default_factory=list)
-    connections: list[tuple[bool, str]] = field(default_factory=list)
-    reconnects: list[tuple[str, float, str, float]] = field(default_factory=list)  # reason, delay, detail, at
-    messages: list[tuple[str, str]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    stop_after_emits: int | None = None
-    stop_after_reconnects: int | None = None
-
-    @property
-    def stopping(self) -> bool:
-        return self.stop.is_set()
-
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
-        if self.stop.is_set():
-            return False
-        self.emitted.append((data, event, origin))
-        if self.stop_after_emits is not None and len(self.emitted) >= self.stop_after_emits:
-            self.stop.set()
-        return True
-
-    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
-        self.rejected.append((data, origin, reason, detail))
-
-    def wait(self, seconds: float) -> bool:
-        if self.real_waits:
-            return self.stop.wait(seconds)
-        return self.stop.is_set()
-
-    def connection(self, connected: bool, detail: str = "") -> None:
-        self.connections.append((connected, detail))
-
-    def reconnecting(self, reason: str, delay_s: float, detail: str = "") -> None:
-        self.reconnects.append((reason, delay_s, detail, time.monotonic()))
-        if self.stop_after_reconnects is not None and len(self.reconnects) >= self.stop_after_reconnects:
-            self.stop.set()
-
-    def protocol_message(self, kind: str, detail: str) -> None:
-        self.messages.append((kind, detail))
-
-    def delays(self) -> list[float]:
-        return [delay for _, delay, _, _ in self.reconnects]
-
-    def everything_reported(self) -> str:
-        return repr((self.connections, self.reconnects, self.messages, self.rejected))
+from tests.conftest import poll_until
+from tests.fake_x import KEEPALIVE, FakeX, Pause, Reset, Send, StreamScript, tweet_line
+from tests.sources.test_x_support import (
+    DEADLINE_S,
+    XContext,
+    lines,
+    make_source,
+    run_in_thread,
+    run_until_stopped,
+    serve_fake_x,
+)
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeX]:
-    server = FakeX().start()
-    yield server
-    server.stop()
-
-
-def make_source(fake: FakeX, **config: Any) -> XSource:
-    settings_ = {"bearer_token": fake.token, "api_url": fake.url, "rules": [{"value": "cats", "tag": "t"}]} | config
-    return XSource(XSourceConfig(**settings_))
-
-
-def run_in_thread(source: XSource, ctx: XContext) -> threading.Thread:
-    thread = threading.Thread(target=source.run, args=(ctx,), daemon=True)
-    thread.start()
-    return thread
-
-
-def run_until_stopped(source: XSource, ctx: XContext, timeout: float = DEADLINE_S) -> None:
-    thread = run_in_thread(source, ctx)
-    thread.join(timeout)
-    ctx.stop.set()
-    thread.join(2)
-    assert not thread.is_alive(), "the source did not stop"
-
-
-def lines(*records: bytes) -> bytes:
-    return b"".join(r + b"\r\n" for r in records)
+    yield from serve_fake_x()
 
 
 def test_records_are_the_lines_as_x_sends_them(fake: FakeX) -> None:
@@ -194,79 +119,6 @@ def test_a_rule_x_rejects_stops_the_source_naming_it_and_nothing_changes(fake: F
     assert fake.stream_connects() == [] and ctx.reconnects == []
 
 
-def test_a_drop_after_records_reconnects_at_once_then_backs_off_linearly(fake: FakeX) -> None:
-    """Closed after tweets: one reconnect at once; further drops without tweets: +250 ms each (X's TCP rule)."""
-    fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1))), Close()])] + [StreamScript(steps=[Close()])] * 3
-    ctx = XContext(stop_after_reconnects=4)
-    run_until_stopped(make_source(fake), ctx)
-    assert [r for r, _, _, _ in ctx.reconnects] == ["closed"] * 4
-    assert ctx.delays() == pytest.approx([0.0, 0.25, 0.5, 0.75], rel=TOLERANCE)
-
-
-def test_a_reset_mid_stream_reconnects_at_once(fake: FakeX) -> None:
-    """A TCP reset after tweets is a drop: reconnect at once, and the next connection flows again."""
-    fake.scripts = [
-        StreamScript(steps=[Send(lines(tweet_line(1))), Pause(0.1), Reset()]),
-        StreamScript(steps=[Send(lines(tweet_line(2)))]),
-    ]
-    ctx = XContext(stop_after_emits=2)
-    run_until_stopped(make_source(fake), ctx)
-    assert [d for d, _, _ in ctx.emitted] == [tweet_line(1), tweet_line(2)]
-    assert [(r, d) for r, d, _, _ in ctx.reconnects] == [("network", 0.0)]
-
-
-def test_network_errors_back_off_linearly_up_to_16_s(fake: FakeX) -> None:
-    """Connection refused: 0.25, 0.5, 0.75 ... seconds, capped at 16 s."""
-    ctx = XContext(stop_after_reconnects=70)
-    run_until_stopped(make_source(fake, api_url=f"http://127.0.0.1:{free_port()}", rules=[]), ctx, timeout=30)
-    delays = ctx.delays()
-    assert delays[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0], rel=TOLERANCE)
-    assert max(delays) == pytest.approx(16.0) and delays[-1] == pytest.approx(16.0)
-    assert {r for r, _, _, _ in ctx.reconnects} == {"network"}
-
-
-def test_twitterapi_own_unthrottled_error_logs_are_dropped(fake: FakeX, caplog: pytest.LogCaptureFixture) -> None:
-    """TwitterAPI logs each connection error on the root logger; the source reports them itself, so none reach the logs."""
-    caplog.set_level(logging.DEBUG)
-    ctx = XContext(stop_after_reconnects=3)
-    run_until_stopped(make_source(fake, api_url=f"http://127.0.0.1:{free_port()}", rules=[]), ctx)
-    assert len(ctx.reconnects) == 3
-    assert [r.pathname for r in caplog.records if "TwitterAPI" in r.pathname] == []
-
-
-def test_http_errors_back_off_exponentially_from_5_s_to_320_s(fake: FakeX) -> None:
-    """503 on connect: 5, 10, 20 ... 320, 320 seconds."""
-    fake.scripts = [StreamScript(status=503)] * 8
-    ctx = XContext(stop_after_reconnects=8)
-    run_until_stopped(make_source(fake), ctx)
-    assert ctx.delays() == pytest.approx([5, 10, 20, 40, 80, 160, 320, 320], rel=TOLERANCE)
-    assert {r for r, _, _, _ in ctx.reconnects} == {"http_503"}
-
-
-def test_429_backs_off_exponentially_from_a_minute(fake: FakeX) -> None:
-    """429 on connect: 60, 120, 240 seconds."""
-    fake.scripts = [StreamScript(status=429, body={"title": "Too Many Requests"})] * 3
-    ctx = XContext(stop_after_reconnects=3)
-    run_until_stopped(make_source(fake), ctx)
-    assert ctx.delays() == pytest.approx([60, 120, 240], rel=TOLERANCE)
-    assert "Too Many Requests" in ctx.reconnects[0][2]
-
-
-def test_401_names_the_token_and_backs_off_long_without_leaking_it(fake: FakeX, caplog: pytest.LogCaptureFixture) -> None:
-    """A refused token: reason http_401 with a message naming the token, a long backoff, the token in no report or log."""
-    caplog.set_level(logging.DEBUG)
-    wrong = "wrong-token-VERY-SECRET-0987654321"
-    ctx = XContext(stop_after_reconnects=3)
-    run_until_stopped(make_source(fake, bearer_token=wrong), ctx)
-    assert [r for r, _, _, _ in ctx.reconnects] == ["http_401"] * 3
-    assert ctx.delays() == pytest.approx([60, 120, 240], rel=TOLERANCE)
-    assert "X_BEARER_TOKEN" in ctx.reconnects[0][2]
-    assert wrong not in ctx.everything_reported() and wrong not in caplog.text
-    assert wrong not in repr(XSourceConfig(bearer_token=wrong)) and wrong not in str(
-        XSourceConfig(bearer_token=wrong).model_dump()
-    )
-
-
 def test_the_token_never_shows_in_reports_or_logs_of_a_normal_run(fake: FakeX, caplog: pytest.LogCaptureFixture) -> None:
     """Through connects, drops, resets and in-band errors, the bearer token appears in no report and no log line."""
     caplog.set_level(logging.DEBUG)
@@ -282,63 +134,6 @@ def test_the_token_never_shows_in_reports_or_logs_of_a_normal_run(fake: FakeX, c
     run_until_stopped(make_source(fake), ctx)
     assert len(ctx.reconnects) == 3
     assert fake.token not in ctx.everything_reported() and fake.token not in caplog.text
-
-
-def test_a_stall_is_caught_by_the_read_clock_within_10_percent(fake: FakeX) -> None:
-    """No byte for stall_timeout (here 0.5 s, X's 20 s scaled) is a stall: reconnect (at once after tweets)."""
-    fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1)))])]  # then silent: a full-buffer disconnect looks like this
-    ctx = XContext(stop_after_reconnects=1)
-    start = time.monotonic()
-    run_until_stopped(make_source(fake, stall_timeout=0.5), ctx)
-    reason, delay, _, at = ctx.reconnects[0]
-    assert (reason, delay) == ("stall", 0.0)
-    assert ctx.emitted, "the tweet before the silence arrived"
-    assert 0.5 <= at - start <= 0.5 * (1 + TOLERANCE) + 0.1  # plus connect and rule-sync time on a loaded machine
-
-
-def test_keep_alives_keep_a_quiet_stream_from_stalling(fake: FakeX) -> None:
-    """Keep-alives more often than stall_timeout: no reconnect, however long no tweet comes."""
-    fake.scripts = [
-        StreamScript(steps=[s for _ in range(12) for s in (Send(KEEPALIVE), Pause(0.1))] + [Send(lines(tweet_line(1)))])
-    ]
-    ctx = XContext(stop_after_emits=1)
-    run_until_stopped(make_source(fake, stall_timeout=0.4), ctx)
-    assert ctx.reconnects == [] and len(ctx.emitted) == 1
-
-
-def test_in_band_operational_disconnect_ends_the_connection(fake: FakeX) -> None:
-    """An `errors[]` line with disconnect_type is counted as a protocol message, and the source reconnects."""
-    disconnect = {
-        "errors": [
-            {
-                "title": "operational-disconnect",
-                "disconnect_type": "OperationalDisconnect",
-                "detail": "bye",
-                "type": "https://api.x.com/2/problems/operational-disconnect",
-            }
-        ]
-    }
-    gate = threading.Event()
-    fake.scripts = [
-        StreamScript(steps=[Send(lines(tweet_line(1), json.dumps(disconnect).encode())), Until(gate)]),
-        StreamScript(steps=[Send(lines(tweet_line(2)))]),
-    ]
-    ctx = XContext(stop_after_emits=2)
-    run_until_stopped(make_source(fake), ctx)
-    gate.set()
-    assert ("OperationalDisconnect", "operational-disconnect; OperationalDisconnect; bye") in ctx.messages
-    assert [(r, d) for r, d, _, _ in ctx.reconnects] == [("in_band_disconnect", 0.0)]
-    assert len(fake.stream_connects()) == 2 and len(ctx.emitted) == 2
-
-
-def test_too_many_connections_waits_on_the_http_schedule(fake: FakeX) -> None:
-    """`connection_issue: TooManyConnections` ends the connection and is never retried at once."""
-    issue = json.dumps({"errors": [{"title": "ConnectionException", "connection_issue": "TooManyConnections"}]}).encode()
-    fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1), issue))]), StreamScript(steps=[Send(lines(issue))])]
-    ctx = XContext(stop_after_reconnects=2)
-    run_until_stopped(make_source(fake), ctx)
-    assert [kind for kind, _ in ctx.messages].count("TooManyConnections") == 2
-    assert [(r, d) for r, d, _, _ in ctx.reconnects] == [("too_many_connections", 5.0), ("too_many_connections", 10.0)]
 
 
 def test_stop_returns_within_the_stop_timeout_from_a_silent_stream(fake: FakeX) -> None:
@@ -403,15 +198,6 @@ def test_sample_stream_and_backfill(fake: FakeX) -> None:
     assert connect.path == "/2/tweets/sample/stream" and connect.query["backfill_minutes"] == ["2"]
     assert fake.calls("GET", "/2/tweets/search/stream/rules") == []
     assert ctx.emitted[0][2] == "x:sample"
-
-
-def test_rules_endpoint_errors_back_off_like_http_errors(fake: FakeX) -> None:
-    """A 503 from the rules endpoint at start is retried on the HTTP schedule, then the stream starts."""
-    fake.rules_status = 503
-    ctx = XContext(stop_after_reconnects=2)
-    run_until_stopped(make_source(fake), ctx)
-    assert ctx.delays() == pytest.approx([5, 10], rel=TOLERANCE)
-    assert fake.stream_connects() == []
 
 
 def test_config_reads_the_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.fake_x import FakeX, Send, StreamScript, tweet_line
-from tests.sources.test_x import XContext, make_source, run_until_stopped
+from tests.sources.test_x_support import XContext, make_source, run_until_stopped
 
 _PIPE_BYTES = 65536
 
