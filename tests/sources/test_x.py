@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from sources.x import XSource, XSourceConfig
+from sources.x import XSource, XSourceConfig, _Dropped, _Schedules
 from sources.x_stream import LineSplitter
 from tests.conftest import poll_until
 from tests.fake_x import KEEPALIVE, FakeX, Pause, Reset, Send, StreamScript, tweet_line
@@ -238,3 +238,37 @@ def test_line_splitting_does_not_depend_on_chunking(pieces: list[bytes], cuts: l
     assert [line for line, truncated in whole if not truncated] == [
         p.removesuffix(b"\r") for p in stream.split(b"\n")[:-1] if len(p.removesuffix(b"\r")) <= 30
     ]
+
+
+_JSON_LINES = st.one_of(
+    st.binary(max_size=60),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda children: (
+            st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["data", "errors", "x"]), children, max_size=3)
+        ),
+        max_leaves=8,
+    ).map(lambda value: json.dumps(value).encode()),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_JSON_LINES, max_size=6))
+def test_any_stream_line_is_a_record_a_rejection_or_a_protocol_message(raw_lines: list[bytes]) -> None:
+    """Whatever X sends on a line: one record, one dead letter or one counted protocol message (or an in-band end)."""
+    source = XSource(XSourceConfig(bearer_token="t", max_line_bytes=50))  # noqa: S106 - a dummy
+    schedules = _Schedules()
+    for raw in raw_lines:
+        ctx = XContext()
+        splitter = LineSplitter(50)
+        pieces = splitter.feed(raw.replace(b"\n", b" ") + b"\r\n")
+        assert len(pieces) == 1
+        line, truncated = pieces[0]
+        try:
+            source._line(line, truncated, ctx, schedules)
+        except _Dropped:
+            assert ctx.messages, "an in-band end is counted first"
+            continue
+        outcomes = len(ctx.emitted) + len(ctx.rejected) + len(ctx.messages)
+        assert outcomes == (0 if not line else 1)
+        assert all(data == line for data, _, _ in ctx.emitted)
