@@ -57,6 +57,9 @@ AUTH_INITIAL_S, AUTH_MAX_S = 60.0, 900.0
 STOP_POLL_S = 1.0
 # The socket's own read timeout, a backstop behind the source's stall clock.
 _READ_TIMEOUT_MARGIN_S = 5.0
+REASON_TRUNCATED = "truncated_line"
+REASON_UNSENT = "unsent"
+REASON_NOT_AN_OBJECT = "not_an_object"
 _KIND_NAME = re.compile(r"[^A-Za-z0-9_]+")
 _MAX_KIND_CHARS = 40
 DEFAULT_EXPANSIONS = ["author_id"]
@@ -252,27 +255,34 @@ class XSource(Source):
         stall_s = self.config.stall_timeout
         poll_s = min(STOP_POLL_S, stall_s / 20)
         last_byte_at = self._clock()
-        while not ctx.stopping:
-            item = reader.get(poll_s)
-            if item is None:
-                if self._clock() - last_byte_at >= stall_s:
-                    raise _Dropped("stall", f"no data (not even a keep-alive) for {stall_s:g} s")
-                continue
-            if isinstance(item, StreamEnd):
-                self._reject_partial(splitter, ctx)
-                if item.error is None:
-                    raise _Dropped("closed", "the server closed the stream")
-                raise _Dropped("network", scrub(f"read failed: {type(item.error).__name__}: {item.error}"))
-            for line, truncated in splitter.feed(item):
-                if not self._line(line, truncated, ctx, schedules):
-                    return
-            last_byte_at = self._clock()  # after the emits: time blocked on a full buffer is not silence
+        try:
+            while not ctx.stopping:
+                item = reader.get(poll_s)
+                if item is None:
+                    if self._clock() - last_byte_at >= stall_s:
+                        raise _Dropped("stall", f"no data (not even a keep-alive) for {stall_s:g} s")
+                    continue
+                if isinstance(item, StreamEnd):
+                    if item.error is None:
+                        raise _Dropped("closed", "the server closed the stream")
+                    raise _Dropped("network", scrub(f"read failed: {type(item.error).__name__}: {item.error}"))
+                received = splitter.feed(item)
+                for n, (line, truncated) in enumerate(received):
+                    if not self._line(line, truncated, ctx, schedules):
+                        self._reject_unsent(received[n + 1 :], ctx)
+                        return
+                last_byte_at = self._clock()  # after the emits: time blocked on a full buffer is not silence
+        finally:
+            # However the connection ends, a line it cut short is accounted for, not dropped.
+            partial = splitter.partial()
+            if partial.strip(b"\r"):
+                ctx.reject(partial, self._origin, REASON_TRUNCATED, "the connection ended in the middle of this line")
 
-    def _reject_partial(self, splitter: LineSplitter, ctx: SourceContext) -> None:
-        partial = splitter.partial()
-        if partial.strip(b"\r"):
-            ctx.reject(partial, self._origin, "truncated_line", "the connection ended in the middle of this line")
-        splitter.reset()
+    def _reject_unsent(self, lines: list[tuple[bytes, bool]], ctx: SourceContext) -> None:
+        """Lines already received when the daemon stopped: into the dead-letter file, as X sends nothing twice."""
+        for line, _ in lines:
+            if line:
+                ctx.reject(line, self._origin, REASON_UNSENT, "received from X while the daemon was stopping")
 
     def _line(self, line: bytes, truncated: bool, ctx: SourceContext, schedules: _Schedules) -> bool:
         """Hands one line over; False when the daemon is stopping. Raises `_Dropped` on an in-band disconnect."""
@@ -283,7 +293,7 @@ class XSource(Source):
             ctx.reject(line, self._origin, parsed.reason, parsed.detail)
             return True
         if not isinstance(parsed, dict):
-            ctx.reject(line, self._origin, "not_an_object", f"a JSON {type(parsed).__name__}, not an object")
+            ctx.reject(line, self._origin, REASON_NOT_AN_OBJECT, f"a JSON {type(parsed).__name__}, not an object")
             return True
         if "data" in parsed:
             schedules.worked()

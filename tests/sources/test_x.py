@@ -272,3 +272,13 @@ def test_any_stream_line_is_a_record_a_rejection_or_a_protocol_message(raw_lines
         outcomes = len(ctx.emitted) + len(ctx.rejected) + len(ctx.messages)
         assert outcomes == (0 if not line else 1)
         assert all(data == line for data, _, _ in ctx.emitted)
+
+
+def test_lines_received_when_the_daemon_stops_are_dead_lettered(fake: FakeX) -> None:
+    """emit refuses (stopping) in the middle of a chunk: the lines after the refused one are dead-lettered as unsent."""
+    fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1), tweet_line(2), tweet_line(3), tweet_line(4)))])]
+    ctx = XContext(stop_after_emits=1)
+    run_until_stopped(make_source(fake), ctx)
+    # Line 2 is the one emit refused: the daemon accounts for it (SourceContext.emit), so it is not handed over twice.
+    assert [d for d, _, _ in ctx.emitted] == [tweet_line(1)]
+    assert [(d, r) for d, _, r, _ in ctx.rejected] == [(tweet_line(3), "unsent"), (tweet_line(4), "unsent")]

@@ -165,3 +165,12 @@ def test_rules_endpoint_errors_back_off_like_http_errors(fake: FakeX) -> None:
     run_until_stopped(make_source(fake), ctx)
     assert ctx.delays() == pytest.approx([5, 10], rel=TOLERANCE)
     assert fake.stream_connects() == []
+
+
+def test_a_line_cut_short_by_a_stall_is_dead_lettered(fake: FakeX) -> None:
+    """Half a line, then silence: the stall ends the connection and the half line is dead-lettered, not dropped."""
+    fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1)) + tweet_line(2)[:20])])]
+    ctx = XContext(stop_after_reconnects=1)
+    run_until_stopped(make_source(fake, stall_timeout=0.3), ctx)
+    assert [d for d, _, _ in ctx.emitted] == [tweet_line(1)]
+    assert [(d, o, r) for d, o, r, _ in ctx.rejected] == [(tweet_line(2)[:20], "x:filtered", "truncated_line")]
