@@ -193,7 +193,7 @@ class XSource(Source):
                 self._connect(client, ctx, schedules)
                 return  # stopping
             except RuleRejected as exc:
-                detail = scrub(str(exc))
+                detail = scrub(f"source {ctx.name}: {exc}")
                 ctx.protocol_message("rule_rejected", detail)
                 ctx.connection(False, f"not started: {detail}; fix the rule in the config and restart")
                 return
