@@ -174,6 +174,7 @@ class XSource(Source):
         super().__init__(config)
         self._clock = clock
         self._origin = f"x:{config.stream}"
+        self._connected = False
 
     def _secrets(self) -> list[str]:
         c = self.config
@@ -198,15 +199,21 @@ class XSource(Source):
                 ctx.connection(False, f"not started: {detail}; fix the rule in the config and restart")
                 return
             except XFailure as exc:
-                ctx.connection(False, exc.detail)
+                self._disconnected(ctx, exc.detail)
                 delay = schedules.delay(exc.kind, dropped=False)
                 ctx.reconnecting(exc.reason, delay, exc.detail)
             except _Dropped as exc:
-                ctx.connection(False, exc.detail)
+                self._disconnected(ctx, exc.detail)
                 delay = schedules.delay(exc.kind, dropped=exc.at_once)
                 ctx.reconnecting(exc.reason, delay, exc.detail)
             if ctx.wait(delay):
                 return
+
+    def _disconnected(self, ctx: SourceContext, detail: str) -> None:
+        # Only the change is reported (logged unthrottled); each failed attempt is counted by `reconnecting`.
+        if self._connected:
+            self._connected = False
+            ctx.connection(False, detail)
 
     def _start(self, client: XClient, ctx: SourceContext) -> None:
         c = self.config
@@ -245,6 +252,7 @@ class XSource(Source):
         response = client.open_stream(resource, self._params())
         reader = StreamReader(response).start()
         ctx.connection(True, f"{self.config.api_url} {resource}")
+        self._connected = True
         try:
             self._read(reader, ctx, schedules, client.scrub)
         finally:

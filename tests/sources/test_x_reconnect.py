@@ -174,3 +174,13 @@ def test_a_line_cut_short_by_a_stall_is_dead_lettered(fake: FakeX) -> None:
     run_until_stopped(make_source(fake, stall_timeout=0.3), ctx)
     assert [d for d, _, _ in ctx.emitted] == [tweet_line(1)]
     assert [(d, o, r) for d, o, r, _ in ctx.rejected] == [(tweet_line(2)[:20], "x:filtered", "truncated_line")]
+
+
+def test_only_connection_changes_are_reported_not_each_failed_attempt(fake: FakeX) -> None:
+    """Refused connects are counted as reconnects; `connection` reports only up, down, up (its log is not throttled)."""
+    fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1))), Close()]), *[StreamScript(status=503)] * 3]
+    fake.scripts.append(StreamScript(steps=[Send(lines(tweet_line(2)))]))
+    ctx = XContext(stop_after_emits=2)
+    run_until_stopped(make_source(fake), ctx)
+    assert [r for r, _, _, _ in ctx.reconnects] == ["closed", "http_503", "http_503", "http_503"]
+    assert [up for up, _ in ctx.connections] == [True, False, True]
