@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -60,6 +61,7 @@ _READ_TIMEOUT_MARGIN_S = 5.0
 REASON_TRUNCATED = "truncated_line"
 REASON_UNSENT = "unsent"
 REASON_NOT_AN_OBJECT = "not_an_object"
+T = TypeVar("T")
 _KIND_NAME = re.compile(r"[^A-Za-z0-9_]+")
 _MAX_KIND_CHARS = 40
 DEFAULT_EXPANSIONS = ["author_id"]
@@ -153,8 +155,50 @@ class _Schedules:
         return self.by_kind[kind].next()
 
 
+def _close(value: object) -> None:
+    close = getattr(value, "close", None)
+    if callable(close):
+        close()
+
+
+def _interruptible(ctx: SourceContext, call: Callable[[], T], on_abandon: Callable[[T], None] | None = None) -> T:
+    """`call()` in a thread of its own, waited for in slices: a stop is noticed within STOP_POLL_S even while a
+    connect, a header read or a rules request blocks for its timeout. Raises `_Stopped` then; the abandoned
+    call ends by its own timeout, and `on_abandon` disposes of a result that arrives after all."""
+    done = threading.Event()
+    outcome: list[tuple[bool, Any]] = []
+    abandoned = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            outcome.append((False, exc))
+        finally:
+            done.set()
+            if abandoned.is_set() and outcome and outcome[0][0] and on_abandon is not None:
+                on_abandon(outcome[0][1])
+
+    threading.Thread(target=work, name="x-request", daemon=True).start()
+    while not done.wait(STOP_POLL_S):
+        if ctx.stopping:
+            abandoned.set()
+            if done.is_set() and outcome and outcome[0][0] and on_abandon is not None:
+                on_abandon(outcome[0][1])  # it finished just now: `work` may have missed the flag
+            raise _Stopped
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: T = value
+    return result
+
+
 def _kind_label(text: object) -> str:
     return _KIND_NAME.sub("_", str(text))[:_MAX_KIND_CHARS] or "unknown"
+
+
+class _Stopped(Exception):
+    """The daemon stopped while a request was still waiting for its answer."""
 
 
 class _Dropped(Exception):
@@ -193,6 +237,8 @@ class XSource(Source):
                     ready = True
                 self._connect(client, ctx, schedules)
                 return  # stopping
+            except _Stopped:
+                return
             except RuleRejected as exc:
                 detail = scrub(f"source {ctx.name}: {exc}")
                 ctx.protocol_message("rule_rejected", detail)
@@ -221,13 +267,15 @@ class XSource(Source):
             token = c.bearer_token.get_secret_value()
         else:
             assert c.consumer_key is not None and c.consumer_secret is not None
-            token = client.exchange_token(c.consumer_key.get_secret_value(), c.consumer_secret.get_secret_value())
+            key, secret = c.consumer_key.get_secret_value(), c.consumer_secret.get_secret_value()
+            token = _interruptible(ctx, lambda: client.exchange_token(key, secret))
         client.use_token(token)
         if c.clear_stale_connections:
-            client.clear_connections()
+            _interruptible(ctx, client.clear_connections)
             ctx.protocol_message("connections_cleared", "DELETE /2/connections/all")
         if c.stream == "filtered":
-            sync = client.sync_rules([(rule.value, rule.tag or None) for rule in c.rules])
+            wanted = [(rule.value, rule.tag or None) for rule in c.rules]
+            sync = _interruptible(ctx, lambda: client.sync_rules(wanted))
             ctx.protocol_message(
                 "rules_synchronised", f"added {len(sync.added)}, deleted {len(sync.deleted)}, kept {len(sync.kept)}"
             )
@@ -249,7 +297,8 @@ class XSource(Source):
     def _connect(self, client: XClient, ctx: SourceContext, schedules: _Schedules) -> None:
         """One connection, until stop (returns) or its end (raises `_Dropped` / `XFailure`)."""
         resource = FILTERED_STREAM if self.config.stream == "filtered" else SAMPLE_STREAM
-        response = client.open_stream(resource, self._params())
+        params = self._params()
+        response = _interruptible(ctx, lambda: client.open_stream(resource, params), on_abandon=_close)
         reader = StreamReader(response).start()
         ctx.connection(True, f"{self.config.api_url} {resource}")
         self._connected = True

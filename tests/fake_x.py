@@ -55,6 +55,7 @@ class StreamScript:
     status: int = 200
     body: dict[str, Any] | None = None  # the JSON body of a non-200 answer
     steps: list[Step] = field(default_factory=list)
+    hold_headers: bool = False  # accept the request, never answer it
 
 
 @dataclass
@@ -100,6 +101,7 @@ class FakeX:
     rules: list[dict[str, str]] = field(default_factory=list)
     bad_rule_marker: str = "(("  # a rule value containing it fails validation
     rules_status: int | None = None  # answer every rules call with this status
+    hold_rules: bool = False  # never answer the rules listing
     tls: ssl.SSLContext | None = None
     requests: list[Request] = field(default_factory=list)
     _next_rule_id: int = 100
@@ -196,6 +198,9 @@ class FakeX:
                 self._rules_post(request)
 
             def _rules_get(self) -> None:
+                if fake.hold_rules:
+                    fake._stopped.wait()
+                    return
                 if fake.rules_status is not None:
                     self._json(fake.rules_status, {"title": "Service Unavailable"})
                     return
@@ -255,6 +260,9 @@ class FakeX:
             def _stream(self) -> None:
                 with fake._lock:
                     script = fake.scripts.pop(0) if fake.scripts else StreamScript()
+                if script.hold_headers:
+                    fake._stopped.wait()
+                    return
                 if script.status != 200:
                     self._json(script.status, script.body or {"title": "error", "status": script.status})
                     return

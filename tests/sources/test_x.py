@@ -282,3 +282,19 @@ def test_lines_received_when_the_daemon_stops_are_dead_lettered(fake: FakeX) -> 
     # Line 2 is the one emit refused: the daemon accounts for it (SourceContext.emit), so it is not handed over twice.
     assert [d for d, _, _ in ctx.emitted] == [tweet_line(1)]
     assert [(d, r) for d, _, r, _ in ctx.rejected] == [(tweet_line(3), "unsent"), (tweet_line(4), "unsent")]
+
+
+@pytest.mark.parametrize("where", ["rules", "stream headers"])
+def test_stop_returns_within_a_second_while_a_request_waits_for_its_answer(fake: FakeX, where: str) -> None:
+    """A rules call or stream connect the server never answers (timeouts of 10 and 27 s) does not hold up a stop."""
+    fake.hold_rules = where == "rules"
+    fake.scripts = [StreamScript(hold_headers=True)]
+    ctx = XContext()
+    thread = run_in_thread(make_source(fake), ctx)
+    path = "/2/tweets/search/stream/rules" if where == "rules" else "/2/tweets/search/stream"
+    poll_until(lambda: fake.calls("GET", path), DEADLINE_S, f"the {where} request")
+    started = time.monotonic()
+    ctx.stop.set()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 1.5
+    assert ctx.emitted == [] and ctx.reconnects == []
