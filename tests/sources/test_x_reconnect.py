@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -102,15 +101,14 @@ def test_401_names_the_token_and_backs_off_long_without_leaking_it(fake: FakeX, 
 
 
 def test_a_stall_is_caught_by_the_read_clock_within_10_percent(fake: FakeX) -> None:
-    """No byte for stall_timeout (here 0.5 s, X's 20 s scaled) is a stall: reconnect (at once after tweets)."""
+    """No byte for stall_timeout (here 1 s, X's 20 s scaled) is a stall, caught within 10 %: reconnect (at once after tweets)."""
     fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1)))])]  # then silent: a full-buffer disconnect looks like this
     ctx = XContext(stop_after_reconnects=1)
-    start = time.monotonic()
-    run_until_stopped(make_source(fake, stall_timeout=0.5), ctx)
+    run_until_stopped(make_source(fake, stall_timeout=1.0), ctx)
     reason, delay, _, at = ctx.reconnects[0]
     assert (reason, delay) == ("stall", 0.0)
-    assert ctx.emitted, "the tweet before the silence arrived"
-    assert 0.5 <= at - start <= 0.5 * (1 + TOLERANCE) + 0.1  # plus connect and rule-sync time on a loaded machine
+    assert len(ctx.emitted_at) == 1, "the tweet before the silence arrived"
+    assert 1.0 <= at - ctx.emitted_at[0] <= 1.0 * (1 + TOLERANCE)
 
 
 def test_keep_alives_keep_a_quiet_stream_from_stalling(fake: FakeX) -> None:

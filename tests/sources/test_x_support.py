@@ -23,6 +23,7 @@ class XContext:
     name: str = "x"
     real_waits: bool = False
     emitted: list[tuple[bytes, Any, str]] = field(default_factory=list)
+    emitted_at: list[float] = field(default_factory=list)  # monotonic time of each emit
     rejected: list[tuple[bytes, str, str, str]] = field(default_factory=list)
     connections: list[tuple[bool, str]] = field(default_factory=list)
     reconnects: list[tuple[str, float, str, float]] = field(default_factory=list)  # reason, delay, detail, at
@@ -39,6 +40,7 @@ class XContext:
         if self.stop.is_set():
             return False
         self.emitted.append((data, event, origin))
+        self.emitted_at.append(time.monotonic())
         if self.stop_after_emits is not None and len(self.emitted) >= self.stop_after_emits:
             self.stop.set()
         return True
