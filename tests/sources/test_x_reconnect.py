@@ -73,6 +73,7 @@ def test_http_errors_back_off_exponentially_from_5_s_to_320_s(fake: FakeX) -> No
     ctx = XContext(stop_after_reconnects=8)
     run_until_stopped(make_source(fake), ctx)
     assert ctx.delays() == pytest.approx([5, 10, 20, 40, 80, 160, 320, 320], rel=TOLERANCE)
+    assert ctx.waits == ctx.delays()  # the announced delay is the one waited
     assert {r for r, _, _, _ in ctx.reconnects} == {"http_503"}
 
 
@@ -82,6 +83,7 @@ def test_429_backs_off_exponentially_from_a_minute(fake: FakeX) -> None:
     ctx = XContext(stop_after_reconnects=3)
     run_until_stopped(make_source(fake), ctx)
     assert ctx.delays() == pytest.approx([60, 120, 240], rel=TOLERANCE)
+    assert ctx.waits == ctx.delays()
     assert "Too Many Requests" in ctx.reconnects[0][2]
 
 

@@ -24,6 +24,7 @@ class XContext:
     real_waits: bool = False
     emitted: list[tuple[bytes, Any, str]] = field(default_factory=list)
     emitted_at: list[float] = field(default_factory=list)  # monotonic time of each emit
+    waits: list[float] = field(default_factory=list)  # what the source asked `wait` for
     rejected: list[tuple[bytes, str, str, str]] = field(default_factory=list)
     connections: list[tuple[bool, str]] = field(default_factory=list)
     reconnects: list[tuple[str, float, str, float]] = field(default_factory=list)  # reason, delay, detail, at
@@ -49,6 +50,7 @@ class XContext:
         self.rejected.append((data, origin, reason, detail))
 
     def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
         if self.real_waits:
             return self.stop.wait(seconds)
         return self.stop.is_set()
