@@ -218,9 +218,12 @@ class XClient:
         response: requests.Response = answer.response
         return response
 
-    def _json(self, what: str, resource: str, params: dict[str, Any] | None = None, method: str | None = None) -> tuple[int, Any]:
+    def _json(
+        self, what: str, resource: str, params: dict[str, Any] | None = None, method: str | None = None, refusals: bool = False
+    ) -> tuple[int, Any]:
+        """Status and JSON body of a 2xx answer (with `refusals`, also of a 400/422 naming what was refused)."""
         response = self._request(what, resource, params, method)
-        if response.status_code // 100 != 2 and response.status_code not in (400, 422):
+        if response.status_code // 100 != 2 and not (refusals and response.status_code in (400, 422)):
             raise http_failure(response, self.scrub, what)
         try:
             return response.status_code, response.json()
@@ -258,9 +261,7 @@ class XClient:
         if new_values:
             self._add([key for _, key in new_values], [i for i, _ in new_values], dry_run=True)
         if stale:
-            status, answer = self._json("delete rules", RULES, {"delete": {"ids": [rule_id for rule_id, _ in stale]}})
-            if status // 100 != 2:
-                raise XFailure(KIND_HTTP, f"http_{status}", f"delete rules: {self._errors_text(answer)}")
+            self._json("delete rules", RULES, {"delete": {"ids": [rule_id for rule_id, _ in stale]}})
         if missing:
             self._add([key for _, key in missing], [i for i, _ in missing], dry_run=False)
         return RuleSync(added=[k[0] for _, k in missing], deleted=[v for _, v in stale], kept=[k[0] for k in existing])
@@ -268,7 +269,7 @@ class XClient:
     def _add(self, rules: list[tuple[str, str | None]], indexes: list[int], dry_run: bool) -> None:
         body = {"add": [{"value": value, **({"tag": tag} if tag else {})} for value, tag in rules]}
         resource = f"{RULES}?dry_run=true" if dry_run else RULES
-        status, answer = self._json("validate rules" if dry_run else "add rules", resource, body)
+        status, answer = self._json("validate rules" if dry_run else "add rules", resource, body, refusals=True)
         errors = answer.get("errors") if isinstance(answer, dict) else None
         for error in errors if isinstance(errors, list) else []:
             if not isinstance(error, dict):
