@@ -184,3 +184,12 @@ def test_only_connection_changes_are_reported_not_each_failed_attempt(fake: Fake
     run_until_stopped(make_source(fake), ctx)
     assert [r for r, _, _, _ in ctx.reconnects] == ["closed", "http_503", "http_503", "http_503"]
     assert [up for up, _ in ctx.connections] == [True, False, True]
+
+
+def test_a_refused_rules_listing_is_an_http_failure_not_an_empty_rule_set(fake: FakeX) -> None:
+    """A 400 on the rules listing backs off like any HTTP error; it is not read as 'no rules' nor as a rejected rule."""
+    fake.rules_status = 400
+    ctx = XContext(stop_after_reconnects=1)
+    run_until_stopped(make_source(fake), ctx)
+    assert [(r, d) for r, d, _, _ in ctx.reconnects] == [("http_400", 5.0)]
+    assert fake.calls("POST", "/2/tweets/search/stream/rules") == [] and not any(k == "rule_rejected" for k, _ in ctx.messages)
