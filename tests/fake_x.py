@@ -7,6 +7,7 @@ a clean close or a TCP reset); without one it holds the connection open and sile
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import ssl
@@ -182,8 +183,6 @@ class FakeX:
             def do_POST(self) -> None:
                 request = self._record()
                 if request.path == "/oauth2/token":
-                    import base64
-
                     expected = base64.b64encode(f"{fake.consumer_key}:{fake.consumer_secret}".encode()).decode()
                     if self.headers.get("Authorization") != f"Basic {expected}":
                         self._json(403, {"errors": [{"code": 99, "message": "Unable to verify your credentials"}]})
