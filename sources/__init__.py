@@ -15,4 +15,5 @@ def load_builtin_sources() -> None:
     """Import the bundled source modules so that they register themselves."""
     import sources.file
     import sources.jetstream
-    import sources.synthetic  # noqa: F401
+    import sources.synthetic
+    import sources.x  # noqa: F401
