@@ -13,4 +13,5 @@ __all__ = ["SOURCE_TYPES", "Source", "SourceConfig", "SourceContext", "load_buil
 
 def load_builtin_sources() -> None:
     """Import the bundled source modules so that they register themselves."""
-    import sources.file  # noqa: F401
+    import sources.file
+    import sources.mastodon  # noqa: F401
