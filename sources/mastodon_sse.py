@@ -99,7 +99,7 @@ class SseParser:
             value = value[1:]
         if name == b"event":
             self._name = value
-        elif name == b"data":
+        elif name == b"data" and not self._oversize:  # once too large, the event is only waited out
             size = self._data_bytes + len(value) + (1 if self._data else 0)
             if size > self.max_event_bytes:
                 self._oversize = True
