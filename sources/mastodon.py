@@ -95,6 +95,7 @@ class MastodonSource(Source):
         self._seen: OrderedDict[str, str] = OrderedDict()  # status id -> author acct ("" when unknown)
         self._last_id: str | None = None
         self._received = 0
+        self._connected = False
         self._network = exponential(
             config.reconnect_initial, max(config.reconnect_initial, config.reconnect_max), True, self._rng
         )
@@ -121,7 +122,9 @@ class MastodonSource(Source):
                 self._session(ctx, url, backfill=not first)
                 return  # stopping
             except _Retry as retry:
-                ctx.connection(False, retry.detail)
+                if self._connected:  # reported once per lost connection; failed attempts are counted as reconnects
+                    self._connected = False
+                    ctx.connection(False, retry.detail)
                 ctx.reconnecting(retry.reason, retry.delay_s, retry.detail)
                 if ctx.wait(retry.delay_s):
                     return
@@ -163,22 +166,24 @@ class MastodonSource(Source):
                     phase = "data or heartbeat" if opened else "a response"
                     raise self._network_retry("stall", f"no {phase} from {host} for {limit:.1f}s") from None
                 continue
-            last_data = self._clock()
             if isinstance(item, Opened):
                 self._opened(ctx, item, host)
                 opened, limit = True, self.config.stall_timeout
                 if backfill:
                     self._backfill(ctx)
-                    last_data = self._clock()  # the refill took its time; the stream kept queueing meanwhile
             elif isinstance(item, Chunk):
                 if not self._chunk(ctx, parser, item.data):
                     return
             else:
                 self._ended(item, host)
+            # Counted from the end of handling: time spent in a refill or blocked on a full buffer (the
+            # reader queues meanwhile) is not the server's silence.
+            last_data = self._clock()
 
     def _opened(self, ctx: SourceContext, opened: Opened, host: str) -> None:
         status = opened.status
         if status == 200:
+            self._connected = True
             ctx.connection(True, f"{host} {self._timeline}")
             return
         message = safe_error(opened.body, self._token)

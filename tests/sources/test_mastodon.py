@@ -19,6 +19,7 @@ from tests.fake_mastodon import (
     STREAM_PREFIX,
     TOKEN,
     FakeMastodon,
+    LiveContext,
     Pause,
     Plan,
     config,
@@ -130,6 +131,24 @@ def test_heartbeats_keep_a_quiet_stream_alive(fake: FakeMastodon) -> None:
     assert len(fake.stream_requests()) == 1
 
 
+class SlowBufferContext(LiveContext):
+    """The first emit blocks as a full buffer would."""
+
+    def emit(self, data: bytes, event: Any, origin: str) -> bool:
+        if not self.emitted:
+            self.stop.wait(1.0)
+        return super().emit(data, event, origin)
+
+
+def test_time_blocked_on_a_full_buffer_is_not_a_stall(fake: FakeMastodon) -> None:
+    """The stall clock (0.8 s) runs while the source listens, not while emit blocks (1 s) on a full buffer."""
+    fake.plan(Plan([update("1"), Pause(1.3), update("2"), HOLD]))
+    run = start(fake, SlowBufferContext(), stall_timeout=0.8)
+    run.until("both statuses", lambda: len(run.ctx.emitted) == 2)
+    run.stop()
+    assert run.ctx.reconnects == []
+
+
 def test_a_stall_reconnects(fake: FakeMastodon) -> None:
     """A stream silent for longer than stall_timeout is dropped and reopened; statuses flow again."""
     fake.plan(Plan([update("1"), HOLD]), Plan([update("2"), HOLD]))
@@ -174,6 +193,7 @@ def test_401_is_a_clear_error_with_the_long_backoff(fake: FakeMastodon) -> None:
     assert "access token was refused" in detail
     assert "The access token <token> is invalid" in detail
     assert TOKEN not in run.ctx.everything_said()
+    assert [c for c, _ in run.ctx.connections] == [True]  # a failed attempt is no disconnection
 
 
 @pytest.mark.parametrize(
