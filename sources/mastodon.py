@@ -116,10 +116,10 @@ class MastodonSource(Source):
         if base is None:
             return  # stopping
         url = base + self._stream_path()
-        first = True
         while not ctx.stopping:
             try:
-                self._session(ctx, url, backfill=not first)
+                # Each connection refills the gap since the last status seen, if any (also after a restart).
+                self._session(ctx, url)
                 return  # stopping
             except _Retry as retry:
                 if self._connected:  # reported once per lost connection; failed attempts are counted as reconnects
@@ -128,7 +128,6 @@ class MastodonSource(Source):
                 ctx.reconnecting(retry.reason, retry.delay_s, retry.detail)
                 if ctx.wait(retry.delay_s):
                     return
-            first = False
 
     def _stream_path(self) -> str:
         if self.config.timeline == "hashtag":
@@ -136,7 +135,7 @@ class MastodonSource(Source):
         path = _STREAM_PATHS[self.config.timeline]
         return path + ("?only_media=true" if self.config.only_media else "")
 
-    def _session(self, ctx: SourceContext, url: str, *, backfill: bool) -> None:
+    def _session(self, ctx: SourceContext, url: str) -> None:
         """One connection, until stopping (returns) or it fails (raises _Retry)."""
         reader = StreamReader(
             self._pool,
@@ -147,11 +146,11 @@ class MastodonSource(Source):
         )
         reader.start()
         try:
-            self._consume(ctx, reader, url, backfill)
+            self._consume(ctx, reader, url)
         finally:
             reader.close()
 
-    def _consume(self, ctx: SourceContext, reader: StreamReader, url: str, backfill: bool) -> None:
+    def _consume(self, ctx: SourceContext, reader: StreamReader, url: str) -> None:
         parser = SseParser(self.config.max_event_bytes)
         host = urlsplit(url).netloc
         opened = False
@@ -169,8 +168,7 @@ class MastodonSource(Source):
             if isinstance(item, Opened):
                 self._opened(ctx, item, host)
                 opened, limit = True, self.config.stall_timeout
-                if backfill:
-                    self._backfill(ctx)
+                self._backfill(ctx)
             elif isinstance(item, Chunk):
                 if not self._chunk(ctx, parser, item.data):
                     return

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from tests.conftest import poll_until
 from tests.fake_mastodon import (
     CLOSE,
     DROP,
@@ -269,6 +270,37 @@ def test_gap_after_a_reconnect_is_refilled_without_duplicates(fake: FakeMastodon
     )
     assert [k for k, _ in run.ctx.messages] == ["duplicate_status"]
     assert ":backfill:" in run.ctx.emitted[1][2]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path", "query"),
+    [
+        ({"timeline": "local", "only_media": True}, "/api/v1/timelines/public", {"local": ["true"], "only_media": ["true"]}),
+        ({"timeline": "hashtag", "hashtag": "python"}, "/api/v1/timelines/tag/python", {}),
+    ],
+    ids=["local-media", "hashtag"],
+)
+def test_a_restarted_source_refills_from_its_own_timeline(
+    fake: FakeMastodon, overrides: dict[str, Any], path: str, query: dict[str, list[str]]
+) -> None:
+    """A source run again (as after a crash) refills from the endpoint and filters of its timeline since its last status."""
+    fake.timeline = [status("20"), status("21")]
+    fake.plan(Plan([update("20"), HOLD]), Plan([HOLD]))
+    first = start(fake, stall_timeout=30, **overrides)
+    first.until("a status", lambda: first.ctx.emitted)
+    first.stop()
+    again = LiveContext()
+    thread = threading.Thread(target=first.source.run, args=(again,), daemon=True)
+    thread.start()
+    poll_until(lambda: again.emitted, 10, "the refilled status", interval=0.02)
+    again.stop.set()
+    thread.join(5)
+    assert [e["id"] for _, e, _ in again.emitted] == ["21"]
+    assert again.reconnects == []  # refilled on its first connection
+    (refill,) = [r for r in fake.requests if r.path.startswith("/api/v1/timelines/")]
+    assert refill.path == path
+    assert {k: v for k, v in refill.query.items() if k not in ("min_id", "limit")} == query
+    assert (refill.query["min_id"], refill.query["limit"]) == (["20"], ["40"])
 
 
 def test_stop_is_noticed_quickly_in_every_state(fake: FakeMastodon) -> None:
