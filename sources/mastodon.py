@@ -11,7 +11,8 @@
 - The streaming host comes from `GET /api/v2/instance` (`configuration.urls.streaming`), else the instance.
 - Reconnects: network errors, 5xx, a clean end of stream and stalls back off exponentially with jitter;
   401/403 (bad or missing token) from `auth_backoff`, 429 after Retry-After (or from `rate_limit_backoff`).
-- After a reconnect the gap is refilled from `/api/v1/timelines/...?min_id=<last id seen>` (deduplicated).
+- On each connection after a status was seen, the gap is refilled from `/api/v1/timelines/...?min_id=<last id
+  seen>` (deduplicated); the last id lives in memory, so a daemon restart does not refill.
 
 The access token is sent as a bearer header only; it never appears in logs, errors, metrics or dead letters.
 """

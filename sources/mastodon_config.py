@@ -73,7 +73,8 @@ class MastodonSourceConfig(SourceConfig):
         default=DEFAULT_BACKFILL_PAGES,
         ge=0,
         le=MAX_BACKFILL_PAGES,
-        description="After a reconnect, refill the gap with up to this many timeline pages (40 statuses); 0 = off.",
+        description="On each connection after a status was seen, refill the gap with up to this many timeline pages "
+        "(40 statuses); 0 = off.",
     )
 
     @field_validator("instance", "streaming_url")
