@@ -6,10 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processor import telemetry
 from processor.errors import PermanentFailure
 from processor.handler import handler
+from processor.items import MAX_PARTITION_KEY_BYTES, build_key
 from processor.mappings import Deletion, GenericPaths, Post, map_deletion, map_event
 from tests.fakes import FakeAwsServer, Handler
 from tests.processor.conftest import ARRIVAL, FakeContext, MotoStack, kinesis_event, kinesis_record
@@ -43,6 +46,36 @@ def test_delete_records_map_to_deletions_and_statuses_still_to_posts() -> None:
     assert isinstance(map_event(toot("5"), PATHS), Post)
     with pytest.raises(PermanentFailure, match="missing or empty id"):
         map_deletion({"event": "delete", "id": "", "instance": HOST})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["event", "id", "instance", "acct", "content"]), json_values), st.booleans())
+def test_any_delete_shaped_payload_is_a_key_a_count_or_a_permanent_failure(event: dict[str, Any], force: bool) -> None:
+    """Whatever a delete-like payload holds: a Deletion with a valid key, an authorless one, not a delete, or PermanentFailure."""
+    if force:
+        event = event | {"event": "delete", "instance": HOST}
+    try:
+        deletion = map_deletion(event)
+        if deletion is not None and deletion.username is not None:
+            key = build_key(deletion)
+            assert key["Username"]["S"] == deletion.username and key["Id"]["S"] == deletion.id
+    except PermanentFailure as failure:
+        assert failure.reason in ("unmappable", "invalid_text", "key_too_large")
+
+
+def test_a_delete_with_an_oversize_author_is_a_key_failure() -> None:
+    """A username over DynamoDB's partition key limit fails as key_too_large (the handler dead-letters it)."""
+    deletion = map_deletion(delete("5", acct="a" * (MAX_PARTITION_KEY_BYTES + 1)))
+    assert deletion is not None
+    with pytest.raises(PermanentFailure, match="key_too_large"):
+        build_key(deletion)
 
 
 @pytest.mark.slow
