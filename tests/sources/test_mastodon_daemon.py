@@ -88,6 +88,9 @@ shutdown:
     (dead,) = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text(encoding="utf-8").splitlines()]
     assert (dead["reason"], dead["origin"].startswith("mastodon:127.0.0.1:")) == ("invalid_json", True)
     assert fake.stream_requests()[0].headers["authorization"] == f"Bearer {TOKEN}"
+    events = [e.get("event") for e in daemon.logs()]
+    assert "source_did_not_stop" not in events  # the source ended within the daemon's 5 s join
+    assert "source_connected" in events
     log_text = daemon.stdout_path.read_text(encoding="utf-8", errors="replace")
     assert TOKEN not in log_text
     assert TOKEN not in (tmp_path / "dead.jsonl").read_text(encoding="utf-8")
