@@ -32,8 +32,8 @@ from processor.config import ProcessorSettings
 from processor.deadletter import DeadLetterDestination, dead_letter_entry, destination
 from processor.decoding import UserRecord, envelope, parse_json, user_records
 from processor.errors import PROCESSING_ERROR, REJECTED_BY_TABLE, ConfigurationError, DeadLetterUnavailable, PermanentFailure
-from processor.items import build_item
-from processor.mappings import map_event
+from processor.items import build_item, build_key
+from processor.mappings import map_deletion, map_event
 from processor.telemetry import InvocationMetrics, logger
 from processor.writer import PutItem, TableWriter
 
@@ -108,7 +108,17 @@ class _Invocation:
         for user in users:
             self.metrics.add(telemetry.USER_RECORDS)
             try:
-                post = map_event(parse_json(user), self.settings.generic)
+                event = parse_json(user)
+                deletion = map_deletion(event)
+                if deletion is not None:
+                    if deletion.username is None:
+                        # The table is keyed by author first: a delete of a status the source never saw
+                        # cannot find its item (if one exists). Counted, not dead-lettered: nothing to retry.
+                        self.metrics.add(telemetry.DELETES_WITHOUT_AUTHOR)
+                        continue
+                    puts.append(PutItem(item=build_key(deletion), ref=_Source(index, user), delete=True))
+                    continue
+                post = map_event(event, self.settings.generic)
                 item = build_item(post, user.arrival or self.started_at, self.settings.ttl_attribute, self.settings.ttl_days)
             except PermanentFailure as failure:
                 self.dead_letter(user, failure)
@@ -128,7 +138,10 @@ class _Invocation:
         if not puts:
             return set()
         report = TableWriter(self.clients.dynamodb(), self.settings.table_name).write(puts, self.deadline)
-        self.metrics.add(telemetry.ITEMS_WRITTEN, len(report.written))
+        deleted = sum(1 for put in report.written if put.delete)
+        self.metrics.add(telemetry.ITEMS_WRITTEN, len(report.written) - deleted)
+        if deleted:
+            self.metrics.add(telemetry.ITEMS_DELETED, deleted)
         self.metrics.add(telemetry.DUPLICATES_COLLAPSED, report.duplicates_collapsed)
         retry: set[int] = set()
         for put, message in report.rejected:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from processor.errors import INVALID_TEXT, ITEM_TOO_LARGE, KEY_TOO_LARGE, PermanentFailure
-from processor.mappings import Post
+from processor.mappings import Deletion, Post
 
 HASH_KEY = "Username"
 RANGE_KEY = "Id"
@@ -77,16 +77,29 @@ def build_item(post: Post, arrival: datetime, ttl_attribute: str | None, ttl_day
         item["AuthorId"] = {"S": post.author_id}
     if ttl_attribute and ttl_days > 0:
         item[ttl_attribute] = {"N": str(int(arrival.timestamp()) + ttl_days * SECONDS_PER_DAY)}
-    for name, limit in ((HASH_KEY, MAX_PARTITION_KEY_BYTES), (RANGE_KEY, MAX_SORT_KEY_BYTES)):
-        length = _utf8_length(name, item[name]["S"])
-        if length > limit:
-            raise PermanentFailure(KEY_TOO_LARGE, f"{name} is {length} bytes; DynamoDB allows {limit}")
+    _check_key(item)
     size = item_size(item)
     if size > MAX_ITEM_BYTES:
         raise PermanentFailure(
             ITEM_TOO_LARGE, f"item {post.id} of {post.username} is {size} bytes; DynamoDB allows {MAX_ITEM_BYTES}"
         )
     return item
+
+
+def build_key(deletion: Deletion) -> Item:
+    """The key of the item a deletion removes (its author must be known); raises PermanentFailure like build_item."""
+    if not deletion.username:
+        raise ValueError("a deletion without a username has no key")
+    key: Item = {HASH_KEY: {"S": deletion.username}, RANGE_KEY: {"S": deletion.id}}
+    _check_key(key)
+    return key
+
+
+def _check_key(item: Item) -> None:
+    for name, limit in ((HASH_KEY, MAX_PARTITION_KEY_BYTES), (RANGE_KEY, MAX_SORT_KEY_BYTES)):
+        length = _utf8_length(name, item[name]["S"])
+        if length > limit:
+            raise PermanentFailure(KEY_TOO_LARGE, f"{name} is {length} bytes; DynamoDB allows {limit}")
 
 
 def item_key(item: Item) -> tuple[str, str]:

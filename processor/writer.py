@@ -1,7 +1,7 @@
 """Batched, parallel, deadline-bounded writes of items to the table (BatchWriteItem).
 
-- Requests with the same key are collapsed first (the last one wins): DynamoDB rejects a BatchWriteItem
-  holding two requests for one key.
+- Requests with the same key are collapsed first (the last one wins, so a put followed by a delete of the
+  same item deletes it): DynamoDB rejects a BatchWriteItem holding two requests for one key.
 - Chunks of 25 requests are written by a small thread pool.
 - UnprocessedItems, throttling, 5xx and connection errors are retried with exponential backoff and full
   jitter while the deadline allows; the first attempt of each chunk is always made.
@@ -48,10 +48,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class PutItem(Generic[T]):
-    """One item to put, and the caller's reference to where it came from."""
+    """One item to put (or, with `delete`, the key of one to delete), and the caller's reference to where it came from."""
 
     item: Item
     ref: T
+    delete: bool = False
+
+    def request(self) -> dict[str, Any]:
+        """This write as one BatchWriteItem request."""
+        return {"DeleteRequest": {"Key": self.item}} if self.delete else {"PutRequest": {"Item": self.item}}
 
     @property
     def key(self) -> tuple[str, str]:
@@ -67,6 +72,13 @@ class WriteReport(Generic[T]):
     rejected: list[tuple[PutItem[T], str]] = field(default_factory=list)  # (put, DynamoDB's message): permanent
     duplicates_collapsed: int = 0
     calls: int = 0
+
+
+def _request_key(request: dict[str, Any]) -> tuple[str, str]:
+    """The key of an unprocessed request, a put or a delete."""
+    if "DeleteRequest" in request:
+        return item_key(request["DeleteRequest"]["Key"])
+    return item_key(request["PutRequest"]["Item"])
 
 
 def _backoff(retry: int) -> float:
@@ -127,7 +139,7 @@ class TableWriter:
             result.calls += 1
             try:
                 response = self.client.batch_write_item(
-                    RequestItems={self.table_name: [{"PutRequest": {"Item": put.item}} for put in pending.values()]}
+                    RequestItems={self.table_name: [put.request() for put in pending.values()]}
                 )
             except ClientError as exc:
                 error = exc.response.get("Error", {})
@@ -143,7 +155,7 @@ class TableWriter:
             except BotoCoreError as exc:  # connection errors, timeouts
                 last_error = f"{type(exc).__name__}: {exc}"
                 continue
-            left = {item_key(request["PutRequest"]["Item"]) for request in response.get(UNPROCESSED, {}).get(self.table_name, [])}
+            left = {_request_key(request) for request in response.get(UNPROCESSED, {}).get(self.table_name, [])}
             result.written.extend(put for key, put in pending.items() if key not in left)
             pending = {key: put for key, put in pending.items() if key in left}
             last_error = UNPROCESSED

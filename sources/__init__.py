@@ -15,5 +15,6 @@ def load_builtin_sources() -> None:
     """Import the bundled source modules so that they register themselves."""
     import sources.file
     import sources.jetstream
+    import sources.mastodon
     import sources.synthetic
     import sources.x  # noqa: F401

@@ -8,10 +8,17 @@ from processor.errors import UNMAPPABLE, PermanentFailure
 from processor.mappings.bluesky import is_jetstream, map_jetstream
 from processor.mappings.common import Post, brief
 from processor.mappings.generic import GenericPaths, map_generic
-from processor.mappings.mastodon import is_mastodon, map_mastodon
+from processor.mappings.mastodon import Deletion, is_mastodon, is_mastodon_delete, map_mastodon, map_mastodon_delete
 from processor.mappings.x import is_v1, is_v2, map_v1, map_v2
 
-__all__ = ["GenericPaths", "Post", "map_event"]
+__all__ = ["Deletion", "GenericPaths", "Post", "map_deletion", "map_event"]
+
+
+def map_deletion(event: Any) -> Deletion | None:
+    """The Deletion a decoded payload asks for, or None when it is not a delete record (then `map_event` it)."""
+    if isinstance(event, dict) and is_mastodon_delete(event):
+        return map_mastodon_delete(event)
+    return None
 
 
 def map_event(event: Any, generic: GenericPaths) -> Post:

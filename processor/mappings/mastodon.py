@@ -1,7 +1,13 @@
-"""Mastodon statuses (the `update` events of the streaming API): HTML content becomes plain text."""
+"""Mastodon statuses (the `update` events of the streaming API): HTML content becomes plain text.
+
+The source also ships `delete` events as records of their own, `{"event": "delete", "id", "instance", "acct"?}`
+(sources/mastodon.py): they become a `Deletion` of the item keyed (acct, id). `acct` is only there when the
+source saw the status; without it the item cannot be found (the table is keyed by username first).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from processor.mappings.common import (
@@ -17,6 +23,16 @@ from processor.mappings.common import (
 )
 
 SOURCE = "mastodon"
+DELETE_EVENT = "delete"
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A post its author deleted: the item (username, id) goes from the table; None = author unknown."""
+
+    source: str
+    username: str | None
+    id: str
 
 
 def is_mastodon(event: dict[str, Any]) -> bool:
@@ -51,3 +67,14 @@ def map_mastodon(event: dict[str, Any]) -> Post:
         lang=optional_text(content_of.get("language")),
         hashtags=unique(tags),
     )
+
+
+def is_mastodon_delete(event: dict[str, Any]) -> bool:
+    return event.get("event") == DELETE_EVENT and "instance" in event and "id" in event and "content" not in event
+
+
+def map_mastodon_delete(event: dict[str, Any]) -> Deletion:
+    """The deletion a delete record asks for; an empty or non-text `acct` counts as unknown."""
+    status_id = required_text(SOURCE, event, "id")
+    acct = optional_text(event.get("acct")) or None
+    return Deletion(source=SOURCE, username=acct, id=status_id)
