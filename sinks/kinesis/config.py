@@ -18,7 +18,10 @@ DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 MAX_RECORD_BYTES_LIMIT = 10 * 1024 * 1024
 # Stream names as the Kinesis API accepts them; a name outside this fails every call.
 STREAM_NAME_PATTERN = r"^[a-zA-Z0-9_.-]+$"
-DEFAULT_PARTITION_KEY_PATHS = ("data.author_id", "user.id_str", "author_id")
+# One path per bundled source's shape, so each keeps an author's (or visitor's, device's, status's) records in
+# order on one shard: X v2, X v1.1, flat records, Jetstream (did), synthetic clickstream and iot, and last
+# Mastodon (a status, its edits and its delete share the status id).
+DEFAULT_PARTITION_KEY_PATHS = ("data.author_id", "user.id_str", "author_id", "did", "user_id", "device_id", "id")
 
 
 class RetryConfig(BaseModel):

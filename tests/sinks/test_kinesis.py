@@ -221,3 +221,20 @@ def test_a_sink_without_a_stream_name_is_refused() -> None:
     """The daemon fills `stream` from the stack; a sink built without one fails loudly at construction."""
     with pytest.raises(ValueError, match="stream"):
         KinesisSink(KinesisSinkConfig(), RecordingEvents())
+
+
+@pytest.mark.parametrize(
+    ("event", "key"),
+    [
+        ({"data": {"id": "1", "author_id": "42"}, "includes": {}}, "42"),  # X v2 stream line
+        ({"did": "did:plc:abc", "time_us": 1, "kind": "commit"}, "did:plc:abc"),  # Jetstream
+        ({"user_id": "u-7", "session_id": "s", "id": "e-1"}, "u-7"),  # synthetic clickstream
+        ({"device_id": "dev-3", "id": "r-9"}, "dev-3"),  # synthetic iot
+        ({"id": "1093", "account": {"id": "5", "acct": "a"}, "content": "<p>x</p>"}, "1093"),  # Mastodon status
+        ({"event": "delete", "id": "1093", "instance": "example.social"}, "1093"),  # its delete: same shard
+    ],
+)
+def test_default_paths_key_each_bundled_source_by_what_orders_its_records(event: Any, key: str) -> None:
+    """With the sink's defaults every bundled source's records get a key (author, did, visitor, device, status)."""
+    builder = EntryBuilder(KinesisSinkConfig().partition_key, max_record_bytes=4096)
+    assert builder.build(record_of(event)).partition_key == key

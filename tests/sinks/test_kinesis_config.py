@@ -21,13 +21,13 @@ MIB = 1024 * 1024
 
 
 def test_defaults_follow_the_putrecords_limits() -> None:
-    """An empty config gets 500 records / 5 MiB per request, 1 MiB per record, the author-id key paths."""
+    """An empty config gets 500 records / 5 MiB per request, 1 MiB per record, a key path per bundled source."""
     config = KinesisSinkConfig()
     assert config.type == "kinesis"
     assert (config.max_batch_records, config.max_batch_bytes, config.max_record_bytes) == (500, 5 * MIB, 1 * MIB)
     assert (MAX_RECORDS_PER_REQUEST, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RECORD_BYTES) == (500, 5 * MIB, MIB)
     assert (MAX_REQUEST_BYTES_LIMIT, MAX_RECORD_BYTES_LIMIT) == (10 * MIB, 10 * MIB)
-    assert config.partition_key == ["data.author_id", "user.id_str", "author_id"]
+    assert config.partition_key == ["data.author_id", "user.id_str", "author_id", "did", "user_id", "device_id", "id"]
     assert config.linger == 0.2
     assert (config.retry.initial_backoff, config.retry.max_backoff, config.retry.max_attempts) == (0.1, 10.0, 0)
     assert config.stream is None and config.profile is None and config.endpoint_url is None
