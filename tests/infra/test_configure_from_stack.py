@@ -108,7 +108,7 @@ def test_writes_0600_credentials_and_points_the_sink_at_the_stack(
     assert config["stack"] == settings.name
     assert config["embedded"] == {"enabled": False, "listen": "127.0.0.1:4566"}
     assert config["sink"] == {
-        "type": "kinesis", "partition_key": ["data.author_id", "user.id_str"], "linger": 0.2,
+        "type": "kinesis", "linger": 0.2,
         "stream": settings.stream_name, "region": local_aws.region, "profile": settings.name,
         "endpoint_url": local_aws.url,
     }  # fmt: skip
