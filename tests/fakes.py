@@ -1,4 +1,5 @@
-"""Shared fakes: a real HTTP endpoint on 127.0.0.1 that speaks the AWS JSON protocol, scripted per test.
+"""Shared fakes: a real HTTP endpoint on 127.0.0.1 that speaks the AWS JSON protocol, scripted per test;
+a scripted sink for the daemon's tests; a recording SourceContext for the sources' tests.
 
 boto3 clients reach it through `endpoint_url`, so the sink and the processor are exercised through their
 real HTTP stack (signing, retries disabled or not, timeouts) while the test decides every answer: partial
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -194,3 +196,92 @@ class ScriptedSink(Sink[FakeEntry]):
             elif outcome == "unsent":
                 result.unsent.append(entry)
         return result
+
+
+# --- a recording SourceContext, for the sources' own tests ---------------------------------------
+
+
+@dataclass
+class RecordingContext:
+    """A SourceContext (sources/base.py) that keeps, in order, everything a source hands over.
+
+    The options script the daemon's side: stop after so many emits or reconnects, crash once on an emit,
+    block emits like a full buffer, cap how long `wait` really sleeps, or make any reject a test failure.
+    """
+
+    name: str = "source"
+    # Options (the daemon's behaviour as the source sees it).
+    max_wait_s: float | None = None  # `wait` sleeps at most this (0: returns at once); None: as long as asked
+    stop_after_emits: int | None = None  # `stop` is set once this many records were emitted
+    stop_after_reconnects: int | None = None  # `stop` is set once this many reconnects were announced
+    crash_after_emits: int | None = None  # the next emit, once this many were emitted, raises OSError (once)
+    block_emits_until_stop: bool = False  # emit blocks like a full buffer until `stop`, then returns False
+    rejects_fail: bool = False  # a reject raises AssertionError: for sources whose every input is valid
+    stop: threading.Event = field(default_factory=threading.Event)
+    # What the source handed over.
+    emitted: list[tuple[bytes, Any, str]] = field(default_factory=list)  # emit(data, event, origin)
+    emitted_at: list[float] = field(default_factory=list)  # time.monotonic() of each emit
+    emit_blocked: threading.Event = field(default_factory=threading.Event)  # an emit is blocking until stop
+    rejected: list[tuple[bytes, str, str, str]] = field(default_factory=list)  # reject(data, origin, reason, detail)
+    protocol_messages: list[tuple[str, str]] = field(default_factory=list)  # protocol_message(kind, detail)
+    wait_requests: list[float] = field(default_factory=list)  # the seconds asked of each wait(), in order
+    connections: list[tuple[bool, str]] = field(default_factory=list)  # connection(connected, detail)
+    reconnects: list[tuple[str, float, str]] = field(default_factory=list)  # reconnecting(reason, delay_s, detail)
+    reconnected_at: list[float] = field(default_factory=list)  # time.monotonic() of each reconnecting()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+    def emit(self, data: bytes, event: Any, origin: str) -> bool:
+        if self.block_emits_until_stop:
+            self.emit_blocked.set()
+            self.stop.wait()
+            return False
+        if self.crash_after_emits is not None and len(self.emitted) == self.crash_after_emits:
+            self.crash_after_emits = None
+            raise OSError("disk hiccup")
+        if self.stop.is_set():
+            return False
+        self.emitted.append((data, event, origin))
+        self.emitted_at.append(time.monotonic())
+        if self.stop_after_emits is not None and len(self.emitted) >= self.stop_after_emits:
+            self.stop.set()
+        return True
+
+    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
+        if self.rejects_fail:
+            raise AssertionError(f"a {self.name} record was rejected: {origin} {reason} {detail}")
+        self.rejected.append((data, origin, reason, detail))
+
+    def wait(self, seconds: float) -> bool:
+        self.wait_requests.append(seconds)
+        return self.stop.wait(seconds if self.max_wait_s is None else min(seconds, self.max_wait_s))
+
+    def connection(self, connected: bool, detail: str = "") -> None:
+        self.connections.append((connected, detail))
+
+    def reconnecting(self, reason: str, delay_s: float, detail: str = "") -> None:
+        self.reconnects.append((reason, delay_s, detail))
+        self.reconnected_at.append(time.monotonic())
+        if self.stop_after_reconnects is not None and len(self.reconnects) >= self.stop_after_reconnects:
+            self.stop.set()
+
+    def protocol_message(self, kind: str, detail: str) -> None:
+        self.protocol_messages.append((kind, detail))
+
+    def events(self) -> list[Any]:
+        """The parsed form of each emitted record, in order."""
+        return [event for _, event, _ in self.emitted]
+
+    def reconnect_delays(self) -> list[float]:
+        """The delay each announced reconnect said it would wait."""
+        return [delay for _, delay, _ in self.reconnects]
+
+    def everything_said(self) -> str:
+        """Every text the source handed over besides record data (the daemon logs, counts or dead-letters it)."""
+        parts = [origin for _, _, origin in self.emitted]
+        parts += [f"{o} {r} {d} {data!r}" for data, o, r, d in self.rejected]
+        parts += [d for _, d in self.connections] + [f"{r} {d}" for r, _, d in self.reconnects]
+        parts += [f"{k} {d}" for k, d in self.protocol_messages]
+        return "\n".join(parts)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,47 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from sources.file import FileSource, FileSourceConfig
-
-
-@dataclass
-class RecordingContext:
-    """A SourceContext that keeps what the source hands over; can refuse or crash on demand."""
-
-    name: str = "file"
-    emitted: list[tuple[bytes, Any, str]] = field(default_factory=list)
-    rejected: list[tuple[bytes, str, str, str]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    crash_on_emit: int | None = None  # raise once when this many records were emitted
-    stop_after: int | None = None
-    messages: list[tuple[str, str]] = field(default_factory=list)  # protocol_message(kind, detail)
-    emitted_at: list[float] = field(default_factory=list)  # time.monotonic() of each emit
-    waits: int = 0  # calls of wait(): a follower's polls
-
-    @property
-    def stopping(self) -> bool:
-        return self.stop.is_set()
-
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
-        if self.crash_on_emit is not None and len(self.emitted) == self.crash_on_emit:
-            self.crash_on_emit = None
-            raise OSError("disk hiccup")
-        if self.stop.is_set():
-            return False
-        self.emitted.append((data, event, origin))
-        self.emitted_at.append(time.monotonic())
-        if self.stop_after is not None and len(self.emitted) >= self.stop_after:
-            self.stop.set()
-        return True
-
-    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
-        self.rejected.append((data, origin, reason, detail))
-
-    def wait(self, seconds: float) -> bool:
-        self.waits += 1
-        return self.stop.wait(seconds)
-
-    def protocol_message(self, kind: str, detail: str) -> None:
-        self.messages.append((kind, detail))
+from tests.fakes import RecordingContext
 
 
 def tweet(n: int) -> bytes:
@@ -98,7 +56,7 @@ def test_glob_expands_sorted_and_loop_repeats(tmp_path: Path) -> None:
     """Globs expand in sorted order; with loop the files are replayed again until stopped."""
     (tmp_path / "b.jsonl").write_bytes(tweet(2) + b"\n")
     (tmp_path / "a.jsonl").write_bytes(tweet(1) + b"\n")
-    ctx = RecordingContext(stop_after=5)
+    ctx = RecordingContext(stop_after_emits=5)
     source(paths=[str(tmp_path / "*.jsonl")], loop=True).run(ctx)
     assert [e["data"]["id"] for _, e, _ in ctx.emitted] == ["1", "2", "1", "2", "1"]
 
@@ -113,7 +71,7 @@ def test_restart_after_crash_resumes_without_duplicates(tmp_path: Path) -> None:
     """A source restarted after a crash continues after the last record it handed over."""
     path = tmp_path / "t.jsonl"
     path.write_bytes(b"\n".join(tweet(i) for i in range(6)) + b"\n{bad\n")
-    ctx = RecordingContext(crash_on_emit=3)
+    ctx = RecordingContext(crash_after_emits=3)
     src = source(paths=[str(path)])
     with pytest.raises(OSError):
         src.run(ctx)

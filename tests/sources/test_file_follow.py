@@ -13,7 +13,8 @@ import pytest
 
 from sources.file import FileSource, FileSourceConfig
 from tests.conftest import poll_until
-from tests.sources.test_file import RecordingContext, tweet
+from tests.fakes import RecordingContext
+from tests.sources.test_file import tweet
 
 POLL_S = 0.02
 DEADLINE_S = 5.0
@@ -47,12 +48,12 @@ class Follower:
         assert self.error is None
 
     def wait_for_message(self, kind: str) -> None:
-        poll_until(lambda: any(k == kind for k, _ in self.ctx.messages), DEADLINE_S, f"a {kind} message")
+        poll_until(lambda: any(k == kind for k, _ in self.ctx.protocol_messages), DEADLINE_S, f"a {kind} message")
 
     def wait_for_polls(self, count: int) -> None:
         """Until the follower has gone through `count` more idle polls."""
-        target = self.ctx.waits + count
-        poll_until(lambda: self.ctx.waits >= target or self.error, DEADLINE_S, f"{count} polls")
+        target = len(self.ctx.wait_requests) + count
+        poll_until(lambda: len(self.ctx.wait_requests) >= target or self.error, DEADLINE_S, f"{count} polls")
         assert self.error is None
 
     def stop(self) -> float:

@@ -17,7 +17,8 @@ from sources.file_formats import CsvDecoder
 from sources.file_pace import parse_timestamp
 from sources.file_read import RawInput
 from sources.parsing import Rejection
-from tests.sources.test_file import RecordingContext, tweet
+from tests.fakes import RecordingContext
+from tests.sources.test_file import tweet
 
 
 def replay(**config: Any) -> RecordingContext:
@@ -228,7 +229,7 @@ def test_records_without_a_timestamp_are_sent_at_once_and_counted(tmp_path: Path
     ctx = RecordingContext()
     source.run(ctx)
     assert len(ctx.emitted) == 4 and ctx.rejected == []
-    assert source.unpaced == 2 and [kind for kind, _ in ctx.messages] == ["unpaced_record"] * 2
+    assert source.unpaced == 2 and [kind for kind, _ in ctx.protocol_messages] == ["unpaced_record"] * 2
     assert ctx.emitted_at[2] - ctx.emitted_at[0] < 0.03 <= ctx.emitted_at[3] - ctx.emitted_at[0]
 
 
@@ -249,7 +250,7 @@ def test_positions_advance_exactly_over_what_was_handed_over(tmp_path: Path) -> 
     first.write_bytes(tweet(1) + b"\n{bad\n" + tweet(2) + b"\n")
     second.write_bytes(tweet(3) + b"\r\n" + tweet(4) + b"\n")
     source = FileSource(FileSourceConfig(paths=[str(first), str(second)]))
-    ctx = RecordingContext(stop_after=3)
+    ctx = RecordingContext(stop_after_emits=3)
     source.run(ctx)
     a, b = first.stat(), second.stat()
     positions = source.positions()

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from daemon.deadletter import DeadLetterFile
 from sources.file import FileSource, FileSourceConfig
 from sources.parsing import UTF8_BOM, Rejection, parse_json_record, strip_bom
-from tests.sources.test_file import RecordingContext, tweet
+from tests.fakes import RecordingContext
+from tests.sources.test_file import tweet
 
 DEEP = b'{"data": ' * 5000 + b"1" + b"}" * 5000
 
