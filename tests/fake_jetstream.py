@@ -25,6 +25,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from sources.jetstream import JetstreamSource, JetstreamSourceConfig
 from tests.conftest import poll_until
+from tests.fakes import RecordingContext
 
 # How often a held or stalled connection looks for new events and for the server's own stop.
 _POLL_S = 0.05
@@ -188,48 +189,14 @@ STOP_BUDGET_S = 2.0
 OUTCOME_TIMEOUT_S = 10.0
 
 
-@dataclass
-class LiveContext:
-    """Keeps everything the source reports; `wait` sleeps at most `max_wait_s` so backoff tests run fast."""
+def jetstream_context(**options: Any) -> RecordingContext:
+    """A recording context whose `wait` returns at once (backoff delays are only recorded) unless `max_wait_s` says."""
+    return RecordingContext(**({"name": "jetstream", "max_wait_s": 0.0} | options))
 
-    name: str = "jetstream"
-    max_wait_s: float = 0.0
-    stop: threading.Event = field(default_factory=threading.Event)
-    emitted: list[tuple[bytes, Any, str]] = field(default_factory=list)
-    rejected: list[tuple[bytes, str, str, str]] = field(default_factory=list)
-    notices: list[tuple[str, str]] = field(default_factory=list)
-    connections: list[tuple[bool, str]] = field(default_factory=list)
-    reconnects: list[tuple[str, float, str]] = field(default_factory=list)
-    waits: list[float] = field(default_factory=list)
 
-    @property
-    def stopping(self) -> bool:
-        return self.stop.is_set()
-
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
-        if self.stop.is_set():
-            return False
-        self.emitted.append((data, event, origin))
-        return True
-
-    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
-        self.rejected.append((data, origin, reason, detail))
-
-    def wait(self, seconds: float) -> bool:
-        self.waits.append(seconds)
-        return self.stop.wait(min(seconds, self.max_wait_s))
-
-    def connection(self, connected: bool, detail: str = "") -> None:
-        self.connections.append((connected, detail))
-
-    def reconnecting(self, reason: str, delay_s: float, detail: str = "") -> None:
-        self.reconnects.append((reason, delay_s, detail))
-
-    def protocol_message(self, kind: str, detail: str) -> None:
-        self.notices.append((kind, detail))
-
-    def rkeys(self) -> list[str]:
-        return [event["commit"]["rkey"] for _, event, _ in self.emitted]
+def rkeys(ctx: RecordingContext) -> list[str]:
+    """The record keys of the posts the source emitted, in order."""
+    return [event["commit"]["rkey"] for event in ctx.events()]
 
 
 def jetstream(urls: list[str], **config: Any) -> JetstreamSource:
@@ -239,7 +206,7 @@ def jetstream(urls: list[str], **config: Any) -> JetstreamSource:
 
 
 def run_until(
-    source: JetstreamSource, ctx: LiveContext, done: Callable[[], Any], what: str, join_timeout: float = STOP_BUDGET_S + 1
+    source: JetstreamSource, ctx: RecordingContext, done: Callable[[], Any], what: str, join_timeout: float = STOP_BUDGET_S + 1
 ) -> float:
     """Run the source in a thread until `done()`; then stop it and return how long it took to end."""
     failure: list[BaseException] = []

@@ -12,7 +12,17 @@ import pytest
 from pydantic import ValidationError
 
 from sources.jetstream import OPEN_TIMEOUT_S, JetstreamSource, JetstreamSourceConfig
-from tests.fake_jetstream import STOP_BUDGET_S, FakeJetstream, LiveContext, Plan, commit_event, encode, jetstream, run_until
+from tests.fake_jetstream import (
+    STOP_BUDGET_S,
+    FakeJetstream,
+    Plan,
+    commit_event,
+    encode,
+    jetstream,
+    jetstream_context,
+    rkeys,
+    run_until,
+)
 
 SECOND_US = 1_000_000
 BASE_US = 1_764_000_000 * SECOND_US
@@ -29,7 +39,7 @@ def test_posts_flow_with_the_filters_in_the_url() -> None:
     """Each post is emitted once as the exact bytes sent; collections, dids and the size limit are query params."""
     events = posts(5)
     with FakeJetstream(events) as server:
-        ctx = LiveContext()
+        ctx = jetstream_context()
         source = jetstream(
             [server.url],
             wanted_collections=["app.bsky.feed.post", "app.bsky.feed.like"],
@@ -52,10 +62,10 @@ def test_posts_flow_with_the_filters_in_the_url() -> None:
 def test_a_configured_cursor_is_sent_on_the_first_connection() -> None:
     """`cursor` in the config starts the replay there: the server is asked for it and only later events come."""
     with FakeJetstream(posts(6)) as server:
-        ctx = LiveContext()
+        ctx = jetstream_context()
         run_until(jetstream([server.url], cursor=BASE_US + 3 * SECOND_US), ctx, lambda: len(ctx.emitted) >= 3, "3 posts")
         assert server.queries[0]["cursor"] == [str(BASE_US + 3 * SECOND_US)]
-    assert ctx.rkeys() == ["p3", "p4", "p5"]
+    assert rkeys(ctx) == ["p3", "p4", "p5"]
 
 
 @pytest.mark.parametrize("then", ["close", "drop"])
@@ -64,13 +74,13 @@ def test_resume_after_a_disconnect_rewinds_and_drops_duplicates(then: str) -> No
     events = posts(10)
     with FakeJetstream(events) as server:
         server.plans.append(Plan(send=4, then=then, close_code=1011))  # type: ignore[arg-type]
-        ctx = LiveContext()
+        ctx = jetstream_context()
         run_until(jetstream([server.url], rewind=2.5), ctx, lambda: len(ctx.emitted) >= 10, "all ten posts")
         resumed = server.queries[1]
-    assert ctx.rkeys() == [f"p{i}" for i in range(10)]
+    assert rkeys(ctx) == [f"p{i}" for i in range(10)]
     # Last handed over p3 (BASE+3 s); rewound by 2.5 s the server replays p1..p3 again, which are dropped.
     assert resumed["cursor"] == [str(BASE_US + 3 * SECOND_US - 2_500_000)]
-    assert [kind for kind, _ in ctx.notices] == ["duplicate"] * 3
+    assert [kind for kind, _ in ctx.protocol_messages] == ["duplicate"] * 3
     assert [r[0] for r in ctx.reconnects] == ["server_error" if then == "close" else "network"]
 
 
@@ -79,13 +89,13 @@ def test_failover_to_the_next_instance_after_repeated_failures() -> None:
     with FakeJetstream() as broken, FakeJetstream(posts(3)) as healthy:
         for _ in range(10):
             broken.plans.append(Plan(status=503))
-        ctx = LiveContext()
+        ctx = jetstream_context()
         run_until(jetstream([broken.url, healthy.url], failover_after=3), ctx, lambda: len(ctx.emitted) >= 3, "3 posts")
         attempts_on_broken = len(broken.queries)
     assert attempts_on_broken == 3
     assert [r[0] for r in ctx.reconnects] == ["http_503"] * 3
     assert "failing over to" in ctx.reconnects[-1][2]
-    assert ctx.rkeys() == ["p0", "p1", "p2"]
+    assert rkeys(ctx) == ["p0", "p1", "p2"]
 
 
 def test_failover_wraps_around_and_keeps_the_cursor() -> None:
@@ -93,12 +103,12 @@ def test_failover_wraps_around_and_keeps_the_cursor() -> None:
     with FakeJetstream(posts(6)) as first, FakeJetstream(posts(6)) as second:
         first.plans.extend([Plan(send=2, then="close", close_code=1011), Plan(), Plan()])
         second.plans.extend([Plan(status=500)])
-        ctx = LiveContext()
+        ctx = jetstream_context()
         source = jetstream([first.url, second.url], failover_after=1, rewind=0)
         run_until(source, ctx, lambda: len(ctx.emitted) >= 6, "6 posts")
         assert len(second.queries) == 1 and first.connections == 2
         assert first.queries[1]["cursor"] == [str(BASE_US + SECOND_US)]
-    assert ctx.rkeys() == [f"p{i}" for i in range(6)]
+    assert rkeys(ctx) == [f"p{i}" for i in range(6)]
 
 
 def test_backoff_doubles_with_jitter_and_resets_after_messages() -> None:
@@ -108,7 +118,7 @@ def test_backoff_doubles_with_jitter_and_resets_after_messages() -> None:
             server.plans.append(Plan(status=502))
         server.plans.append(Plan(then="close", close_code=1011))
         server.plans.append(Plan(status=502))
-        ctx = LiveContext()
+        ctx = jetstream_context()
         config = JetstreamSourceConfig(instances=[server.url], initial_backoff=1.0, max_backoff=8.0, failover_after=100)
         source = JetstreamSource(config, rng=random.Random(7))
         run_until(source, ctx, lambda: len(ctx.reconnects) >= 8, "eight reconnects")
@@ -118,19 +128,19 @@ def test_backoff_doubles_with_jitter_and_resets_after_messages() -> None:
     assert len(set(delays[3:6])) == 3, "jitter makes equal nominal delays differ"
     # The 7th connection delivered a message, so its close and the next refusal start from 1 s again.
     assert 0.5 <= delays[6] <= 1.0 and 1.0 <= delays[7] <= 2.0
-    assert ctx.waits[: len(delays)] == delays
+    assert ctx.wait_requests[: len(delays)] == delays
 
 
 def test_a_stalled_connection_is_renewed_and_resumed() -> None:
     """No message for `stall_timeout` seconds: reconnect (reason stall) from the cursor; nothing missed."""
     with FakeJetstream(posts(6)) as server:
         server.plans.append(Plan(send=3, then="stall"))
-        ctx = LiveContext()
+        ctx = jetstream_context()
         started = time.monotonic()
         run_until(jetstream([server.url], stall_timeout=0.6), ctx, lambda: len(ctx.emitted) >= 6, "6 posts")
     assert time.monotonic() - started >= 0.6
     assert [r[0] for r in ctx.reconnects] == ["stall"]
-    assert ctx.rkeys() == [f"p{i}" for i in range(6)]
+    assert rkeys(ctx) == [f"p{i}" for i in range(6)]
 
 
 def test_a_stall_is_measured_on_the_injected_clock() -> None:
@@ -143,7 +153,7 @@ def test_a_stall_is_measured_on_the_injected_clock() -> None:
 
     with FakeJetstream(posts(2)) as server:
         server.plans.append(Plan(then="stall"))
-        ctx = LiveContext()
+        ctx = jetstream_context()
         config = JetstreamSourceConfig(instances=[server.url], stall_timeout=45, initial_backoff=0.01, max_backoff=0.01)
         run_until(JetstreamSource(config, clock=clock), ctx, lambda: ctx.reconnects, "a stall reconnect")
     assert ctx.reconnects[0][0] == "stall"
@@ -156,11 +166,11 @@ def test_close_codes_name_the_reconnect_reason(code: int, reason: str) -> None:
     """A server close is a reconnect counted by class, its code and text in the detail; the stream goes on."""
     with FakeJetstream(posts(4)) as server:
         server.plans.append(Plan(send=2, then="close", close_code=code, close_reason="maintenance"))
-        ctx = LiveContext()
+        ctx = jetstream_context()
         run_until(jetstream([server.url]), ctx, lambda: len(ctx.emitted) >= 4, "4 posts")
     assert ctx.reconnects[0][0] == reason
     assert f"code {code} 'maintenance'" in ctx.reconnects[0][2]
-    assert ctx.rkeys() == ["p0", "p1", "p2", "p3"]
+    assert rkeys(ctx) == ["p0", "p1", "p2", "p3"]
     assert [c for c, _ in ctx.connections] == [True, False, True, False]
 
 
@@ -168,7 +178,7 @@ def test_nothing_listening_is_a_network_failure() -> None:
     """Connection refused: reason network, with backoff, never a crash."""
     with FakeJetstream() as server:
         url = server.url
-    ctx = LiveContext()
+    ctx = jetstream_context()
     run_until(jetstream([url]), ctx, lambda: len(ctx.reconnects) >= 3, "three reconnects")
     assert {r[0] for r in ctx.reconnects} == {"network"}
 
@@ -181,7 +191,7 @@ def test_stop_is_noticed_within_the_budget(where: str) -> None:
             server.plans.append(Plan(then="stall"))
         if where == "backing_off":
             server.plans.append(Plan(status=503))
-        ctx = LiveContext(max_wait_s=3600)
+        ctx = jetstream_context(max_wait_s=3600)
         source = jetstream([server.url], initial_backoff=600, max_backoff=600)
         ready = (lambda: ctx.reconnects) if where == "backing_off" else (lambda: len(ctx.emitted) >= 3)
         took = run_until(source, ctx, ready, where)
@@ -194,7 +204,7 @@ def test_stop_during_a_hanging_handshake_ends_within_the_daemon_budget() -> None
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)  # connections queue in the kernel and are never accepted: the handshake hangs
         port = listener.getsockname()[1]
-        ctx = LiveContext(max_wait_s=3600)
+        ctx = jetstream_context(max_wait_s=3600)
         source = jetstream([f"ws://127.0.0.1:{port}/subscribe"])
         took = run_until(
             source, ctx, lambda: select.select([listener], [], [], 0)[0], "a pending connection", DAEMON_STOP_TIMEOUT_S
@@ -218,22 +228,12 @@ def test_config_rejects_bad_urls_and_too_many_filters() -> None:
 
 def test_a_crash_while_emitting_is_resumed_without_losing_that_post() -> None:
     """`run` restarted after emit raised (as the supervisor does) resumes from the cursor and hands that post over."""
-
-    class CrashingContext(LiveContext):
-        crashed = False
-
-        def emit(self, data: bytes, event: Any, origin: str) -> bool:
-            if len(self.emitted) == 2 and not self.crashed:
-                self.crashed = True
-                raise OSError("disk hiccup")
-            return super().emit(data, event, origin)
-
     with FakeJetstream(posts(5)) as server:
-        ctx = CrashingContext()
+        ctx = jetstream_context(crash_after_emits=2)  # the third emit raises, once
         source = jetstream([server.url], rewind=10)
         with pytest.raises(OSError, match="disk hiccup"):
             source.run(ctx)
         assert source.position() == BASE_US + SECOND_US
         run_until(source, ctx, lambda: len(ctx.emitted) >= 5, "the rest after the restart")
         assert server.queries[1]["cursor"] == [str(BASE_US + SECOND_US - 10 * SECOND_US)]
-    assert ctx.rkeys() == [f"p{i}" for i in range(5)]
+    assert rkeys(ctx) == [f"p{i}" for i in range(5)]

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from processor.mappings import GenericPaths, map_event
 from sources.jetstream import MAX_SEEN_EVENTS, JetstreamSource, JetstreamSourceConfig, _Seen
-from tests.fake_jetstream import FakeJetstream, LiveContext, Plan, commit_event, encode, jetstream, run_until
+from tests.fake_jetstream import FakeJetstream, Plan, commit_event, encode, jetstream, jetstream_context, rkeys, run_until
+from tests.fakes import RecordingContext
 
 BASE_US = 1_764_000_000_000_000
 
@@ -36,7 +37,7 @@ def test_bad_messages_are_dead_lettered_with_reasons_and_the_stream_goes_on() ->
     ]
     with FakeJetstream([good(1), good(2)]) as server:
         server.plans.append(Plan(frames=[frame for frame, _ in bad]))
-        ctx = LiveContext()
+        ctx = jetstream_context()
         run_until(jetstream([server.url], max_message_size_bytes=2048), ctx, lambda: len(ctx.emitted) >= 2, "two posts")
         assert server.connections == 1, "bad messages never cost the connection"
     assert [reason for _, _, reason, _ in ctx.rejected] == [reason for _, reason in bad]
@@ -44,7 +45,7 @@ def test_bad_messages_are_dead_lettered_with_reasons_and_the_stream_goes_on() ->
     origins = [origin for _, origin, _, _ in ctx.rejected]
     assert origins[0] == f"jetstream:{server.host}:after:start"
     assert origins[6] == f"jetstream:{server.host}:7"  # the time_us is known: it names the event
-    assert ctx.rkeys() == ["g1", "g2"]
+    assert rkeys(ctx) == ["g1", "g2"]
     assert not ctx.reconnects
 
 
@@ -53,12 +54,12 @@ def test_a_message_beyond_the_websocket_limit_is_counted_and_the_source_reconnec
     huge = encode(commit_event(BASE_US + 3, "huge", text="y" * 5000))
     with FakeJetstream([good(1), good(2)]) as server:
         server.plans.append(Plan(frames=[huge]))
-        ctx = LiveContext()
+        ctx = jetstream_context()
         run_until(jetstream([server.url], max_message_size_bytes=2048), ctx, lambda: len(ctx.emitted) >= 2, "two posts")
     assert [(data, reason) for data, _, reason, _ in ctx.rejected] == [(b"", "message_too_large")]
     assert "4096 bytes" in ctx.rejected[0][3]
     assert [r[0] for r in ctx.reconnects] == ["message_too_large"]
-    assert ctx.rkeys() == ["g1", "g2"]
+    assert rkeys(ctx) == ["g1", "g2"]
 
 
 def test_identity_account_deletes_and_unknown_kinds_are_notices_not_records() -> None:
@@ -73,11 +74,12 @@ def test_identity_account_deletes_and_unknown_kinds_are_notices_not_records() ->
         good(7),
     ]
     with FakeJetstream(events) as server:
-        ctx = LiveContext()
+        ctx = jetstream_context()
         source = jetstream([server.url])
         run_until(source, ctx, lambda: len(ctx.emitted) >= 2, "two posts")
-    assert [kind for kind, _ in ctx.notices] == ["identity", "account", "commit_delete", "unknown_kind", "unknown_operation"]
-    assert ctx.rkeys() == ["g1", "g7"] and not ctx.rejected
+    kinds = [kind for kind, _ in ctx.protocol_messages]
+    assert kinds == ["identity", "account", "commit_delete", "unknown_kind", "unknown_operation"]
+    assert rkeys(ctx) == ["g1", "g7"] and not ctx.rejected
     assert source.position() == BASE_US + 7
 
 
@@ -85,7 +87,7 @@ def test_emitted_posts_map_to_table_items() -> None:
     """Each emitted record is a shape the processor maps: Username = DID, Id = rkey, Message = text."""
     events = [commit_event(BASE_US + i, f"r{i}", text=f"héllo {i} 🦋", did=f"did:plc:u{i}") for i in range(3)]
     with FakeJetstream(events) as server:
-        ctx = LiveContext()
+        ctx = jetstream_context()
         run_until(jetstream([server.url]), ctx, lambda: len(ctx.emitted) >= 3, "three posts")
     for data, _, _ in ctx.emitted:
         post = map_event(json.loads(data), GenericPaths())
@@ -98,13 +100,13 @@ def test_replayed_notices_are_not_counted_twice() -> None:
     events = [{"did": "did:plc:a", "time_us": BASE_US + 1, "kind": "identity"}, good(2), good(3)]
     with FakeJetstream(events) as server:
         server.plans.append(Plan(send=2, then="close", close_code=1001))
-        ctx = LiveContext()
+        ctx = jetstream_context()
         run_until(jetstream([server.url], rewind=1), ctx, lambda: len(ctx.emitted) >= 2, "two posts")
         assert server.queries[1]["cursor"] == [str(BASE_US + 2 - 1_000_000)]
     # Counted once as identity; its replay and g2's are counted as duplicates, not handed over again.
-    assert [kind for kind, _ in ctx.notices] == ["identity", "duplicate", "duplicate"]
-    assert ctx.notices[1][1] == f"jetstream:{server.host}:{BASE_US + 1}"
-    assert ctx.rkeys() == ["g2", "g3"]
+    assert [kind for kind, _ in ctx.protocol_messages] == ["identity", "duplicate", "duplicate"]
+    assert ctx.protocol_messages[1][1] == f"jetstream:{server.host}:{BASE_US + 1}"
+    assert rkeys(ctx) == ["g2", "g3"]
 
 
 def test_seen_set_is_bounded_by_window_and_count() -> None:
@@ -122,8 +124,8 @@ def test_seen_set_is_bounded_by_window_and_count() -> None:
 _SMALL = JetstreamSourceConfig(max_message_size_bytes=4096)
 
 
-def _handled(source: JetstreamSource, ctx: LiveContext) -> int:
-    return len(ctx.emitted) + len(ctx.rejected) + len(ctx.notices)
+def _handled(source: JetstreamSource, ctx: RecordingContext) -> int:
+    return len(ctx.emitted) + len(ctx.rejected) + len(ctx.protocol_messages)
 
 
 @settings(max_examples=200, deadline=None)
@@ -131,7 +133,7 @@ def _handled(source: JetstreamSource, ctx: LiveContext) -> int:
 def test_any_frame_is_a_record_a_rejection_or_a_notice(frame: bytes | str) -> None:
     """Arbitrary frame contents never raise: each ends as exactly one emit, reject or notice."""
     source = JetstreamSource(_SMALL)
-    ctx = LiveContext()
+    ctx = jetstream_context()
     assert source._handle(frame, "h:1", ctx)
     assert _handled(source, ctx) == 1
 
@@ -165,7 +167,7 @@ _events = st.fixed_dictionaries(
 def test_any_event_shape_is_handled_once_and_emitted_events_are_commits(event: dict[str, Any]) -> None:
     """Any Jetstream-like object ends in exactly one outcome; emitted ones are create/update commits with a record."""
     source = JetstreamSource(_SMALL)
-    ctx = LiveContext()
+    ctx = jetstream_context()
     source._handle(json.dumps(event), "h:1", ctx)
     assert _handled(source, ctx) == 1
     for _, emitted, _ in ctx.emitted:
