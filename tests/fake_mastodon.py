@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sources.mastodon import MastodonSource, MastodonSourceConfig
 from tests.conftest import poll_until
+from tests.fakes import RecordingContext
 
 # How often a held-open stream looks whether the server is stopping.
 _HOLD_SLICE_S = 0.05
@@ -222,7 +223,7 @@ def events(*statuses: dict[str, Any]) -> Iterator[bytes]:
         yield sse("update", json.dumps(item))
 
 
-# --- a recording context for live sources, and the mastodon source run in a thread ---------------------
+# --- the mastodon source run in a thread, with a recording context ---------------------
 
 TOKEN = "s3cr3t-mastodon-token-7f1d"  # noqa: S105 - a test token, checked never to leak
 # Outcomes are awaited against deadlines this long (loaded 2-core machine); none is expected to take it.
@@ -231,55 +232,14 @@ WAIT_S = 10.0
 STOP_WITHIN_S = 1.5
 
 
-@dataclass
-class LiveContext:
-    """Keeps everything a source hands over, including its connection reports."""
+def mastodon_context(**options: Any) -> RecordingContext:
+    """A recording context named like the source; its `wait` sleeps as asked (a stop cuts it short)."""
+    return RecordingContext(**({"name": "mastodon"} | options))
 
-    name: str = "mastodon"
-    emitted: list[tuple[bytes, Any, str]] = field(default_factory=list)
-    rejected: list[tuple[bytes, str, str, str]] = field(default_factory=list)
-    connections: list[tuple[bool, str]] = field(default_factory=list)
-    reconnects: list[tuple[str, float, str]] = field(default_factory=list)
-    messages: list[tuple[str, str]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    waited: list[float] = field(default_factory=list)
 
-    @property
-    def stopping(self) -> bool:
-        return self.stop.is_set()
-
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
-        if self.stop.is_set():
-            return False
-        self.emitted.append((data, event, origin))
-        return True
-
-    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
-        self.rejected.append((data, origin, reason, detail))
-
-    def wait(self, seconds: float) -> bool:
-        self.waited.append(seconds)
-        return self.stop.wait(seconds)
-
-    def connection(self, connected: bool, detail: str = "") -> None:
-        self.connections.append((connected, detail))
-
-    def reconnecting(self, reason: str, delay_s: float, detail: str = "") -> None:
-        self.reconnects.append((reason, delay_s, detail))
-
-    def protocol_message(self, kind: str, detail: str) -> None:
-        self.messages.append((kind, detail))
-
-    def ids(self) -> list[str]:
-        return [str(event["id"]) for _, event, _ in self.emitted]
-
-    def everything_said(self) -> str:
-        """Every text the source handed over (the daemon logs, counts or dead-letters all of it)."""
-        parts = [origin for _, _, origin in self.emitted]
-        parts += [f"{o} {r} {d} {data!r}" for data, o, r, d in self.rejected]
-        parts += [d for _, d in self.connections] + [f"{r} {d}" for r, _, d in self.reconnects]
-        parts += [f"{k} {d}" for k, d in self.messages]
-        return "\n".join(parts)
+def status_ids(ctx: RecordingContext) -> list[str]:
+    """The ids of the statuses the source emitted, in order."""
+    return [str(event["id"]) for event in ctx.events()]
 
 
 @dataclass
@@ -287,7 +247,7 @@ class Running:
     """The source running in a thread against a fake; `stop()` asserts it ends within STOP_WITHIN_S."""
 
     source: MastodonSource
-    ctx: LiveContext
+    ctx: RecordingContext
     thread: threading.Thread
 
     def stop(self) -> float:
@@ -309,9 +269,9 @@ def config(fake: FakeMastodon | str, **overrides: Any) -> MastodonSourceConfig:
     return MastodonSourceConfig(**(values | overrides))
 
 
-def start(fake: FakeMastodon | str, ctx: LiveContext | None = None, **overrides: Any) -> Running:
+def start(fake: FakeMastodon | str, ctx: RecordingContext | None = None, **overrides: Any) -> Running:
     source = MastodonSource(config(fake, **overrides), rng=random.Random(7))
-    ctx = ctx or LiveContext()
+    ctx = ctx or mastodon_context()
     thread = threading.Thread(target=source.run, args=(ctx,), name="mastodon-under-test", daemon=True)
     thread.start()
     return Running(source, ctx, thread)

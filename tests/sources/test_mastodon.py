@@ -20,14 +20,16 @@ from tests.fake_mastodon import (
     STREAM_PREFIX,
     TOKEN,
     FakeMastodon,
-    LiveContext,
     Pause,
     Plan,
     config,
+    mastodon_context,
     sse,
     start,
     status,
+    status_ids,
 )
+from tests.fakes import RecordingContext
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ def test_each_timeline_kind_asks_for_its_path_and_query(
     run.stop()
     (request,) = fake.stream_requests()
     assert (request.path, request.query) == (STREAM_PREFIX + path, query)
-    assert run.ctx.ids() == ["7"]
+    assert status_ids(run.ctx) == ["7"]
 
 
 @pytest.mark.parametrize("instance_status", [200, 404])
@@ -90,7 +92,7 @@ def test_without_a_streaming_url_the_instance_itself_streams(instance_status: in
         run.until("a status", lambda: run.ctx.emitted)
         run.stop()
     assert fake.stream_requests()[0].path == "/api/v1/streaming/public"
-    assert [k for k, _ in run.ctx.messages] == ["instance_discovery_failed"]
+    assert [k for k, _ in run.ctx.protocol_messages] == ["instance_discovery_failed"]
 
 
 def test_delete_events_become_delete_records(fake: FakeMastodon) -> None:
@@ -115,11 +117,11 @@ def test_edits_are_records_and_other_events_are_counted(fake: FakeMastodon) -> N
     edited = json.dumps(status("5", text="edited"))
     fake.plan(Plan([update("5"), sse("status.update", edited), sse("notification", "{}"), sse("weird.kind", "{}"), HOLD]))
     run = start(fake)
-    run.until("two counted events", lambda: len(run.ctx.messages) == 2)
+    run.until("two counted events", lambda: len(run.ctx.protocol_messages) == 2)
     run.stop()
-    assert run.ctx.ids() == ["5", "5"]
+    assert status_ids(run.ctx) == ["5", "5"]
     assert run.ctx.emitted[1][0] == edited.encode()
-    assert [k for k, _ in run.ctx.messages] == ["event_notification", "event_other"]
+    assert [k for k, _ in run.ctx.protocol_messages] == ["event_notification", "event_other"]
 
 
 def test_heartbeats_keep_a_quiet_stream_alive(fake: FakeMastodon) -> None:
@@ -132,7 +134,7 @@ def test_heartbeats_keep_a_quiet_stream_alive(fake: FakeMastodon) -> None:
     assert len(fake.stream_requests()) == 1
 
 
-class SlowBufferContext(LiveContext):
+class SlowBufferContext(RecordingContext):
     """The first emit blocks as a full buffer would."""
 
     def emit(self, data: bytes, event: Any, origin: str) -> bool:
@@ -144,7 +146,7 @@ class SlowBufferContext(LiveContext):
 def test_time_blocked_on_a_full_buffer_is_not_a_stall(fake: FakeMastodon) -> None:
     """The stall clock (0.8 s) runs while the source listens, not while emit blocks (1 s) on a full buffer."""
     fake.plan(Plan([update("1"), Pause(1.3), update("2"), HOLD]))
-    run = start(fake, SlowBufferContext(), stall_timeout=0.8)
+    run = start(fake, SlowBufferContext(name="mastodon"), stall_timeout=0.8)
     run.until("both statuses", lambda: len(run.ctx.emitted) == 2)
     run.stop()
     assert run.ctx.reconnects == []
@@ -179,7 +181,7 @@ def test_failures_back_off_exponentially_with_jitter_and_reset_after_data(fake: 
     for delay, top in zip(delays, nominal, strict=True):
         assert top / 2 <= delay <= top
     assert len(set(delays)) == len(delays), "jittered delays differ"
-    assert run.ctx.waited[: len(delays)] == delays
+    assert run.ctx.wait_requests[: len(delays)] == delays
 
 
 def test_401_is_a_clear_error_with_the_long_backoff(fake: FakeMastodon) -> None:
@@ -251,7 +253,7 @@ def test_garbage_payloads_are_dead_lettered_and_the_stream_goes_on(fake: FakeMas
         (f"mastodon:127.0.0.1:{port}:public:5", "invalid_status"),
     ]
     assert run.ctx.rejected[1][0] == b'{"id": "1", "content": "caf\xe9"}'
-    assert run.ctx.ids() == ["9"]
+    assert status_ids(run.ctx) == ["9"]
 
 
 def test_gap_after_a_reconnect_is_refilled_without_duplicates(fake: FakeMastodon) -> None:
@@ -261,14 +263,14 @@ def test_gap_after_a_reconnect_is_refilled_without_duplicates(fake: FakeMastodon
     run = start(fake)
     run.until("statuses up to 14", lambda: len(run.ctx.emitted) >= 5)
     run.stop()
-    assert run.ctx.ids() == ["10", "11", "12", "13", "14"]
+    assert status_ids(run.ctx) == ["10", "11", "12", "13", "14"]
     (refill,) = [r for r in fake.requests if r.path.startswith("/api/v1/timelines/")]
     assert (refill.path, refill.query["min_id"], refill.headers["authorization"]) == (
         "/api/v1/timelines/public",
         ["10"],
         f"Bearer {TOKEN}",
     )
-    assert [k for k, _ in run.ctx.messages] == ["duplicate_status"]
+    assert [k for k, _ in run.ctx.protocol_messages] == ["duplicate_status"]
     assert ":backfill:" in run.ctx.emitted[1][2]
 
 
@@ -289,7 +291,7 @@ def test_a_restarted_source_refills_from_its_own_timeline(
     first = start(fake, stall_timeout=30, **overrides)
     first.until("a status", lambda: first.ctx.emitted)
     first.stop()
-    again = LiveContext()
+    again = mastodon_context()
     thread = threading.Thread(target=first.source.run, args=(again,), daemon=True)
     thread.start()
     poll_until(lambda: again.emitted, 10, "the refilled status", interval=0.02)

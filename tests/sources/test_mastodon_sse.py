@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sources.mastodon import MastodonSource
 from sources.mastodon_api import RETRY_AFTER_MAX_S, retry_after_s, safe_error
 from sources.mastodon_sse import SseComment, SseEvent, SseParser
-from tests.fake_mastodon import LiveContext, config
+from tests.fake_mastodon import config, mastodon_context
 
 MAX = 200
 names = st.sampled_from(["update", "delete", "status.update", "notification", ""])
@@ -83,7 +83,7 @@ def test_arbitrary_bytes_never_raise_and_stay_bounded(data: bytes, cuts: list[in
 def test_any_event_ends_as_a_record_a_rejection_or_a_count(events: list[tuple[str, bytes]]) -> None:
     """Whatever the server sends as events, each one is emitted, rejected with a reason, or counted; nothing raises."""
     source = MastodonSource(config("http://127.0.0.1:9", max_event_bytes=MAX))
-    ctx = LiveContext()
+    ctx = mastodon_context()
     parser_input = b"".join(
         (b"event: " + name.encode() + b"\n" if name else b"")
         + b"data: "
@@ -92,7 +92,7 @@ def test_any_event_ends_as_a_record_a_rejection_or_a_count(events: list[tuple[st
         for name, payload in events
     )
     assert source._chunk(ctx, SseParser(MAX), parser_input)
-    accounted = len(ctx.emitted) + len(ctx.rejected) + len(ctx.messages)
+    accounted = len(ctx.emitted) + len(ctx.rejected) + len(ctx.protocol_messages)
     assert accounted == len(events)
     assert all(reason for _, _, reason, _ in ctx.rejected)
 
