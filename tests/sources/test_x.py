@@ -19,12 +19,12 @@ from tests.conftest import poll_until
 from tests.fake_x import KEEPALIVE, FakeX, Pause, Reset, Send, StreamScript, tweet_line
 from tests.sources.test_x_support import (
     DEADLINE_S,
-    XContext,
     lines,
     make_source,
     run_in_thread,
     run_until_stopped,
     serve_fake_x,
+    x_context,
 )
 
 
@@ -38,7 +38,7 @@ def test_records_are_the_lines_as_x_sends_them(fake: FakeX) -> None:
     fake.scripts = [
         StreamScript(steps=[Send(KEEPALIVE), Send(lines(tweet_line(1))), Send(KEEPALIVE + lines(tweet_line(2), tweet_line(3)))])
     ]
-    ctx = XContext(stop_after_emits=3)
+    ctx = x_context(stop_after_emits=3)
     run_until_stopped(make_source(fake), ctx)
     assert [data for data, _, _ in ctx.emitted] == [tweet_line(1), tweet_line(2), tweet_line(3)]
     event = ctx.emitted[0][1]
@@ -56,7 +56,7 @@ def test_a_line_split_across_chunks_is_one_record(fake: FakeX) -> None:
     """A line cut at any byte by the chunking is reassembled into one record."""
     data = lines(tweet_line(1))
     fake.scripts = [StreamScript(steps=[Send(data[:7]), Pause(0.05), Send(data[7:-1]), Send(data[-1:])])]
-    ctx = XContext(stop_after_emits=1)
+    ctx = x_context(stop_after_emits=1)
     run_until_stopped(make_source(fake), ctx)
     assert [d for d, _, _ in ctx.emitted] == [tweet_line(1)]
 
@@ -69,7 +69,7 @@ def test_bad_lines_are_dead_lettered_with_origin_and_reason(fake: FakeX) -> None
             steps=[Send(lines(b"garbage{", b'{"data": "\xff\xfe"}', oversize, b"[1, 2]", b'"text"', b"42", tweet_line(9)))]
         )
     ]
-    ctx = XContext(stop_after_emits=1)
+    ctx = x_context(stop_after_emits=1)
     run_until_stopped(make_source(fake, max_line_bytes=2000), ctx)
     assert [d for d, _, _ in ctx.emitted] == [tweet_line(9)]
     assert [(origin, reason) for _, origin, reason, _ in ctx.rejected] == [
@@ -91,7 +91,7 @@ def test_rules_are_synchronised_added_deleted_kept(fake: FakeX) -> None:
         {"id": "2", "value": "stale"},
         {"id": "3", "value": "dogs", "tag": "old"},
     ]
-    ctx = XContext(stop_after_emits=1)
+    ctx = x_context(stop_after_emits=1)
     fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1)))])]
     rules = [{"value": "cats", "tag": "t"}, {"value": "dogs", "tag": "new"}, {"value": "birds"}]
     run_until_stopped(make_source(fake, rules=rules), ctx)
@@ -103,16 +103,16 @@ def test_rules_are_synchronised_added_deleted_kept(fake: FakeX) -> None:
     assert sorted(posts[1].body["delete"]["ids"]) == ["2", "3"]
     # "dogs" only changed its tag: X would call a dry run of it a DuplicateRule while the old one exists.
     assert posts[0].body == {"add": [{"value": "birds"}]}
-    assert ("rules_synchronised", "added 2, deleted 2, kept 1") in ctx.messages
+    assert ("rules_synchronised", "added 2, deleted 2, kept 1") in ctx.protocol_messages
 
 
 def test_a_rule_x_rejects_stops_the_source_naming_it_and_nothing_changes(fake: FakeX) -> None:
     """A rule failing the dry run ends `run` with the rule's index, value and X's reason; the server's rules stay."""
     fake.rules = [{"id": "1", "value": "stale"}]
-    thread = run_in_thread(make_source(fake, rules=[{"value": "ok"}, {"value": "bad (("}]), ctx := XContext())
+    thread = run_in_thread(make_source(fake, rules=[{"value": "ok"}, {"value": "bad (("}]), ctx := x_context())
     thread.join(DEADLINE_S)
     assert not thread.is_alive(), "a rejected rule must end the source, not loop"
-    kind, detail = ctx.messages[-1]
+    kind, detail = ctx.protocol_messages[-1]
     assert kind == "rule_rejected"
     assert "rules[1]" in detail and "bad ((" in detail and "balanced parentheses" in detail
     assert fake.rules == [{"id": "1", "value": "stale"}]
@@ -130,15 +130,15 @@ def test_the_token_never_shows_in_reports_or_logs_of_a_normal_run(fake: FakeX, c
         StreamScript(steps=[Reset()]),
         StreamScript(status=500),
     ]
-    ctx = XContext(stop_after_reconnects=3)
+    ctx = x_context(stop_after_reconnects=3)
     run_until_stopped(make_source(fake), ctx)
     assert len(ctx.reconnects) == 3
-    assert fake.token not in ctx.everything_reported() and fake.token not in caplog.text
+    assert fake.token not in ctx.everything_said() and fake.token not in caplog.text
 
 
 def test_stop_returns_within_the_stop_timeout_from_a_silent_stream(fake: FakeX) -> None:
     """With the default 22 s stall clock and a silent connection, stop ends `run` within about a second."""
-    ctx = XContext()
+    ctx = x_context()
     thread = run_in_thread(make_source(fake), ctx)
     poll_until(lambda: fake.stream_connects(), DEADLINE_S, "a stream connection")
     poll_until(lambda: ctx.connections, DEADLINE_S, "the source connected")
@@ -152,7 +152,7 @@ def test_stop_returns_within_the_stop_timeout_from_a_silent_stream(fake: FakeX) 
 def test_stop_cuts_a_backoff_wait_short(fake: FakeX) -> None:
     """Waiting 60 s after a 429, the source still stops within about a second."""
     fake.scripts = [StreamScript(status=429)]
-    ctx = XContext(real_waits=True)
+    ctx = x_context(max_wait_s=None)
     thread = run_in_thread(make_source(fake), ctx)
     poll_until(lambda: ctx.reconnects, DEADLINE_S, "a reconnect wait")
     started = time.monotonic()
@@ -164,7 +164,7 @@ def test_stop_cuts_a_backoff_wait_short(fake: FakeX) -> None:
 def test_app_key_and_secret_are_exchanged_for_a_token(fake: FakeX) -> None:
     """consumer_key/secret: POST /oauth2/token (client credentials), then the stream with the token it returned."""
     fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1)))])]
-    ctx = XContext(stop_after_emits=1)
+    ctx = x_context(stop_after_emits=1)
     source = XSource(XSourceConfig(consumer_key=fake.consumer_key, consumer_secret=fake.consumer_secret, api_url=fake.url))
     run_until_stopped(source, ctx)
     assert len(fake.calls("POST", "/oauth2/token")) == 1 and len(ctx.emitted) == 1
@@ -173,17 +173,17 @@ def test_app_key_and_secret_are_exchanged_for_a_token(fake: FakeX) -> None:
 def test_a_refused_app_secret_is_an_auth_failure(fake: FakeX, caplog: pytest.LogCaptureFixture) -> None:
     """A refused key/secret: http_403 on the long schedule; neither secret shows anywhere."""
     caplog.set_level(logging.DEBUG)
-    ctx = XContext(stop_after_reconnects=1)
+    ctx = x_context(stop_after_reconnects=1)
     secret = "not-the-secret-XYZ123"  # noqa: S105 - a dummy
     run_until_stopped(XSource(XSourceConfig(consumer_key="k", consumer_secret=secret, api_url=fake.url)), ctx)
-    assert [(r, d) for r, d, _, _ in ctx.reconnects] == [("http_403", 60.0)]
-    assert secret not in ctx.everything_reported() and secret not in caplog.text
+    assert [(r, d) for r, d, _ in ctx.reconnects] == [("http_403", 60.0)]
+    assert secret not in ctx.everything_said() and secret not in caplog.text
 
 
 def test_clear_stale_connections_calls_the_connections_api_first(fake: FakeX) -> None:
     """clear_stale_connections: DELETE /2/connections/all before the stream connects."""
     fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1)))])]
-    ctx = XContext(stop_after_emits=1)
+    ctx = x_context(stop_after_emits=1)
     run_until_stopped(make_source(fake, clear_stale_connections=True), ctx)
     deletes = fake.calls("DELETE", "/2/connections/all")
     assert len(deletes) == 1 and deletes[0].at < fake.stream_connects()[0].at
@@ -192,7 +192,7 @@ def test_clear_stale_connections_calls_the_connections_api_first(fake: FakeX) ->
 def test_sample_stream_and_backfill(fake: FakeX) -> None:
     """stream: sample connects to /2/tweets/sample/stream (no rule calls) and passes backfill_minutes."""
     fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1)))])]
-    ctx = XContext(stop_after_emits=1)
+    ctx = x_context(stop_after_emits=1)
     run_until_stopped(make_source(fake, stream="sample", rules=[], backfill_minutes=2), ctx)
     connect = fake.stream_connects()[0]
     assert connect.path == "/2/tweets/sample/stream" and connect.query["backfill_minutes"] == ["2"]
@@ -259,7 +259,7 @@ def test_any_stream_line_is_a_record_a_rejection_or_a_protocol_message(raw_lines
     source = XSource(XSourceConfig(bearer_token="t", max_line_bytes=50))  # noqa: S106 - a dummy
     schedules = _Schedules()
     for raw in raw_lines:
-        ctx = XContext()
+        ctx = x_context()
         splitter = LineSplitter(50)
         pieces = splitter.feed(raw.replace(b"\n", b" ") + b"\r\n")
         assert len(pieces) == 1
@@ -267,9 +267,9 @@ def test_any_stream_line_is_a_record_a_rejection_or_a_protocol_message(raw_lines
         try:
             source._line(line, truncated, ctx, schedules)
         except _Dropped:
-            assert ctx.messages, "an in-band end is counted first"
+            assert ctx.protocol_messages, "an in-band end is counted first"
             continue
-        outcomes = len(ctx.emitted) + len(ctx.rejected) + len(ctx.messages)
+        outcomes = len(ctx.emitted) + len(ctx.rejected) + len(ctx.protocol_messages)
         assert outcomes == (0 if not line else 1)
         assert all(data == line for data, _, _ in ctx.emitted)
 
@@ -277,7 +277,7 @@ def test_any_stream_line_is_a_record_a_rejection_or_a_protocol_message(raw_lines
 def test_lines_received_when_the_daemon_stops_are_dead_lettered(fake: FakeX) -> None:
     """emit refuses (stopping) in the middle of a chunk: the lines after the refused one are dead-lettered as unsent."""
     fake.scripts = [StreamScript(steps=[Send(lines(tweet_line(1), tweet_line(2), tweet_line(3), tweet_line(4)))])]
-    ctx = XContext(stop_after_emits=1)
+    ctx = x_context(stop_after_emits=1)
     run_until_stopped(make_source(fake), ctx)
     # Line 2 is the one emit refused: the daemon accounts for it (SourceContext.emit), so it is not handed over twice.
     assert [d for d, _, _ in ctx.emitted] == [tweet_line(1)]
@@ -289,7 +289,7 @@ def test_stop_returns_within_a_second_while_a_request_waits_for_its_answer(fake:
     """A rules call or stream connect the server never answers (timeouts of 10 and 27 s) does not hold up a stop."""
     fake.hold_rules = where == "rules"
     fake.scripts = [StreamScript(hold_headers=True)]
-    ctx = XContext()
+    ctx = x_context()
     thread = run_in_thread(make_source(fake), ctx)
     path = "/2/tweets/search/stream/rules" if where == "rules" else "/2/tweets/search/stream"
     poll_until(lambda: fake.calls("GET", path), DEADLINE_S, f"the {where} request")

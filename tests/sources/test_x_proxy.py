@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.fake_x import FakeX, Send, StreamScript, tweet_line
-from tests.sources.test_x_support import XContext, make_source, run_until_stopped
+from tests.sources.test_x_support import make_source, run_until_stopped, x_context
 
 _PIPE_BYTES = 65536
 
@@ -128,7 +128,7 @@ def test_stream_through_an_https_proxy_with_a_custom_ca_bundle(
     fake, cert = tls_fake
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     fake.scripts = [StreamScript(steps=[Send(tweet_line(1) + b"\r\n")])]
-    ctx = XContext(stop_after_emits=1)
+    ctx = x_context(stop_after_emits=1)
     run_until_stopped(make_source(fake), ctx)
     assert [d for d, _, _ in ctx.emitted] == [tweet_line(1)]
     assert proxy.targets and set(proxy.targets) == {f"127.0.0.1:{fake.port}"}
@@ -141,7 +141,7 @@ def test_without_the_ca_bundle_the_self_signed_server_is_refused(
     """Without REQUESTS_CA_BUNDLE the certificate is not trusted: a network failure, no record."""
     fake, _ = tls_fake
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    ctx = XContext(stop_after_reconnects=1)
+    ctx = x_context(stop_after_reconnects=1)
     run_until_stopped(make_source(fake), ctx)
     assert ctx.reconnects[0][0] == "network" and "CERTIFICATE_VERIFY_FAILED" in ctx.reconnects[0][2]
     assert ctx.emitted == [] and proxy.targets
