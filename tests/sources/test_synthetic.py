@@ -6,7 +6,6 @@ import itertools
 import json
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ from processor.items import build_item
 from processor.mappings import GenericPaths, map_event
 from sources.parsing import parse_json_record
 from sources.synthetic import MAX_RECORD_BYTES, SyntheticSource, SyntheticSourceConfig, build_kind
+from tests.fakes import RecordingContext
 
 KINDS = ("tweets", "clickstream", "iot")
 START = "2026-11-01T12:00:00Z"
@@ -26,41 +26,9 @@ JOIN_TIMEOUT_S = 10.0
 ARRIVAL = datetime(2026, 11, 2, tzinfo=UTC)
 
 
-@dataclass
-class RecordingContext:
-    """A SourceContext that keeps what the source hands over; `block_when_full` makes emit block like a
-    full buffer until stop, then return False (as the daemon's does)."""
-
-    name: str = "synthetic"
-    emitted: list[tuple[bytes, Any, str]] = field(default_factory=list)
-    emitted_at: list[float] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    stop_after: int | None = None
-    block_when_full: bool = False
-    blocked: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def stopping(self) -> bool:
-        return self.stop.is_set()
-
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
-        if self.block_when_full:
-            self.blocked.set()
-            self.stop.wait()
-            return False
-        if self.stop.is_set():
-            return False
-        self.emitted.append((data, event, origin))
-        self.emitted_at.append(time.monotonic())
-        if self.stop_after is not None and len(self.emitted) >= self.stop_after:
-            self.stop.set()
-        return True
-
-    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
-        raise AssertionError(f"a synthetic record was rejected: {origin} {reason} {detail}")
-
-    def wait(self, seconds: float) -> bool:
-        return self.stop.wait(seconds)
+def synthetic_context(**options: Any) -> RecordingContext:
+    """A recording context on which any reject fails the test: every synthetic record must be valid."""
+    return RecordingContext(**({"name": "synthetic", "rejects_fail": True} | options))
 
 
 def make(**config: Any) -> SyntheticSource:
@@ -68,7 +36,7 @@ def make(**config: Any) -> SyntheticSource:
 
 
 def run(**config: Any) -> list[bytes]:
-    ctx = RecordingContext()
+    ctx = synthetic_context()
     make(**config).run(ctx)
     return [data for data, _, _ in ctx.emitted]
 
@@ -89,11 +57,11 @@ def test_a_restart_resumes_at_its_position(kind: str) -> None:
     """A run stopped after 300 records (past a reseed boundary) and run again continues the same sequence."""
     whole = run(kind=kind, seed=5, count=700, start_time=START)
     source = make(kind=kind, seed=5, count=700, start_time=START)
-    ctx = RecordingContext(stop_after=300)
+    ctx = synthetic_context(stop_after_emits=300)
     source.run(ctx)
     assert source.position() == 300
     ctx.stop.clear()
-    ctx.stop_after = None
+    ctx.stop_after_emits = None
     source.run(ctx)
     assert [d for d, _, _ in ctx.emitted] == whole
     assert source.position() is None  # count reached: nothing left to read
@@ -105,7 +73,7 @@ def test_skip_hands_back_the_record_and_resumes_after_it() -> None:
     source = make(kind="iot", seed=3, count=20, start_time=START)
     skipped = source.skip(7)
     assert skipped is not None and skipped.data == whole[7] and skipped.origin == "synthetic:iot:7"
-    ctx = RecordingContext()
+    ctx = synthetic_context()
     source.run(ctx)
     assert [d for d, _, _ in ctx.emitted] == whole[8:]
     assert source.skip(20) is None and source.skip(-1) is None and source.skip("7") is None
@@ -115,7 +83,7 @@ def test_skip_hands_back_the_record_and_resumes_after_it() -> None:
 def test_records_parse_and_map_into_table_items(kind: str) -> None:
     """Each record is one JSON value equal to its event, and the processor maps it into a storable item
     with the generic mapping's default key paths (no GENERIC_* settings)."""
-    ctx = RecordingContext()
+    ctx = synthetic_context()
     make(kind=kind, seed=1, count=500, start_time=START).run(ctx)
     keys = set()
     for data, event, origin in ctx.emitted:
@@ -183,18 +151,18 @@ def test_timestamps_follow_start_time_and_rate_or_the_real_clock() -> None:
 def test_count_stops_the_source() -> None:
     """count: N emits exactly N records and returns; count 0 runs until stopped."""
     assert len(run(kind="tweets", count=37)) == 37
-    ctx = RecordingContext(stop_after=1000)
+    ctx = synthetic_context(stop_after_emits=1000)
     make(kind="iot").run(ctx)
     assert len(ctx.emitted) == 1000
 
 
 def test_stop_is_noticed_at_rate_0_with_a_full_buffer() -> None:
     """At full speed, a blocked emit that returns False on stop ends run at once (within the stop timeout)."""
-    ctx = RecordingContext(block_when_full=True)
+    ctx = synthetic_context(block_emits_until_stop=True)
     source = make(kind="tweets")
     thread = threading.Thread(target=source.run, args=(ctx,), daemon=True)
     thread.start()
-    assert ctx.blocked.wait(JOIN_TIMEOUT_S)
+    assert ctx.emit_blocked.wait(JOIN_TIMEOUT_S)
     stopped_at = time.monotonic()
     ctx.stop.set()
     thread.join(JOIN_TIMEOUT_S)
@@ -204,7 +172,7 @@ def test_stop_is_noticed_at_rate_0_with_a_full_buffer() -> None:
 
 def test_stop_is_noticed_while_waiting_for_a_slow_rate() -> None:
     """At one record per 100 s, a stop during the wait for the next slot ends run within a second."""
-    ctx = RecordingContext()
+    ctx = synthetic_context()
     thread = threading.Thread(target=make(kind="iot", rate=0.01).run, args=(ctx,), daemon=True)
     thread.start()
     deadline = time.monotonic() + JOIN_TIMEOUT_S
@@ -227,7 +195,7 @@ PACED_TOLERANCE = 0.05
 
 def test_rate_is_held_over_a_window() -> None:
     """Measured with the monotonic clock, 1,000 records at 500/s span 2 s within 5 % (never faster)."""
-    ctx = RecordingContext()
+    ctx = synthetic_context()
     make(kind="tweets", rate=PACED_RATE, count=PACED_COUNT, burst=125).run(ctx)
     span = ctx.emitted_at[-1] - ctx.emitted_at[0]
     ideal = (PACED_COUNT - 1) / PACED_RATE
