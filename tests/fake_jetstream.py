@@ -189,9 +189,9 @@ STOP_BUDGET_S = 2.0
 OUTCOME_TIMEOUT_S = 10.0
 
 
-def jetstream_context(**options: Any) -> RecordingContext:
+def jetstream_context(max_wait_s: float | None = 0.0, **options: Any) -> RecordingContext:
     """A recording context whose `wait` returns at once (backoff delays are only recorded) unless `max_wait_s` says."""
-    return RecordingContext(**({"name": "jetstream", "max_wait_s": 0.0} | options))
+    return RecordingContext(name="jetstream", max_wait_s=max_wait_s, **options)
 
 
 def rkeys(ctx: RecordingContext) -> list[str]:

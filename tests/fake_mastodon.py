@@ -234,7 +234,7 @@ STOP_WITHIN_S = 1.5
 
 def mastodon_context(**options: Any) -> RecordingContext:
     """A recording context named like the source; its `wait` sleeps as asked (a stop cuts it short)."""
-    return RecordingContext(**({"name": "mastodon"} | options))
+    return RecordingContext(name="mastodon", **options)
 
 
 def status_ids(ctx: RecordingContext) -> list[str]:

@@ -28,7 +28,7 @@ ARRIVAL = datetime(2026, 11, 2, tzinfo=UTC)
 
 def synthetic_context(**options: Any) -> RecordingContext:
     """A recording context on which any reject fails the test: every synthetic record must be valid."""
-    return RecordingContext(**({"name": "synthetic", "rejects_fail": True} | options))
+    return RecordingContext(name="synthetic", rejects_fail=True, **options)
 
 
 def make(**config: Any) -> SyntheticSource:

@@ -15,10 +15,10 @@ DEADLINE_S = 10.0
 TOLERANCE = 0.10
 
 
-def x_context(**options: Any) -> RecordingContext:
+def x_context(max_wait_s: float | None = 0.0, **options: Any) -> RecordingContext:
     """A recording context named like the source; its `wait` returns at once (backoff delays are only recorded)
     unless `max_wait_s` says otherwise (None: it sleeps as asked)."""
-    return RecordingContext(**({"name": "x", "max_wait_s": 0.0} | options))
+    return RecordingContext(name="x", max_wait_s=max_wait_s, **options)
 
 
 def serve_fake_x() -> Iterator[FakeX]:
