@@ -15,6 +15,11 @@ from typing import BinaryIO, NamedTuple
 from sources.parsing import UTF8_BOM
 
 GZIP_MAGIC = b"\x1f\x8b"
+# RFC 1952: the magic, compression method 8 (deflate, the only one defined), then a flag byte whose top three
+# bits are reserved and zero. Sniffing all of it keeps a text file that merely opens with 0x1f 0x8b a text file
+# (its bytes are then dead-lettered as they are, not lost as "corrupt gzip").
+_GZIP_DEFLATE = 8
+_GZIP_RESERVED_FLAGS = 0xE0
 # What a damaged gzip stream raises while being read: cut short (EOFError), bad header or CRC
 # (BadGzipFile), bad deflate data (zlib.error).
 GZIP_ERRORS: tuple[type[BaseException], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
@@ -39,12 +44,22 @@ def identity(stat: os.stat_result) -> Identity:
 
 
 def is_gzip(path: Path, handle: BinaryIO) -> bool:
-    """By extension, or by the magic bytes (a rotated `app.log.1` compressed later keeps its name)."""
+    """By extension, or by a gzip header (a rotated `app.log.1` compressed later keeps its name)."""
     if path.suffix == ".gz":
         return True
-    start = handle.read(len(GZIP_MAGIC))
+    start = handle.read(len(GZIP_MAGIC) + 2)
     handle.seek(0)
-    return start == GZIP_MAGIC
+    return looks_like_gzip(start)
+
+
+def looks_like_gzip(start: bytes) -> bool:
+    """Whether `start` (a file's first 4 bytes) is a gzip member header."""
+    return (
+        len(start) == len(GZIP_MAGIC) + 2
+        and start.startswith(GZIP_MAGIC)
+        and start[2] == _GZIP_DEFLATE
+        and not start[3] & _GZIP_RESERVED_FLAGS
+    )
 
 
 class OpenFile:

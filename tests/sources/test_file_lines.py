@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from daemon.deadletter import DeadLetterFile
 from sources.file import FileSource, FileSourceConfig
+from sources.file_read import looks_like_gzip
 from sources.parsing import UTF8_BOM, Rejection, parse_json_record, strip_bom
 from tests.fakes import RecordingContext
 from tests.sources.test_file import tweet
@@ -87,6 +88,7 @@ def test_every_line_of_any_file_is_emitted_or_rejected_once(tmp_path: Path, line
     path = tmp_path / "f.jsonl"
     body = b"".join(line + b"\n" for line in lines)
     path.write_bytes((UTF8_BOM if bom else b"") + body)
+    assume(not looks_like_gzip(path.read_bytes()[:4]))  # by rule a file opening with a gzip header is read as gzip
     ctx = RecordingContext()
     FileSource(FileSourceConfig(paths=[str(path)])).run(ctx)
     seen = {int(o.rsplit(":", 1)[1]): d for d, _, o in ctx.emitted} | {int(o.rsplit(":", 1)[1]): d for d, o, _, _ in ctx.rejected}
@@ -111,3 +113,13 @@ def test_a_line_of_exactly_max_line_bytes_passes_with_lf_or_crlf(tmp_path: Path)
     FileSource(FileSourceConfig(paths=[str(path)], max_line_bytes=limit)).run(ctx)
     assert [d for d, _, _ in ctx.emitted] == [fits, fits, tweet(4)]
     assert [(o, r, len(d)) for d, o, r, _ in ctx.rejected] == [(f"{path}:3", "line_too_long", limit + 1)]
+
+
+def test_a_text_file_opening_with_the_gzip_magic_alone_is_read_as_text(tmp_path: Path) -> None:
+    """0x1f 0x8b without a gzip header is a (bad) line, dead-lettered with its bytes, not swallowed as corrupt gzip."""
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"\x1f\x8b\n" + tweet(2) + b"\n")
+    ctx = RecordingContext()
+    FileSource(FileSourceConfig(paths=[str(path)])).run(ctx)
+    assert [d for d, _, _ in ctx.emitted] == [tweet(2)]
+    assert [(d, o, r) for d, o, r, _ in ctx.rejected] == [(b"\x1f\x8b", f"{path}:1", "invalid_utf8")]
