@@ -38,6 +38,20 @@ def poll_until(check: Callable[[], T | None], timeout: float, what: str, interva
         time.sleep(interval)
 
 
+def table_items(config: Path, cwd: Path, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The EventData items as `tweet-producer table --json` prints them (a real CLI process); `env` adds
+    variables the config names (e.g. a source's token)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "table", "-c", str(config), "--json"],
+        cwd=cwd,
+        capture_output=True,
+        check=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"} | (env or {}),
+    )
+    items: list[dict[str, Any]] = json.loads(out.stdout)
+    return items
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -18,7 +16,7 @@ import pytest
 from cli.sample import sample_lines
 from embedded.stack import EmbeddedStack
 from infra.settings import StackSettings
-from tests.conftest import REPO, poll_until
+from tests.conftest import poll_until, table_items
 
 pytestmark = pytest.mark.slow
 
@@ -78,16 +76,6 @@ def write_replay_file(path: Path) -> tuple[set[str], dict[int, str]]:
     return {json.loads(g)["data"]["id"] for g in good}, bad_at
 
 
-def table_items(config: Path, cwd: Path) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "cli.main", "table", "-c", str(config), "--json"],
-        cwd=cwd,
-        capture_output=True,
-        check=True,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    items: list[dict[str, Any]] = json.loads(out.stdout)
-    return items
 
 
 def config_body(replay: Path, rate: float = 0, sink_extra: str = "", top_extra: str = "") -> str:

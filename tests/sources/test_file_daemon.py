@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import poll_until
-from tests.test_end_to_end import table_items
+from tests.conftest import poll_until, table_items
 
 TIMEOUT_S = 60.0
 # The daemon joins each source for 5 s (daemon/app.py _SOURCE_STOP_TIMEOUT_S), then flushes; a follower idle

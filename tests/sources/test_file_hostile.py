@@ -19,8 +19,7 @@ from cli.sample import sample_lines
 from embedded.endpoint import embedded_client
 from infra.settings import StackSettings
 from sources.parsing import MAX_NESTING_DEPTH, UTF8_BOM
-from tests.conftest import poll_until
-from tests.test_end_to_end import table_items
+from tests.conftest import poll_until, table_items
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import poll_until
+from tests.conftest import poll_until, table_items
 from tests.fake_jetstream import FakeJetstream, Plan, commit_event
-from tests.test_end_to_end import table_items
 
 pytestmark = pytest.mark.slow
 

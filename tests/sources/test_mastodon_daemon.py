@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, poll_until
+from tests.conftest import poll_until, table_items
 from tests.fake_mastodon import HOLD, TOKEN, FakeMastodon, Plan, sse, status
 
 pytestmark = pytest.mark.slow
@@ -22,16 +20,6 @@ LAND_TIMEOUT_S = 60.0
 EXIT_TIMEOUT_S = 30.0
 
 
-def table_items(config: Path, cwd: Path) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "cli.main", "table", "-c", str(config), "--json"],
-        cwd=cwd,
-        capture_output=True,
-        check=True,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "MASTODON_TOKEN": TOKEN},  # the config names it
-    )
-    items: list[dict[str, Any]] = json.loads(out.stdout)
-    return items
 
 
 def test_daemon_streams_toots_into_the_table_and_applies_deletes(tmp_path: Path, daemon_factory: Any) -> None:
@@ -74,7 +62,7 @@ shutdown:
             "the processor to handle the three statuses and the delete",
             interval=0.5,
         )
-        items = table_items(daemon.config_path, tmp_path)
+        items = table_items(daemon.config_path, tmp_path, {"MASTODON_TOKEN": TOKEN})
         assert sorted((i["Username"], i["Id"], i["Message"]) for i in items) == [
             ("alice", "101", "first toot"),
             ("carol", "103", "third #toot"),

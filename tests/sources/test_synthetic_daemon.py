@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sources.synthetic import SyntheticSourceConfig, build_kind
-from tests.conftest import REPO, poll_until
+from tests.conftest import poll_until, table_items
 
 pytestmark = pytest.mark.slow
 
@@ -35,16 +32,6 @@ def expected_keys(kind: str, seed: int) -> set[tuple[str, str]]:
     return keys
 
 
-def table_items(config: Path, cwd: Path) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "cli.main", "table", "-c", str(config), "--json"],
-        cwd=cwd,
-        capture_output=True,
-        check=True,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    items: list[dict[str, Any]] = json.loads(out.stdout)
-    return items
 
 
 def test_synthetic_sources_land_one_item_per_record(tmp_path: Path, daemon_factory: Any) -> None:
