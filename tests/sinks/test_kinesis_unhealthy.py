@@ -102,7 +102,12 @@ def test_access_denied_during_the_run_holds_records_until_writes_pass_again(
     assert sample("tweet_producer_sink_healthy") == 1
     worker.start()
     try:
-        wait_until(lambda: gate.denied >= 6, "six denied requests")
+        # The worker handles one answer at a time: once a seventh denial is counted, the first six have been
+        # through the log limiter too (the fake's own count runs ahead of the worker's).
+        wait_until(
+            lambda: (sample("tweet_producer_put_entry_errors_total", code=DENIED) or 0) >= 7 * RECORDS,
+            "seven denied requests handled by the worker",
+        )
         assert sample("tweet_producer_sink_healthy") == 0
         assert sample("tweet_producer_sink_unhealthy_reason", reason=DENIED) == 1
         assert dead_letter_path.read_text() == ""
