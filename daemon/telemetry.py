@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from daemon.logs import RateLimitedLog, get_logger
+from daemon.telemetry_sink import SinkEngineTelemetry
 
 # Up to the 500 records one PutRecords call may carry.
 _BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 400, 500)
@@ -55,7 +56,7 @@ class Ledger:
             }
 
 
-class Telemetry:
+class Telemetry(SinkEngineTelemetry):
     """The daemon's metrics registry, counters and event functions."""
 
     def __init__(self, sink: str) -> None:
@@ -154,6 +155,7 @@ class Telemetry:
         # A file of bad lines dead-letters at full speed: the dead-letter file keeps every origin, the log a sample.
         self.dead_letter_log_limiter = RateLimitedLog(_REPEATED_DEAD_LETTER_LOG_INTERVAL_S)
         self._unhealthy_since: float | None = None
+        self._init_engine_metrics(r)
 
     # --- records -------------------------------------------------------------------------------
 

@@ -1,8 +1,12 @@
-"""The tiny contract between the daemon and a sink: the daemon batches, the sink writes batches.
+"""The tiny contract between the daemon and a sink: the daemon buffers, the sink batches and delivers.
 
-Flow: the daemon calls `prepare(record)` once per record (the sink encodes it, or rejects it with a
-reason), groups the entries into batches within the sink's `limits`, calls `write(batch, deadline)` and
-accounts for every entry in the returned `WriteResult`.
+Flow: the daemon calls `prepare(record)` once per record, in the source's thread (the sink encodes it,
+or rejects it with a reason), buffers the entries, then `start(completion)` once and `submit(entries,
+deadline)` as they come; the sink groups them as its destination wants, keeps as many requests in flight
+as it likes and reports each entry's end exactly once through `completion`: sent, failed (dead-letter,
+with a reason) or unsent (not delivered by the deadline). `finish(deadline)` ends it.
+
+`BatchSink` (sinks/batch.py) keeps the older, simpler shape for sinks that write one batch at a time.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -26,6 +31,9 @@ class Record:
     event: Any
     source: str  # name of the source that emitted it
     origin: str  # where it came from, e.g. "tweets.jsonl:42"
+    # The source's position for this record (opaque to sinks): handed back to the source once the record
+    # reached its end, so the source can move its checkpoint past it.
+    token: Any = None
 
 
 class Entry(Protocol):
@@ -39,6 +47,27 @@ class Entry(Protocol):
 
 
 E = TypeVar("E", bound=Entry)
+E_contra = TypeVar("E_contra", bound=Entry, contravariant=True)
+
+
+class Completion(Protocol[E_contra]):
+    """How a sink reports what became of each submitted entry; the daemon implements it.
+
+    Thread-safe: call it from any of the sink's threads, once per entry, in batches (never per record on
+    a hot path). Report user entries, never a sink's own groupings of them (aggregates).
+    """
+
+    def sent(self, entries: Sequence[E_contra]) -> None:
+        """The destination took these entries."""
+        ...
+
+    def failed(self, items: Sequence[tuple[E_contra, str, str]]) -> None:
+        """(entry, reason, detail): the destination can never take these; they are dead-lettered."""
+        ...
+
+    def unsent(self, entries: Sequence[E_contra], detail: str) -> None:
+        """Not delivered before the deadline; kept for replay, not dead."""
+        ...
 
 
 class RecordRejected(Exception):
@@ -124,6 +153,34 @@ class SinkEvents(Protocol):
         """The destination turned unusable (`reason`: the error code; records are held) or usable again."""
         ...
 
+    def requests_in_flight(self, *, count: int) -> None:
+        """Requests on the wire right now (call when it changes)."""
+        ...
+
+    def shard_throttled(self, *, shard_id: str, records: int) -> None:
+        """`records` entries bound for `shard_id` were refused with a throttling code."""
+        ...
+
+    def shard_map_refreshed(self, *, shards: int, reason: str, changed: bool) -> None:
+        """The sink listed its destination's partitions again (`reason`: start, periodic, misroute, ...)."""
+        ...
+
+    def records_aggregated(self, *, user_records: int, kinesis_records: int) -> None:
+        """A request carried `user_records` packed into `kinesis_records` destination records."""
+        ...
+
+    def records_settled(self, *, attempts: Mapping[int, int]) -> None:
+        """attempts -> how many records reached their end after that many attempts."""
+        ...
+
+    def records_misrouted(self, *, records: int, shard_id: str, detail: str) -> None:
+        """Entries landed on another partition than the sink's map said (the map is stale)."""
+        ...
+
+    def duplicates_possible(self, *, records: int, reason: str) -> None:
+        """Records sent again after an answer was lost: the destination may hold them twice."""
+        ...
+
 
 class SinkUnavailable(Exception):
     """Raised by `Sink.check` when the destination cannot take records; the message names it and says why."""
@@ -139,7 +196,7 @@ class SinkConfig(BaseModel):
 
 
 class Sink(ABC, Generic[E]):
-    """A destination for batches of records."""
+    """A destination for records: prepared one by one, delivered as the sink sees fit."""
 
     config_model: ClassVar[type[SinkConfig]]
 
@@ -147,28 +204,40 @@ class Sink(ABC, Generic[E]):
         self.config = config
         self.events = events
 
-    @property
-    @abstractmethod
-    def limits(self) -> BatchLimits: ...
-
     @abstractmethod
     def prepare(self, record: Record) -> E:
         """Encode one record; raise `RecordRejected` when the destination can never take it.
 
         Must be a pure function of `record` and the sink's config, and thread-safe: the daemon calls it
-        from each source's thread as the record is emitted, concurrently with `write`. Read `record.event`
-        here only; it is gone (None) by the time the entry reaches `write`.
+        from each source's thread as the record is emitted. Read `record.event` here only; it is gone
+        (None) by the time the entry is submitted.
         """
 
-    @abstractmethod
+    def start(self, completion: Completion[E]) -> None:
+        """Start delivering: called once, before the first `submit`; `completion` hears every entry's end."""
+        raise NotImplementedError
+
+    def submit(self, entries: Sequence[E], deadline: Deadline) -> int:
+        """Take `entries` (in order) for delivery; blocks while the sink holds as much as it may.
+
+        Returns how many it took: all of them, unless `deadline` passed while waiting for room (the
+        daemon accounts the rest as unsent). Never raises for delivery failures.
+        """
+        raise NotImplementedError
+
+    def finish(self, deadline: Deadline) -> None:
+        """No `submit` follows. Deliver what is held until `deadline`, report what is left as unsent, and
+        return once every submitted entry was reported through the completion exactly once."""
+        raise NotImplementedError
+
+    # The one-batch-at-a-time shape (being moved to sinks/batch.py `BatchSink`).
+    @property
+    def limits(self) -> BatchLimits:
+        raise NotImplementedError
+
     def write(self, batch: list[E], deadline: Deadline) -> WriteResult[E]:
-        """Deliver a batch, retrying as the destination allows, until `deadline` passes.
-
-        Without a deadline, retriable failures are retried until they succeed or the sink's own retry
-        budget is spent; entries still undelivered when the deadline passes are returned as `unsent`.
-        Sleeps between retries go through `deadline.sleep` so a shutdown cuts them short. Must not raise
-        for delivery failures: they are reported in the result.
-        """
+        """Deliver a batch, retrying as the destination allows, until `deadline` passes (BatchSink shape)."""
+        raise NotImplementedError
 
     def check(self) -> None:
         """Verify before any data flows that the destination exists and accepts this sink's writes.
