@@ -24,11 +24,27 @@ REASON_RECORD_TOO_LARGE = "record_too_large"
 REASON_INVALID_DATA = "invalid_data"
 
 
+def hash_key_of(partition_key: str) -> int:
+    """The 128-bit hash key Kinesis routes a partition key by: MD5 of its UTF-8 bytes, big-endian."""
+    return int.from_bytes(hashlib.md5(partition_key.encode("utf-8"), usedforsecurity=False).digest(), "big")
+
+
 @dataclass(slots=True)
 class KinesisEntry:
     record: Record
     partition_key: str
     size: int  # data + partition key in UTF-8: what counts against Kinesis's record and request limits
+    hash_key: int  # where Kinesis routes it: the explicit hash key, else MD5(partition key)
+    explicit_hash_key: str | None = None  # sent as ExplicitHashKey (decimal) when set
+    attempts: int = 0  # sends so far
+    first_attempt_at: float = 0.0  # time.monotonic() of the first send, against retry.max_age
+    last_error: str = ""  # the code of the last refusal, for the dead letter's detail
+    shard_id: str | None = None  # set once Kinesis took it
+    sequence_number: str | None = None  # set once Kinesis took it
+
+    @property
+    def data(self) -> bytes:
+        return self.record.data
 
 
 def key_fits(key: str) -> bool:
@@ -65,7 +81,7 @@ class EntryBuilder:
                 REASON_RECORD_TOO_LARGE,
                 f"{size} bytes (data + partition key) > max_record_bytes {self.max_record_bytes}",
             )
-        return KinesisEntry(record, key, size)
+        return KinesisEntry(record, key, size, hash_key_of(key))
 
     def partition_key(self, record: Record) -> str:
         for path in self.paths:

@@ -15,6 +15,8 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     NoCredentialsError,
     ParamValidationError,
     PartialCredentialsError,
@@ -131,6 +133,9 @@ class PutResponse:
 
     failures: tuple[EntryFailure, ...]
     latency_s: float
+    # Per request position: where Kinesis put each accepted entry (None at the failed positions).
+    shard_ids: tuple[str | None, ...] = ()
+    sequence_numbers: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,9 @@ class CallFailed:
     kind: FailureKind
     latency_s: float | None  # None: refused before anything was sent
     invalid: tuple[tuple[int, str], ...] = ()
+    # The request may have reached Kinesis and been taken although no answer came (a read timeout, a
+    # connection reset after sending): a re-send can duplicate records, and is counted as such.
+    maybe_delivered: bool = False
 
 
 PutOutcome = PutResponse | CallFailed
@@ -227,7 +235,7 @@ class KinesisService:
         try:
             response = self.client.put_records(
                 StreamName=self.stream,
-                Records=[{"Data": e.record.data, "PartitionKey": e.partition_key} for e in entries],
+                Records=[_wire_entry(e) for e in entries],
             )
         except ClientError as exc:
             return self._client_error(exc, len(entries), time.monotonic() - started)
@@ -242,7 +250,9 @@ class KinesisService:
             kind = FailureKind.INVALID if invalid else FailureKind.PERMANENT
             return CallFailed(PARAM_VALIDATION, str(exc), kind, None, invalid)
         except BotoCoreError as exc:  # connection refused/reset, timeouts, DNS: the network may come back
-            return CallFailed(type(exc).__name__, str(exc), FailureKind.NETWORK, time.monotonic() - started)
+            maybe = not isinstance(exc, (EndpointConnectionError, ConnectTimeoutError))  # those never reached it
+            latency = time.monotonic() - started
+            return CallFailed(type(exc).__name__, str(exc), FailureKind.NETWORK, latency, maybe_delivered=maybe)
         latency = time.monotonic() - started
         results = response.get("Records") or []
         if len(results) != len(entries):
@@ -256,14 +266,16 @@ class KinesisService:
             for position, result in enumerate(results)
             if result.get("ErrorCode")
         )
-        return PutResponse(failures, latency)
+        shard_ids = tuple(None if result.get("ErrorCode") else result.get("ShardId") for result in results)
+        sequence_numbers = tuple(None if result.get("ErrorCode") else result.get("SequenceNumber") for result in results)
+        return PutResponse(failures, latency, shard_ids, sequence_numbers)
 
     def invalid_entries(self, entries: Sequence[KinesisEntry]) -> tuple[tuple[int, str], ...]:
         """Entries botocore's own validator refuses, each checked alone (no request is made)."""
         validator = ParamValidator()
         found = []
         for position, entry in enumerate(entries):
-            params = {"StreamName": self.stream, "Records": [{"Data": entry.record.data, "PartitionKey": entry.partition_key}]}
+            params = {"StreamName": self.stream, "Records": [_wire_entry(entry)]}
             report = validator.validate(params, self._records_shape)
             if report.has_errors():
                 found.append((position, f"{PARAM_VALIDATION}: {report.generate_report()}"))
@@ -288,3 +300,11 @@ class KinesisService:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _wire_entry(entry: KinesisEntry) -> dict[str, Any]:
+    """One PutRecords entry as botocore takes it."""
+    item: dict[str, Any] = {"Data": entry.data, "PartitionKey": entry.partition_key}
+    if entry.explicit_hash_key is not None:
+        item["ExplicitHashKey"] = entry.explicit_hash_key
+    return item

@@ -6,7 +6,7 @@ import base64
 import json
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,27 @@ class RecordingEvents:
 
     def sink_health(self, *, healthy: bool, reason: str, detail: str) -> None:
         self.calls.append(("sink_health", {"healthy": healthy, "reason": reason, "detail": detail}))
+
+    def requests_in_flight(self, *, count: int) -> None:
+        self.calls.append(("requests_in_flight", {"count": count}))
+
+    def shard_throttled(self, *, shard_id: str, records: int) -> None:
+        self.calls.append(("shard_throttled", {"shard_id": shard_id, "records": records}))
+
+    def shard_map_refreshed(self, *, shards: int, reason: str, changed: bool) -> None:
+        self.calls.append(("shard_map_refreshed", {"shards": shards, "reason": reason, "changed": changed}))
+
+    def records_aggregated(self, *, user_records: int, kinesis_records: int) -> None:
+        self.calls.append(("records_aggregated", {"user_records": user_records, "kinesis_records": kinesis_records}))
+
+    def records_settled(self, *, attempts: Mapping[int, int]) -> None:
+        self.calls.append(("records_settled", {"attempts": dict(attempts)}))
+
+    def records_misrouted(self, *, records: int, shard_id: str, detail: str) -> None:
+        self.calls.append(("records_misrouted", {"records": records, "shard_id": shard_id, "detail": detail}))
+
+    def duplicates_possible(self, *, records: int, reason: str) -> None:
+        self.calls.append(("duplicates_possible", {"records": records, "reason": reason}))
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [args for event, args in self.calls if event == name]

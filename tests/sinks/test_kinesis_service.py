@@ -12,7 +12,7 @@ from botocore.exceptions import ProfileNotFound
 
 from sinks.base import Deadline, Record
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
-from sinks.kinesis.records import KinesisEntry
+from sinks.kinesis.records import KinesisEntry, hash_key_of
 from sinks.kinesis.retry import REASON_PUT_REJECTED
 from sinks.kinesis.service import MALFORMED_RESPONSE, CallFailed, FailureKind, KinesisService, PutResponse
 from tests.conftest import free_port
@@ -28,7 +28,7 @@ def test_region_and_credentials_come_from_the_aws_chain(kinesis_fake: Callable[.
     service = KinesisService(KinesisSinkConfig(stream="s", endpoint_url=fake.server.endpoint_url))
     try:
         assert service.client.meta.region_name == "us-east-1"
-        entry = KinesisEntry(tweet_record(), "pk", 10)
+        entry = KinesisEntry(tweet_record(), "pk", 10, hash_key_of("pk"))
         assert isinstance(service.put_records([entry]), PutResponse)
     finally:
         service.close()
@@ -60,7 +60,7 @@ def test_a_named_profile_is_used_and_a_missing_one_is_a_clear_error(
     service = KinesisService(KinesisSinkConfig(stream="s", profile="producer", endpoint_url=fake.server.endpoint_url))
     try:
         assert service.client._request_signer._credentials.access_key == "profilekey"
-        assert isinstance(service.put_records([KinesisEntry(tweet_record(), "pk", 10)]), PutResponse)
+        assert isinstance(service.put_records([KinesisEntry(tweet_record(), "pk", 10, hash_key_of("pk"))]), PutResponse)
     finally:
         service.close()
     with pytest.raises(ProfileNotFound, match="nobody"):
@@ -95,7 +95,7 @@ def test_a_refused_connection_is_retriable() -> None:
     config = KinesisSinkConfig(stream="s", endpoint_url=f"http://127.0.0.1:{free_port()}", connect_timeout=1.0)
     service = KinesisService(config)
     try:
-        outcome = service.put_records([KinesisEntry(tweet_record(), "pk", 10)])
+        outcome = service.put_records([KinesisEntry(tweet_record(), "pk", 10, hash_key_of("pk"))])
     finally:
         service.close()
     assert isinstance(outcome, CallFailed)
@@ -111,7 +111,7 @@ def test_an_entry_botocore_refuses_is_dead_lettered_alone_and_the_rest_sent(
     sink = make_sink(fake.server.endpoint_url)
     good = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(499)]
     record: Record = tweet_record(tweet_id="bad")
-    bad = KinesisEntry(record, "", len(record.data))
+    bad = KinesisEntry(record, "", len(record.data), 0)
     batch = [*good[:200], bad, *good[200:]]
     outcome = sink.service.put_records(batch)
     assert isinstance(outcome, CallFailed) and outcome.kind is FailureKind.INVALID
@@ -196,7 +196,7 @@ def test_whole_call_failures_are_classified(
     fake = kinesis_fake(lambda _body: reply)
     service = KinesisService(KinesisSinkConfig(stream="s", endpoint_url=fake.server.endpoint_url))
     try:
-        outcome = service.put_records([KinesisEntry(tweet_record(), "pk", 10)])
+        outcome = service.put_records([KinesisEntry(tweet_record(), "pk", 10, hash_key_of("pk"))])
     finally:
         service.close()
     assert isinstance(outcome, CallFailed)
