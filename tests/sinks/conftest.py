@@ -138,6 +138,16 @@ def fail_positions(failures: dict[int, str]) -> Callable[[dict[str, Any]], dict[
     return reply
 
 
+ONE_SHARD_ID = "shardId-000000000000"
+MAX_HASH_KEY = 2**128 - 1
+
+
+def one_shard(_body: dict[str, Any]) -> dict[str, Any]:
+    """A ListShards answer: one open shard over the whole hash-key range (the one accept_all names)."""
+    return {"Shards": [{"ShardId": ONE_SHARD_ID, "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": str(MAX_HASH_KEY)},
+                        "SequenceNumberRange": {"StartingSequenceNumber": "1"}}]}
+
+
 def whole_call(reply: Reply) -> PutReply:
     """The same whole-call reply (an error or a dropped connection) whatever the request."""
     return lambda _body: reply
@@ -184,6 +194,8 @@ class ScriptedKinesis:
     def handle(self, operation: str, body: dict[str, Any]) -> Reply | dict[str, Any]:
         if operation == "DescribeStreamSummary":
             return self.describe(body)
+        if operation == "ListShards":
+            return one_shard(body)
         if operation != "PutRecords":
             return Reply.error("UnknownOperationException", 400, operation)
         with self.lock:
