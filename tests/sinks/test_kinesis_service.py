@@ -17,7 +17,15 @@ from sinks.kinesis.retry import REASON_PUT_REJECTED
 from sinks.kinesis.service import MALFORMED_RESPONSE, CallFailed, FailureKind, KinesisService, PutResponse
 from tests.conftest import free_port
 from tests.fakes import Reply
-from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, accept_all, assert_accounted, fail_positions, tweet_record
+from tests.sinks.conftest import (
+    RecordingEvents,
+    ScriptedKinesis,
+    accept_all,
+    assert_accounted,
+    deliver,
+    fail_positions,
+    tweet_record,
+)
 
 HOLD_FOR_S = 0.5  # long enough for many tiny backoffs, short enough for a quick test
 
@@ -80,7 +88,7 @@ def test_missing_credentials_hold_the_records_and_mark_the_sink_unhealthy(
     fake = kinesis_fake()
     sink = make_sink(fake.server.endpoint_url, retry={"max_attempts": 2})
     batch = [sink.prepare(tweet_record())]
-    result = sink.write(batch, Deadline(time.monotonic() + HOLD_FOR_S))
+    result = deliver(sink, batch, Deadline(time.monotonic() + HOLD_FOR_S))
     assert_accounted(batch, result)
     assert fake.server.calls == []
     assert result.unsent == batch and not result.failed
@@ -116,7 +124,7 @@ def test_an_entry_botocore_refuses_is_dead_lettered_alone_and_the_rest_sent(
     outcome = sink.service.put_records(batch)
     assert isinstance(outcome, CallFailed) and outcome.kind is FailureKind.INVALID
     assert [position for position, _ in outcome.invalid] == [200]
-    result = sink.write(batch, Deadline())
+    result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert [(e, reason) for e, reason, _ in result.failed] == [(bad, REASON_PUT_REJECTED)]
     assert "PartitionKey" in result.failed[0][2]
@@ -138,7 +146,7 @@ def test_per_entry_error_codes_count_even_when_failed_record_count_says_zero(
     fake = kinesis_fake(inconsistent)
     sink = make_sink(fake.server.endpoint_url)
     batch = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(3)]
-    result = sink.write(batch, Deadline())
+    result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert result.sent == [batch[0], batch[2], batch[1]]
     assert [len(request) for request in fake.requests()] == [3, 1]
@@ -155,7 +163,7 @@ def test_a_response_without_one_result_per_record_resends_the_batch(
     fake = kinesis_fake(truncated)
     sink = make_sink(fake.server.endpoint_url)
     batch = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(3)]
-    result = sink.write(batch, Deadline())
+    result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert result.sent == batch
     assert [len(request) for request in fake.requests()] == [3, 3]
