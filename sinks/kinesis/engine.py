@@ -154,7 +154,8 @@ class Engine:
         self._report_unsent(abandoned)
         for _ in range(self.config.in_flight):
             self._send_queue.put(None)
-        for thread in self._threads:
+        # A sender still waiting for a given-up answer ends by itself once the transport returns.
+        for thread in self._threads if not abandoned else self._threads[:1]:
             thread.join(THREAD_JOIN_S)
 
     def resharded(self) -> None:

@@ -374,7 +374,9 @@ class FakeTransport:
         if isinstance(answer, CallFailed):
             return answer
         refused = answer or {}
-        failures, shard_ids, sequences = [], [], []
+        failures: list[EntryFailure] = []
+        shard_ids: list[str | None] = []
+        sequences: list[str | None] = []
         with self.lock:
             for position, (record, shard_id) in enumerate(zip(batch, landing, strict=True)):
                 if position in refused:
