@@ -61,6 +61,8 @@ class Verdict:
 
 
 def judge(request: Request, outcome: PutOutcome, decision: Decision, now: float, budget: Budget) -> Verdict:
+    if isinstance(outcome, PutResponse) and not outcome.failures and not request.aggregated:
+        return _all_accepted(request, outcome)
     verdict = Verdict()
     retry, hold, resend = set(decision.retry), set(decision.hold), set(decision.resend)
     rejected = dict(decision.reject)
@@ -111,6 +113,24 @@ def judge(request: Request, outcome: PutOutcome, decision: Decision, now: float,
             verdict.sent.extend(members)
         if landed_elsewhere:
             verdict.misrouted.append((_first_landing(request, part, shard_ids, routed), routed, landed_elsewhere))
+    return verdict
+
+
+def _all_accepted(request: Request, outcome: PutResponse) -> Verdict:
+    """The common case, kept to C-speed loops: every entry taken, each where it was routed."""
+    entries: list[KinesisEntry] = request.records  # type: ignore[assignment]
+    shard_ids, sequence_numbers = outcome.shard_ids, outcome.sequence_numbers
+    verdict = Verdict(sent=entries)
+    if len(shard_ids) == len(entries) == len(sequence_numbers):
+        for entry, shard_id, sequence in zip(entries, shard_ids, sequence_numbers, strict=True):
+            entry.shard_id, entry.sequence_number = shard_id, sequence
+    for part in request.parts:
+        routed = part.queue.shard.shard_id
+        verdict.parts.append(PartVerdict(part, accepted=part.stop - part.start))
+        landed = shard_ids[part.start : part.stop]
+        elsewhere = len(landed) - landed.count(routed) - landed.count(None)
+        if routed != UNKNOWN_SHARD_ID and elsewhere:
+            verdict.misrouted.append((_first_landing(request, part, shard_ids, routed), routed, elsewhere))
     return verdict
 
 
