@@ -88,7 +88,7 @@ class Request:
     def user_entries(self) -> list[KinesisEntry]:
         if not self.aggregated:
             return self.records  # type: ignore[return-value]
-        return [m for item in self.records for m in item.members]  # type: ignore[union-attr]
+        return [m for position in range(len(self.records)) for m in self.members(position)]
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,8 @@ def _take(order: Sequence[ShardQueue], now: float, limits: Limits, max_records: 
         items: list[WireItem]
         if limits.aggregate:
             taken, aggregates = _take_aggregated(queue, limits, room_records, room_bytes, allowed_records, allowed_bytes)
-            items = list(aggregates)
+            # A lone record goes as itself: framing would only add bytes (and could push it over max_record_bytes).
+            items = [a.members[0] if len(a.members) == 1 else a for a in aggregates]
         else:
             taken = _take_entries(queue, limits.ordered, _count(allowed_records, room_records), room_bytes, allowed_bytes)
             items = list(taken)
