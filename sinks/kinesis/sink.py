@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sinks.base import BatchLimits, Completion, Deadline, Record, Sink, SinkEvents, WriteResult, register_sink
+from sinks.base import Completion, Deadline, Record, Sink, SinkEvents, register_sink
 from sinks.kinesis.config import KinesisSinkConfig
 from sinks.kinesis.engine import Engine, Transport
 from sinks.kinesis.health import STARTUP_CHECK_TIMEOUT_S, HealthTracker, check_stream, describe_target
@@ -54,7 +54,6 @@ class KinesisSink(Sink[KinesisEntry]):
         self.builder = EntryBuilder(config.partition_key, config.max_record_bytes)
         self.service = KinesisService(config)
         self.backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff, rng)
-        self._limits = BatchLimits(config.max_batch_records, config.max_batch_bytes, config.linger)
         self.transport: Transport = transport or PutRecordsClient(
             self.service.session,
             self.service.region or "",
@@ -72,10 +71,6 @@ class KinesisSink(Sink[KinesisEntry]):
         self._engine: Engine | None = None
         self._stop_map = threading.Event()
         self._map_thread: threading.Thread | None = None
-
-    @property
-    def limits(self) -> BatchLimits:
-        return self._limits
 
     @property
     def unhealthy(self) -> str | None:
@@ -109,23 +104,6 @@ class KinesisSink(Sink[KinesisEntry]):
             self._stop_map.set()
             if self._map_thread is not None:
                 self._map_thread.join()
-
-    # --- the one-batch shape, kept until the daemon calls start/submit/finish: one engine run per batch --
-
-    def write(self, batch: list[KinesisEntry], deadline: Deadline) -> WriteResult[KinesisEntry]:
-        result: WriteResult[KinesisEntry] = WriteResult()
-        if deadline.expired():
-            result.unsent.extend(batch)
-            return result
-        if not batch:
-            return result
-        self._ensure_map()
-        engine = self._new_engine()
-        engine.start(_Collector(result))
-        taken = engine.submit(batch, deadline)
-        engine.finish(deadline)
-        result.unsent.extend(batch[taken:])
-        return result
 
     def close(self) -> None:
         close = getattr(self.transport, "close", None)
@@ -171,22 +149,3 @@ class KinesisSink(Sink[KinesisEntry]):
             if self.shard_map.refresh_due() and self._refresh("periodic") and self._engine is not None:
                 self._engine.resharded()
 
-
-class _Collector:
-    """A completion filling one WriteResult (the one-batch shape)."""
-
-    def __init__(self, result: WriteResult[KinesisEntry]) -> None:
-        self.result = result
-        self.lock = threading.Lock()
-
-    def sent(self, entries: Sequence[KinesisEntry]) -> None:
-        with self.lock:
-            self.result.sent.extend(entries)
-
-    def failed(self, items: Sequence[tuple[KinesisEntry, str, str]]) -> None:
-        with self.lock:
-            self.result.failed.extend(items)
-
-    def unsent(self, entries: Sequence[KinesisEntry], detail: str) -> None:
-        with self.lock:
-            self.result.unsent.extend(entries)

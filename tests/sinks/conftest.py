@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from sinks.base import Deadline, Record, Sink, WriteResult
+from sinks.base import Deadline, Record, Sink
+from sinks.batch import WriteResult
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
 from sinks.kinesis.aggregate import Aggregate
 from sinks.kinesis.queues import WireItem

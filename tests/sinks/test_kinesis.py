@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sinks.base import BatchLimits, Record, RecordRejected
+from sinks.base import Record, RecordRejected
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
 from sinks.kinesis.records import MAX_PARTITION_KEY_CHARS, REASON_INVALID_DATA, REASON_RECORD_TOO_LARGE, EntryBuilder
 from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, assert_accounted, deliver, tweet_record
@@ -176,12 +176,6 @@ def test_sink_prepare_applies_configured_limit_and_paths(make_sink: Callable[...
     assert sink.prepare(record_of({"user": {"id_str": "77"}})).partition_key == "77"
     with pytest.raises(RecordRejected, match=REASON_RECORD_TOO_LARGE):
         sink.prepare(record_of({"user": {"id_str": "77"}}, data=b"z" * 2047))
-
-
-def test_limits_reflect_the_config(make_sink: Callable[..., KinesisSink]) -> None:
-    """limits is BatchLimits(max_batch_records, max_batch_bytes, linger) from the config."""
-    sink = make_sink("http://127.0.0.1:9", max_batch_records=123, max_batch_bytes=4096, max_record_bytes=2048, linger=0.75)
-    assert sink.limits == BatchLimits(max_records=123, max_bytes=4096, linger_s=0.75)
 
 
 # --- a plain write --------------------------------------------------------------------------------------
