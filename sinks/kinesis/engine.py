@@ -350,7 +350,9 @@ class Engine:
         for landing, routed, records in verdict.misrouted:
             self.events.records_misrouted(records=records, shard_id=routed, detail=f"routed to {routed}, landed on {landing}")
         if verdict.misrouted:
-            changed = self.refresh("misroute")
+            # Landing on a shard the map does not know means new (child) shards; else the ranges moved.
+            unknown = any(self.router.holds(landing, 0) is None for landing, _, _ in verdict.misrouted)
+            changed = self.refresh("child_shards" if unknown else "misroute")
         if decision.unhealthy is not None and decision.unhealthy[0] == RESOURCE_NOT_FOUND:
             changed = self.refresh("closed_shard") or changed
         if changed:
