@@ -84,28 +84,24 @@ class WireRecord(Protocol):
     explicit_hash_key: str | None
 
 
-def _json_string(text: str) -> bytes:
-    """`text` as a JSON string literal, ASCII-only like botocore's json.dumps (non-ASCII as \\u escapes)."""
-    return encode_basestring_ascii(text).encode("ascii")  # type: ignore[no-any-return]
-
-
 def encode_put_records(stream: str, records: Sequence[WireRecord]) -> bytes:
     """The PutRecords JSON body for `records`, in order: what botocore would send, built directly.
 
-    Per entry: base64 of the data (unpadded bytes are never split, so each entry is encoded alone) and the
-    keys as escaped JSON strings. Measured for 500 x 1 KB: this is about as fast as orjson on dicts and
-    needs no str copy of each base64 text; base64 itself is most of the time.
+    Per entry: base64 of the data and the keys as JSON string literals, ASCII-only like botocore's json.dumps
+    (non-ASCII as \\u escapes). Measured for 500 x 1 KB: as fast as orjson on dicts of base64 text, faster
+    than %-formatting each entry, and base64 itself is more than half of the time.
     """
-    parts = [b'{"StreamName":', _json_string(stream), b',"Records":[']
+    escape = encode_basestring_ascii  # local names: this loop runs once per record
+    parts = [b'{"StreamName":', escape(stream).encode(), b',"Records":[']
     add = parts.append
     for record in records:
         add(b'{"Data":"')
         add(_b64(record.data, newline=False))
         add(b'","PartitionKey":')
-        add(_json_string(record.partition_key))
+        add(escape(record.partition_key).encode())
         if record.explicit_hash_key is not None:
             add(b',"ExplicitHashKey":')
-            add(_json_string(record.explicit_hash_key))
+            add(escape(record.explicit_hash_key).encode())
         add(b"},")
     if records:
         parts[-1] = b"}]}"  # the last entry's closing brace without its comma
@@ -131,11 +127,22 @@ def _accepted(body: bytes, records: int, latency_s: float) -> PutOutcome:
         return CallFailed(MALFORMED_RESPONSE, f"an answer that is not JSON: {_excerpt(body)!r}", FailureKind.MALFORMED,
                           latency_s)
     results = answer.get("Records") if isinstance(answer, dict) else None
-    if not isinstance(results, list) or len(results) != records or not all(isinstance(r, dict) for r in results):
+    if not isinstance(results, list) or len(results) != records or not set(map(type, results)) <= {dict}:
         # Without one result per entry we cannot tell which entries were accepted: sending them all again
         # risks duplicates, treating the gap as accepted would lose records.
         count = len(results) if isinstance(results, list) else 0
         return CallFailed(MALFORMED_RESPONSE, f"{count} results for {records} records", FailureKind.MALFORMED, latency_s)
+    # All accepted is the common case: three C-speed passes instead of a Python loop per entry.
+    if not any([result.get("ErrorCode") for result in results]):  # noqa: C419 - a list is faster than a generator
+        shard_ids = tuple([result.get("ShardId") for result in results])
+        sequence_numbers = tuple([result.get("SequenceNumber") for result in results])
+        if set(map(type, shard_ids)) | set(map(type, sequence_numbers)) <= {str}:
+            return PutResponse((), latency_s, shard_ids, sequence_numbers)
+    return _accepted_by_position(results, latency_s)
+
+
+def _accepted_by_position(results: list[dict[str, Any]], latency_s: float) -> PutResponse:
+    """A 200 answer entry by entry: failures at their positions, where the others went (text only)."""
     failures: list[EntryFailure] = []
     shard_ids: list[str | None] = []
     sequence_numbers: list[str | None] = []
