@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import base64
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from urllib3.exceptions import InsecureRequestWarning
 
 from sinks.kinesis.service import CallFailed, FailureKind, PutResponse
 from sinks.kinesis.wire import PutRecordsClient
@@ -16,6 +19,7 @@ from tests.conftest import free_port
 from tests.sinks.conftest import STREAM
 from tests.sinks.test_kinesis_wire import Rec, client_for, entries, server
 from tests.sinks.wire_server import Answer, WireServer
+from tests.sources.test_x_proxy import self_signed
 
 __all__ = ["client_for", "server"]  # fixtures shared with the main wire tests
 
@@ -151,3 +155,45 @@ def test_concurrent_senders_each_get_their_own_answer(server: WireServer, client
     assert problems == []
     assert len(server.received) == THREADS * REQUESTS_PER_THREAD
     assert 1 <= server.connections <= THREADS
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[WireServer, Path]]:
+    """An HTTPS endpoint with a self-signed certificate for 127.0.0.1, and that certificate's PEM file."""
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    fake = WireServer(tls=context).start()
+    yield fake, cert
+    fake.stop()
+
+
+def test_https_verifies_against_the_given_bundle(
+    tls_server: tuple[WireServer, Path], client_for: Callable[..., PutRecordsClient]
+) -> None:
+    """verify=<bundle>: the endpoint's certificate is checked against it and requests go through (keep-alive)."""
+    fake, cert = tls_server
+    client = client_for(fake.endpoint_url, verify=str(cert))
+    for _ in range(3):
+        assert isinstance(client.put_records(STREAM, entries(2)), PutResponse)
+    assert len(fake.received) == 3 and fake.connections == 1
+
+
+def test_https_refuses_a_certificate_the_default_bundle_does_not_trust(
+    tls_server: tuple[WireServer, Path], client_for: Callable[..., PutRecordsClient]
+) -> None:
+    """verify=True uses botocore's CA bundle, which does not hold the self-signed certificate: SSLError,
+    NETWORK, not delivered, and nothing reached the server."""
+    fake, _ = tls_server
+    _assert_network(client_for(fake.endpoint_url).put_records(STREAM, entries(2)), "SSLError", maybe_delivered=False)
+    assert fake.received == []
+
+
+def test_https_without_verification_accepts_any_certificate(
+    tls_server: tuple[WireServer, Path], client_for: Callable[..., PutRecordsClient]
+) -> None:
+    """verify=False: the self-signed certificate is accepted (urllib3 warns that verification is off)."""
+    fake, _ = tls_server
+    with pytest.warns(InsecureRequestWarning):
+        assert isinstance(client_for(fake.endpoint_url, verify=False).put_records(STREAM, entries(2)), PutResponse)
+    assert len(fake.received) == 1

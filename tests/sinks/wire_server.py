@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class WireServer:
     received: list[Received] = field(default_factory=list)
     connections: int = 0
     release: threading.Event = field(default_factory=threading.Event)  # ends every stall
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -91,7 +93,7 @@ class WireServer:
     def endpoint_url(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
 
     def next_answer(self) -> Answer:
         with self._lock:
@@ -154,6 +156,8 @@ class WireServer:
 
         self._server = _QuietServer(("127.0.0.1", 0), _Handler)
         server = self._server
+        if self.tls is not None:  # the handshake runs in accept(); a client refusing it fails only that accept
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL_S,), name="wire-server", daemon=True).start()
         return self
 
