@@ -7,15 +7,22 @@ assumed roles, instance and container roles) and the signature. What it costs pe
 validation, the generic serializer walking the model, the generic parser building dicts per shape member)
 is replaced by code that knows PutRecords. Nothing is validated on the way out: Kinesis answers an invalid
 entry with a ValidationException naming its position, which maps to INVALID with that position.
+
+Measured (500 x 1 KB per request, a null endpoint in another process, CPU time of the sending process,
+two runs on a loaded 2-core machine): 3.0-3.7 ms per request against 14.2-16.8 ms for boto3's
+`put_records`, about 0.23x. Of that, building the body is about half (base64 alone a quarter), the
+signature about 15 % (mostly the SHA-256 of the body, which SigV4 needs), urllib3/http.client about 15 %,
+reading the answer about 15 % (orjson half of it).
+
+Not supported (botocore's session would do it): HTTP(S) proxies and client certificates.
 """
 
 from __future__ import annotations
 
 import binascii
-import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
@@ -26,38 +33,11 @@ from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 from botocore.httpsession import get_cert_path
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, Timeout
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    EmptyPoolError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ProxyError,
-    ReadTimeoutError,
-    SSLError,
-)
+from urllib3.exceptions import HTTPError
 from urllib3.util import parse_url
 
-from sinks.kinesis.service import (
-    MALFORMED_RESPONSE,
-    CallFailed,
-    EntryFailure,
-    FailureKind,
-    PutOutcome,
-    PutResponse,
-    classify,
-    named_positions,
-)
-
-try:  # orjson parses a 500-entry answer several times faster than json; json is the fallback
-    import orjson
-
-    def _loads(body: bytes) -> Any:
-        return orjson.loads(body)
-except ImportError:  # pragma: no cover - orjson is a dependency; this keeps a stripped install working
-
-    def _loads(body: bytes) -> Any:
-        return json.loads(body)
+from sinks.kinesis.service import CallFailed, FailureKind, PutOutcome
+from sinks.kinesis.wire_http import body_then_mark, network_failure, outcome_of_answer
 
 SERVICE = "kinesis"  # the SigV4 signing name
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -66,10 +46,7 @@ USER_AGENT = "tweet-producer-wire/1"
 # With no credentials at all, the chain (files, environment, instance metadata) is asked again at most this
 # often: credentials can appear (a role attached, a file written), but the chain can take seconds to answer.
 CREDENTIALS_RETRY_INTERVAL_S = 5.0
-# How much of an unparseable answer goes into the failure's message: enough to recognise a proxy's page.
-ANSWER_EXCERPT_CHARS = 200
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_HTTP_OK_MIN, _HTTP_OK_MAX = 200, 299
 
 _b64 = binascii.b2a_base64
 
@@ -108,112 +85,6 @@ def encode_put_records(stream: str, records: Sequence[WireRecord]) -> bytes:
     else:
         add(b"]}")
     return b"".join(parts)
-
-
-# --- answers -----------------------------------------------------------------------------------------
-
-
-def outcome_of_answer(status: int, body: bytes, headers: Mapping[str, str], records: int, latency_s: float) -> PutOutcome:
-    """An HTTP answer to a PutRecords of `records` entries as the typed outcome service.py defines."""
-    if _HTTP_OK_MIN <= status <= _HTTP_OK_MAX:
-        return _accepted(body, records, latency_s)
-    return _refused(status, body, headers, records, latency_s)
-
-
-def _accepted(body: bytes, records: int, latency_s: float) -> PutOutcome:
-    try:
-        answer = _loads(body)
-    except ValueError:
-        return CallFailed(MALFORMED_RESPONSE, f"an answer that is not JSON: {_excerpt(body)!r}", FailureKind.MALFORMED,
-                          latency_s)
-    results = answer.get("Records") if isinstance(answer, dict) else None
-    if not isinstance(results, list) or len(results) != records or not set(map(type, results)) <= {dict}:
-        # Without one result per entry we cannot tell which entries were accepted: sending them all again
-        # risks duplicates, treating the gap as accepted would lose records.
-        count = len(results) if isinstance(results, list) else 0
-        return CallFailed(MALFORMED_RESPONSE, f"{count} results for {records} records", FailureKind.MALFORMED, latency_s)
-    # All accepted is the common case: three C-speed passes instead of a Python loop per entry.
-    if not any([result.get("ErrorCode") for result in results]):  # noqa: C419 - a list is faster than a generator
-        shard_ids = tuple([result.get("ShardId") for result in results])
-        sequence_numbers = tuple([result.get("SequenceNumber") for result in results])
-        if set(map(type, shard_ids)) | set(map(type, sequence_numbers)) <= {str}:
-            return PutResponse((), latency_s, shard_ids, sequence_numbers)
-    return _accepted_by_position(results, latency_s)
-
-
-def _accepted_by_position(results: list[dict[str, Any]], latency_s: float) -> PutResponse:
-    """A 200 answer entry by entry: failures at their positions, where the others went (text only)."""
-    failures: list[EntryFailure] = []
-    shard_ids: list[str | None] = []
-    sequence_numbers: list[str | None] = []
-    for position, result in enumerate(results):
-        code = result.get("ErrorCode")
-        if code:  # per-entry ErrorCode is authoritative; FailedRecordCount is only a summary of it
-            failures.append(EntryFailure(position, str(code), str(result.get("ErrorMessage") or "")))
-            shard_ids.append(None)
-            sequence_numbers.append(None)
-        else:
-            shard_ids.append(_text_or_none(result.get("ShardId")))
-            sequence_numbers.append(_text_or_none(result.get("SequenceNumber")))
-    return PutResponse(tuple(failures), latency_s, tuple(shard_ids), tuple(sequence_numbers))
-
-
-def _refused(status: int, body: bytes, headers: Mapping[str, str], records: int, latency_s: float) -> CallFailed:
-    """An error answer: the code from `__type` (else the x-amzn-ErrorType header, else HTTP<status>)."""
-    try:
-        answer = _loads(body) if body else {}
-    except ValueError:
-        answer = None
-    if isinstance(answer, dict):
-        raw_code = answer.get("__type") or headers.get("x-amzn-ErrorType") or ""
-        raw_message = answer.get("message", answer.get("Message", ""))
-        message = raw_message if isinstance(raw_message, str) else str(raw_message)
-    else:  # a proxy's or load balancer's page: keep the start of it, it usually says what went wrong
-        raw_code = headers.get("x-amzn-ErrorType") or ""
-        message = _excerpt(body)
-    # Code forms: "ResourceNotFoundException", "com.amazonaws.kinesis.v20131202#...", "Code:http://..."
-    code = str(raw_code).split(":", 1)[0].rsplit("#", 1)[-1] or f"HTTP{status}"
-    kind = classify(code, status, message)
-    invalid: tuple[tuple[int, str], ...] = ()
-    if kind is FailureKind.INVALID:
-        invalid = tuple((p, f"{code}: {message}") for p in named_positions(message, records))
-    return CallFailed(code, message, kind, latency_s, invalid)
-
-
-def _text_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _excerpt(body: bytes) -> str:
-    return body[: ANSWER_EXCERPT_CHARS * 4].decode("utf-8", "replace")[:ANSWER_EXCERPT_CHARS]
-
-
-def network_failure(exc: Exception, sent: bool, latency_s: float) -> CallFailed:
-    """A request that got no answer. `sent`: the whole body was handed to the socket, so Kinesis may have
-    taken it. The codes are botocore's exception names for the same failures, so metrics keep their labels."""
-    if isinstance(exc, NewConnectionError):  # before ConnectTimeoutError: urllib3 derives it from that
-        code = "EndpointConnectionError"
-    elif isinstance(exc, ConnectTimeoutError):
-        code = "ConnectTimeoutError"
-    elif isinstance(exc, ReadTimeoutError):
-        code = "ReadTimeoutError"
-    elif isinstance(exc, SSLError):
-        code = "SSLError"
-    elif isinstance(exc, ProxyError):
-        code = "ProxyConnectionError"
-    elif isinstance(exc, ProtocolError):  # reset, closed mid-answer, truncated answer
-        code = "ConnectionClosedError"
-    elif isinstance(exc, EmptyPoolError):
-        code = "EmptyPoolError"
-    else:
-        code = "HTTPClientError"
-    return CallFailed(code, str(exc), FailureKind.NETWORK, latency_s, maybe_delivered=sent)
-
-
-def _body_then_mark(body: bytes, sent: list[bool]) -> Iterator[bytes]:
-    """The body as urllib3's chunk iterable; resuming after the yield means the socket took all of it."""
-    yield body
-    sent.append(True)
 
 
 # --- the client --------------------------------------------------------------------------------------
@@ -282,7 +153,7 @@ class PutRecordsClient:
             answer = self._pool.urlopen(
                 "POST",
                 self._path,
-                body=_body_then_mark(body, sent),
+                body=body_then_mark(body, sent),
                 headers=headers,
                 retries=False,
                 redirect=False,

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sinks.kinesis.service import CallFailed, FailureKind, PutResponse
-from sinks.kinesis.wire import encode_put_records, outcome_of_answer
+from sinks.kinesis.wire import encode_put_records
+from sinks.kinesis.wire_http import outcome_of_answer
 
 _MODEL = botocore.session.get_session().get_service_model("kinesis").operation_model("PutRecords")
 _SERIALIZER = create_serializer("json", include_validation=False)
