@@ -14,7 +14,9 @@ two runs on a loaded 2-core machine): 3.0-3.7 ms per request against 14.2-16.8 m
 signature about 15 % (mostly the SHA-256 of the body, which SigV4 needs), urllib3/http.client about 15 %,
 reading the answer about 15 % (orjson half of it).
 
-Not supported (botocore's session would do it): HTTP(S) proxies and client certificates.
+Proxies: an https endpoint goes through the proxy botocore would use (HTTPS_PROXY, NO_PROXY, credentials in
+the proxy URL), as a CONNECT tunnel; a plain-http endpoint (a local stand-in) is always reached directly.
+Not supported: client certificates, botocore's proxies_config (proxy TLS settings).
 """
 
 from __future__ import annotations
@@ -24,20 +26,19 @@ import threading
 import time
 from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any, Protocol
+from typing import Protocol
 
 import boto3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
-from botocore.httpsession import get_cert_path
-from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, Timeout
+from urllib3 import Timeout
 from urllib3.exceptions import HTTPError
 from urllib3.util import parse_url
 
 from sinks.kinesis.service import CallFailed, FailureKind, PutOutcome
-from sinks.kinesis.wire_http import body_then_mark, network_failure, outcome_of_answer
+from sinks.kinesis.wire_http import body_then_mark, connection_pool, network_failure, outcome_of_answer
 
 SERVICE = "kinesis"  # the SigV4 signing name
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -46,7 +47,7 @@ USER_AGENT = "tweet-producer-wire/1"
 # With no credentials at all, the chain (files, environment, instance metadata) is asked again at most this
 # often: credentials can appear (a role attached, a file written), but the chain can take seconds to answer.
 CREDENTIALS_RETRY_INTERVAL_S = 5.0
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DEFAULT_PORTS = {"http": 80, "https": 443}  # a Host header leaves these out, as botocore signs it
 
 _b64 = binascii.b2a_base64
 
@@ -120,20 +121,15 @@ class PutRecordsClient:
         port = url.port or _DEFAULT_PORTS[scheme]
         # The Host header is set here and signed as it is sent (urllib3 would otherwise compute its own).
         self._host = url.host.lower() if port == _DEFAULT_PORTS[scheme] else f"{url.host.lower()}:{port}"
-        timeout = Timeout(connect=connect_timeout, read=read_timeout)
         # A thread waits this long for a connection (the caller keeps at most max_connections requests in
         # flight, so waiting means a connection is stuck in a slow request): then the call fails unsent.
         self._pool_timeout = connect_timeout + read_timeout
-        pool_options: dict[str, Any] = {"maxsize": max_connections, "block": True, "retries": False, "timeout": timeout}
-        self._pool: HTTPConnectionPool
-        if scheme == "https":
-            if verify is False:
-                tls: dict[str, Any] = {"cert_reqs": "CERT_NONE", "assert_hostname": False}
-            else:
-                tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": get_cert_path(verify)}
-            self._pool = HTTPSConnectionPool(url.host, port, **pool_options, **tls)
-        else:
-            self._pool = HTTPConnectionPool(url.host, port, **pool_options)
+        if verify is True:  # the session's CA bundle (AWS_CA_BUNDLE, ca_bundle in the profile), as boto3 uses it
+            core = getattr(session, "_session", None)
+            verify = (core.get_config_variable("ca_bundle") if core is not None else None) or True
+        self._pool, self._proxy_manager = connection_pool(
+            endpoint_url, Timeout(connect=connect_timeout, read=read_timeout), max_connections, verify
+        )
         self._credentials_lock = threading.Lock()
         self._credentials: Credentials | None = None
         self._credentials_tried_at = float("-inf")
@@ -221,3 +217,5 @@ class PutRecordsClient:
 
     def close(self) -> None:
         self._pool.close()
+        if self._proxy_manager is not None:
+            self._proxy_manager.clear()

@@ -10,6 +10,9 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from botocore.httpsession import ProxyConfiguration, get_cert_path
+from botocore.utils import get_environ_proxies
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, ProxyManager, Timeout
 from urllib3.exceptions import (
     ConnectTimeoutError,
     EmptyPoolError,
@@ -19,6 +22,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from urllib3.util import parse_url
 
 from sinks.kinesis.service import (
     MALFORMED_RESPONSE,
@@ -148,3 +152,26 @@ def body_then_mark(body: bytes, sent: list[bool]) -> Iterator[bytes]:
     """The body as urllib3's chunk iterable; resuming after the yield means the socket took all of it."""
     yield body
     sent.append(True)
+
+
+def connection_pool(
+    endpoint_url: str, timeout: Timeout, max_connections: int, verify: bool | str
+) -> tuple[HTTPConnectionPool, ProxyManager | None]:
+    """Keep-alive connections to the endpoint: at most `max_connections`, a thread waits for a free one, no
+    retries (the sink decides). For https, the environment's proxy (as botocore finds it) tunnels them; the
+    manager is returned to be cleared on close."""
+    url = parse_url(endpoint_url)
+    assert url.host is not None
+    options: dict[str, Any] = {"maxsize": max_connections, "block": True, "retries": False, "timeout": timeout}
+    if url.scheme != "https":
+        return HTTPConnectionPool(url.host, url.port, **options), None
+    if verify is False:
+        options |= {"cert_reqs": "CERT_NONE", "assert_hostname": False}
+    else:  # True: botocore's default bundle; a str: that bundle
+        options |= {"cert_reqs": "CERT_REQUIRED", "ca_certs": get_cert_path(verify)}
+    proxies = ProxyConfiguration(get_environ_proxies(endpoint_url))
+    proxy_url = proxies.proxy_url_for(endpoint_url)
+    if not proxy_url:
+        return HTTPSConnectionPool(url.host, url.port, **options), None
+    manager = ProxyManager(proxy_url, num_pools=1, proxy_headers=proxies.proxy_headers_for(proxy_url), **options)
+    return manager.connection_from_url(endpoint_url), manager

@@ -19,7 +19,7 @@ from tests.conftest import free_port
 from tests.sinks.conftest import STREAM
 from tests.sinks.test_kinesis_wire import Rec, client_for, entries, server
 from tests.sinks.wire_server import Answer, WireServer
-from tests.sources.test_x_proxy import self_signed
+from tests.sources.test_x_proxy import ConnectProxy, self_signed
 
 __all__ = ["client_for", "server"]  # fixtures shared with the main wire tests
 
@@ -29,6 +29,15 @@ SHORT_TIMEOUT_S = 0.3  # a connect or read that fails does so quickly
 BIG_RECORDS, BIG_RECORD_BYTES = 500, 20_000
 THREADS, REQUESTS_PER_THREAD = 4, 50
 FILL_ATTEMPTS = 16  # connects tried to fill a listen backlog
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy",
+                   "AWS_CA_BUNDLE")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_or_bundle_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests reach 127.0.0.1 directly unless they set a proxy or CA bundle themselves."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 def _assert_network(outcome: object, code: str, maybe_delivered: bool) -> None:
@@ -196,4 +205,49 @@ def test_https_without_verification_accepts_any_certificate(
     fake, _ = tls_server
     with pytest.warns(InsecureRequestWarning):
         assert isinstance(client_for(fake.endpoint_url, verify=False).put_records(STREAM, entries(2)), PutResponse)
+    assert len(fake.received) == 1
+
+
+def test_the_sessions_ca_bundle_is_used_by_default(
+    tls_server: tuple[WireServer, Path], client_for: Callable[..., PutRecordsClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify left at its default takes the session's CA bundle (AWS_CA_BUNDLE), as a boto3 client would."""
+    fake, cert = tls_server
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+    assert isinstance(client_for(fake.endpoint_url).put_records(STREAM, entries(1)), PutResponse)
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ConnectProxy]:
+    """A CONNECT proxy on 127.0.0.1, named by HTTPS_PROXY."""
+    tunnel = ConnectProxy()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{tunnel.port}")
+    yield tunnel
+    tunnel.close()
+
+
+def test_https_goes_through_the_environments_proxy(
+    tls_server: tuple[WireServer, Path], proxy: ConnectProxy, client_for: Callable[..., PutRecordsClient]
+) -> None:
+    """With HTTPS_PROXY set, requests tunnel through it (one CONNECT for several kept-alive requests), the
+    certificate still verified end to end."""
+    fake, cert = tls_server
+    client = client_for(fake.endpoint_url, verify=str(cert))
+    for _ in range(3):
+        assert isinstance(client.put_records(STREAM, entries(2)), PutResponse)
+    assert proxy.targets == [fake.endpoint_url.removeprefix("https://")]
+    assert len(fake.received) == 3
+
+
+def test_no_proxy_bypasses_the_proxy_and_a_dead_proxy_is_not_delivered(
+    tls_server: tuple[WireServer, Path], client_for: Callable[..., PutRecordsClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy nobody listens on fails as ProxyConnectionError, not delivered; NO_PROXY naming the endpoint's
+    host sends directly instead."""
+    fake, cert = tls_server
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{free_port()}")
+    outcome = client_for(fake.endpoint_url, verify=str(cert)).put_records(STREAM, entries(1))
+    _assert_network(outcome, "ProxyConnectionError", maybe_delivered=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert isinstance(client_for(fake.endpoint_url, verify=str(cert)).put_records(STREAM, entries(1)), PutResponse)
     assert len(fake.received) == 1
