@@ -137,7 +137,8 @@ class PutRecordsClient:
         self._resolve_credentials()
 
     def put_records(self, stream: str, records: Sequence[WireRecord]) -> PutOutcome:
-        """One PutRecords of `records` to `stream`: the answer, or how the call failed (never raises)."""
+        """One PutRecords of `records` to `stream`: the answer, or how the call failed. Failures of the service,
+        the network or the credentials are outcomes, never exceptions; nothing is retried here."""
         frozen = self._frozen_credentials()
         if isinstance(frozen, CallFailed):
             return frozen
@@ -186,7 +187,7 @@ class PutRecordsClient:
         try:
             frozen = credentials.get_frozen_credentials()  # a refreshable set refreshes here when due
         except (BotoCoreError, ClientError) as exc:  # the refresh failed (STS, SSO, metadata service)
-            return CallFailed(type(exc).__name__, str(exc), FailureKind.CREDENTIALS, None)
+            return CallFailed(_credentials_code(exc), str(exc), FailureKind.CREDENTIALS, None)
         if not frozen.access_key or not frozen.secret_key:
             return CallFailed("PartialCredentials", "credentials without an access key or secret key",
                               FailureKind.CREDENTIALS, None)
@@ -207,7 +208,7 @@ class PutRecordsClient:
                 self._credentials_error = CallFailed("PartialCredentials", str(exc), FailureKind.CREDENTIALS, None)
                 return self._credentials_error
             except (BotoCoreError, ClientError) as exc:
-                self._credentials_error = CallFailed(type(exc).__name__, str(exc), FailureKind.CREDENTIALS, None)
+                self._credentials_error = CallFailed(_credentials_code(exc), str(exc), FailureKind.CREDENTIALS, None)
                 return self._credentials_error
             if self._credentials is None:
                 self._credentials_error = CallFailed("NoCredentials", str(NoCredentialsError()), FailureKind.CREDENTIALS,
@@ -219,3 +220,10 @@ class PutRecordsClient:
         self._pool.close()
         if self._proxy_manager is not None:
             self._proxy_manager.clear()
+
+
+def _credentials_code(exc: BotoCoreError | ClientError) -> str:
+    """The code of a failure to get credentials: STS's own error code, else botocore's exception name."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or type(exc).__name__)
+    return type(exc).__name__

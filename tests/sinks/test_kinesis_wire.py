@@ -14,6 +14,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import CredentialProvider, Credentials, RefreshableCredentials
+from botocore.exceptions import CredentialRetrievalError
 
 from sinks.kinesis import KinesisSinkConfig, wire
 from sinks.kinesis.records import KinesisEntry, hash_key_of
@@ -161,6 +162,34 @@ def test_refreshed_credentials_sign_the_next_requests(server: WireServer, client
     last = server.received[-1]
     assert last.headers["authorization"] == _expected_authorization(last, Credentials("AKIDNEW3", "new-secret"),
                                                                     server.endpoint_url)
+
+
+class _FailingRefreshProvider(CredentialProvider):
+    """Credentials about to expire whose refresh fails (an STS or SSO outage)."""
+
+    METHOD = "failing-test"
+
+    def _refresh(self) -> dict[str, str]:
+        raise CredentialRetrievalError(provider=self.METHOD, error_msg="the token service is down")
+
+    def load(self) -> RefreshableCredentials:
+        soon = datetime.now(UTC) + timedelta(minutes=1)  # inside botocore's mandatory refresh window
+        metadata = {"access_key": "AKIDEXPIRING", "secret_key": "s", "token": "", "expiry_time": soon.isoformat()}
+        return RefreshableCredentials.create_from_metadata(metadata, self._refresh, self.METHOD)
+
+
+def test_a_failed_credentials_refresh_fails_the_call_unsent(
+    server: WireServer, client_for: Callable[..., PutRecordsClient]
+) -> None:
+    """Credentials that must be refreshed and cannot be: CREDENTIALS with botocore's error name, nothing sent."""
+    core = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
+    core.get_component("credential_provider").insert_before("env", _FailingRefreshProvider())
+    client = client_for(server.endpoint_url, boto3.Session(botocore_session=core, region_name=REGION))
+    outcome = client.put_records(STREAM, entries(2))
+    assert isinstance(outcome, CallFailed)
+    assert (outcome.code, outcome.kind, outcome.latency_s) == ("CredentialRetrievalError", FailureKind.CREDENTIALS, None)
+    assert "the token service is down" in outcome.message
+    assert server.received == [] and server.connections == 0
 
 
 def test_no_credentials_fail_unsent_and_credentials_that_appear_are_used(
