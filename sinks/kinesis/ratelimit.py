@@ -54,9 +54,10 @@ class ShardLimiter:
     """One shard's budget. The scheduler asks `available()` / `delay_for()`, `spend()`s what it sends, and
     reports answers with `throttled()` / `succeeded()`.
 
-    Amounts larger than a full bucket (or than the window allows at all) are clamped: such a request may
-    go when the bucket is full and the window empty, and its excess becomes a debt later sends wait for.
-    So a single entry bigger than the burst (e.g. a 1 MiB record) is sent alone once `delay_for` says 0.
+    Amounts larger than a full bucket are clamped to it: such a request may go when the bucket is full and
+    the window has room for it (or is empty, if it exceeds even the limit), and its excess becomes a debt
+    later sends wait for. `available()` never covers such an entry, so the scheduler's rule is: take the
+    entries that fit in `available()`; if none fits, send the first one alone once `delay_for` says 0.
     """
 
     def __init__(
@@ -112,9 +113,11 @@ class ShardLimiter:
             rates = self._rates()
             caps = (rates[0] * BURST_S, rates[1] * BURST_S)
             limits = self._window_limits()
-            need = (min(records, caps[0], limits[0]), min(size, caps[1], limits[1]))
-            bucket_wait = max((need[i] - self._tokens[i]) / rates[i] for i in (0, 1))
-            return max(0.0, bucket_wait, self._window_wait(now, need, limits))
+            # The bucket can never hold more than its depth, the window never more than the limit.
+            bucket_need = (min(records, caps[0]), min(size, caps[1]))
+            window_need = (min(records, limits[0]), min(size, limits[1]))
+            bucket_wait = max((bucket_need[i] - self._tokens[i]) / rates[i] for i in (0, 1))
+            return max(0.0, bucket_wait, self._window_wait(now, window_need, limits))
 
     # --- adaptation ------------------------------------------------------------------------------
 
