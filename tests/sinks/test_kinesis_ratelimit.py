@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sinks.kinesis import ratelimit
@@ -86,6 +86,9 @@ STEPS = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(steps=STEPS)
+# Three 250 KB entries 0.26 s apart leave the bucket full but the window at 750 KB: a 400 KB entry (bigger
+# than the bucket) must wait for the window, not just for the bucket.
+@example(steps=[(0.0, 1, 250_000), (0.26, 1, 250_000), (0.26, 1, 250_000), (0.26, 1, 400_000)])
 def test_no_one_second_window_ever_gets_more_than_the_limit(steps: list[tuple[float, int, int]]) -> None:
     """Whatever a producer asks for and however it spaces its sends, taking only what available() allows (or one
     entry alone when delay_for says 0) never puts more than the limits into any one-second window."""
