@@ -48,6 +48,8 @@ PROBE_INCREASE_PER_S = 0.02
 PROBE_BAND = 1.05  # probing slowly up to 5 % above the last throttled level, then the normal pace
 NORMAL_INCREASE_PER_S = 0.1
 MAX_INCREASE_STEP_S = 1.0  # one success after a long pause raises the level by at most 1 s worth
+# Float slack: a caller that waits exactly what delay_for said must then get 0, not 1e-16 (and a second wait).
+TIME_EPSILON_S = 1e-9
 
 
 class ShardLimiter:
@@ -117,7 +119,8 @@ class ShardLimiter:
             bucket_need = (min(records, caps[0]), min(size, caps[1]))
             window_need = (min(records, limits[0]), min(size, limits[1]))
             bucket_wait = max((bucket_need[i] - self._tokens[i]) / rates[i] for i in (0, 1))
-            return max(0.0, bucket_wait, self._window_wait(now, window_need, limits))
+            wait = max(bucket_wait, self._window_wait(now, window_need, limits))
+            return wait if wait > TIME_EPSILON_S else 0.0
 
     # --- adaptation ------------------------------------------------------------------------------
 
@@ -187,7 +190,7 @@ class ShardLimiter:
             self._tokens[0] = min(rates[0] * BURST_S, self._tokens[0] + rates[0] * elapsed)
             self._tokens[1] = min(rates[1] * BURST_S, self._tokens[1] + rates[1] * elapsed)
             self._refilled_at = now
-        horizon = now - (WINDOW_S + GUARD_S)
+        horizon = now - (WINDOW_S + GUARD_S) + TIME_EPSILON_S
         sends = self._sends
         while sends and sends[0][0] <= horizon:
             _, records, size = sends.popleft()
