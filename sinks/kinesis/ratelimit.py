@@ -72,17 +72,19 @@ class ShardLimiter:
     ) -> None:
         if not (records_per_s > 0 and bytes_per_s > 0 and math.isfinite(records_per_s) and math.isfinite(bytes_per_s)):
             raise ValueError(f"shard limits must be positive and finite, not {records_per_s} records/s, {bytes_per_s} bytes/s")
-        self._limit = (float(records_per_s), float(bytes_per_s))
+        self._limit_records = float(records_per_s)
+        self._limit_bytes = float(bytes_per_s)
         self._adaptive = adaptive
         self._clock = clock
         self._lock = threading.Lock()
-        self._fraction = 1.0  # of the configured limit, moved by AIMD
         self._throttled_at_fraction = 1.0  # the level the last throttle happened at
+        self._set_fraction(1.0)
         now = clock()
-        self._tokens = [self._limit[0] * TARGET_FRACTION * BURST_S, self._limit[1] * TARGET_FRACTION * BURST_S]
+        self._tokens_records, self._tokens_bytes = self._cap_records, self._cap_bytes
         self._refilled_at = now
         self._sends: deque[tuple[float, int, int]] = deque()  # (time, records, bytes) within the guarded window
-        self._window = [0, 0]  # sums of _sends
+        self._window_records = 0  # sums of _sends
+        self._window_bytes = 0
         self._last_cut = -math.inf
         self._last_increase = now
 
@@ -91,35 +93,34 @@ class ShardLimiter:
     def available(self) -> tuple[float, float]:
         """(records, bytes) that may go now."""
         with self._lock:
-            now = self._clock()
-            self._advance(now)
-            room = self._window_room()
-            return (max(0.0, min(self._tokens[0], room[0])), max(0.0, min(self._tokens[1], room[1])))
+            self._advance(self._clock())
+            return (
+                max(0.0, min(self._tokens_records, self._window_limit_records - self._window_records)),
+                max(0.0, min(self._tokens_bytes, self._window_limit_bytes - self._window_bytes)),
+            )
 
     def spend(self, records: int, size: int) -> None:
         """Count `records` entries of `size` bytes in total as sent now (it may overdraw: see the class)."""
         with self._lock:
             now = self._clock()
             self._advance(now)
-            self._tokens[0] -= records
-            self._tokens[1] -= size
+            self._tokens_records -= records
+            self._tokens_bytes -= size
             self._sends.append((now, records, size))
-            self._window[0] += records
-            self._window[1] += size
+            self._window_records += records
+            self._window_bytes += size
 
     def delay_for(self, records: int, size: int) -> float:
         """Seconds until `records` entries of `size` bytes may go (0 = now), amounts clamped as the class says."""
         with self._lock:
             now = self._clock()
             self._advance(now)
-            rates = self._rates()
-            caps = (rates[0] * BURST_S, rates[1] * BURST_S)
-            limits = self._window_limits()
             # The bucket can never hold more than its depth, the window never more than the limit.
-            bucket_need = (min(records, caps[0]), min(size, caps[1]))
-            window_need = (min(records, limits[0]), min(size, limits[1]))
-            bucket_wait = max((bucket_need[i] - self._tokens[i]) / rates[i] for i in (0, 1))
-            wait = max(bucket_wait, self._window_wait(now, window_need, limits))
+            wait = max(
+                (min(records, self._cap_records) - self._tokens_records) / self._rate_records,
+                (min(size, self._cap_bytes) - self._tokens_bytes) / self._rate_bytes,
+                self._window_wait(now, min(records, self._window_limit_records), min(size, self._window_limit_bytes)),
+            )
             return wait if wait > TIME_EPSILON_S else 0.0
 
     # --- adaptation ------------------------------------------------------------------------------
@@ -136,10 +137,11 @@ class ShardLimiter:
             level = self._fraction
             near = self._throttled_at_fraction * RECOVERY_FRACTION <= level <= self._throttled_at_fraction * PROBE_BAND
             self._throttled_at_fraction = level
-            self._fraction = max(MIN_FRACTION, level * (GENTLE_DECREASE_FACTOR if near else DECREASE_FACTOR))
+            self._set_fraction(max(MIN_FRACTION, level * (GENTLE_DECREASE_FACTOR if near else DECREASE_FACTOR)))
             self._last_cut = now
             self._last_increase = now
-            self._clamp_tokens()
+            self._tokens_records = min(self._tokens_records, self._cap_records)
+            self._tokens_bytes = min(self._tokens_bytes, self._cap_bytes)
 
     def succeeded(self, records: int) -> None:
         """`records` entries accepted by this shard: raise the pace towards the configured maximum."""
@@ -151,19 +153,20 @@ class ShardLimiter:
             step = min(max(0.0, now - self._last_increase), MAX_INCREASE_STEP_S)
             self._last_increase = now
             level, at = self._fraction, self._throttled_at_fraction
+            if level >= 1.0:
+                return
             if level < at * RECOVERY_FRACTION:
                 raised = min(at * RECOVERY_FRACTION, level + FAST_INCREASE_PER_S * step)
             elif level < at * PROBE_BAND:
                 raised = min(at * PROBE_BAND, level + PROBE_INCREASE_PER_S * step)
             else:
                 raised = level + NORMAL_INCREASE_PER_S * step
-            self._fraction = min(1.0, raised)
+            self._set_fraction(min(1.0, raised))
 
     @property
     def rate(self) -> tuple[float, float]:
         """The current long-run pace (records/s, bytes/s)."""
-        with self._lock:
-            return self._rates()
+        return (self._rate_records, self._rate_bytes)
 
     @property
     def fraction(self) -> float:
@@ -172,44 +175,40 @@ class ShardLimiter:
 
     # --- internals (called with the lock held) --------------------------------------------------
 
-    def _rates(self) -> tuple[float, float]:
-        return (self._limit[0] * self._fraction * TARGET_FRACTION, self._limit[1] * self._fraction * TARGET_FRACTION)
-
-    def _window_limits(self) -> tuple[float, float]:
-        return (self._limit[0] * self._fraction, self._limit[1] * self._fraction)
-
-    def _window_room(self) -> tuple[float, float]:
-        limits = self._window_limits()
-        return (limits[0] - self._window[0], limits[1] - self._window[1])
+    def _set_fraction(self, fraction: float) -> None:
+        """Move the level, and what derives from it (computed here once, not on every call)."""
+        self._fraction = fraction
+        self._rate_records = self._limit_records * fraction * TARGET_FRACTION
+        self._rate_bytes = self._limit_bytes * fraction * TARGET_FRACTION
+        self._cap_records = self._rate_records * BURST_S
+        self._cap_bytes = self._rate_bytes * BURST_S
+        self._window_limit_records = self._limit_records * fraction
+        self._window_limit_bytes = self._limit_bytes * fraction
 
     def _advance(self, now: float) -> None:
         """Refill the buckets and drop sends older than the guarded window."""
         elapsed = now - self._refilled_at
         if elapsed > 0:
-            rates = self._rates()
-            self._tokens[0] = min(rates[0] * BURST_S, self._tokens[0] + rates[0] * elapsed)
-            self._tokens[1] = min(rates[1] * BURST_S, self._tokens[1] + rates[1] * elapsed)
+            self._tokens_records = min(self._cap_records, self._tokens_records + self._rate_records * elapsed)
+            self._tokens_bytes = min(self._cap_bytes, self._tokens_bytes + self._rate_bytes * elapsed)
             self._refilled_at = now
-        horizon = now - (WINDOW_S + GUARD_S) + TIME_EPSILON_S
         sends = self._sends
-        while sends and sends[0][0] <= horizon:
-            _, records, size = sends.popleft()
-            self._window[0] -= records
-            self._window[1] -= size
+        if sends:
+            horizon = now - (WINDOW_S + GUARD_S) + TIME_EPSILON_S
+            while sends and sends[0][0] <= horizon:
+                _, records, size = sends.popleft()
+                self._window_records -= records
+                self._window_bytes -= size
 
-    def _clamp_tokens(self) -> None:
-        rates = self._rates()
-        self._tokens[0] = min(self._tokens[0], rates[0] * BURST_S)
-        self._tokens[1] = min(self._tokens[1], rates[1] * BURST_S)
-
-    def _window_wait(self, now: float, need: tuple[float, float], limits: tuple[float, float]) -> float:
-        """Seconds until enough sends leave the guarded window for `need` to fit in it."""
-        over = [self._window[i] + need[i] - limits[i] for i in (0, 1)]
-        if over[0] <= 0 and over[1] <= 0:
+    def _window_wait(self, now: float, records: float, size: float) -> float:
+        """Seconds until enough sends leave the guarded window for `records` entries of `size` bytes to fit."""
+        over_records = self._window_records + records - self._window_limit_records
+        over_bytes = self._window_bytes + size - self._window_limit_bytes
+        if over_records <= 0 and over_bytes <= 0:
             return 0.0
-        for sent_at, records, size in self._sends:
-            over[0] -= records
-            over[1] -= size
-            if over[0] <= 0 and over[1] <= 0:
+        for sent_at, sent_records, sent_bytes in self._sends:
+            over_records -= sent_records
+            over_bytes -= sent_bytes
+            if over_records <= 0 and over_bytes <= 0:
                 return sent_at + WINDOW_S + GUARD_S - now
-        return WINDOW_S + GUARD_S  # unreachable: an empty window holds any clamped need
+        return WINDOW_S + GUARD_S  # unreachable: an empty window holds any clamped amount
