@@ -96,26 +96,51 @@ def run_producer(
 
     `clock` must be the limiter's clock. Up to `in_flight` requests are outstanding; each carries at most
     MAX_BATCH entries; an entry reaches the shard half a round trip after it is sent and its answer comes
-    half a round trip later (each half jittered). Refused entries are sent again before new ones.
+    half a round trip later (each half jittered). Refused entries are sent again before new ones (all
+    entries are alike, so only their count matters).
     """
-    rng = random.Random(seed)
-    result = SimResult(record_size)
-    events: list[tuple[float, int, str, int, int]] = []  # (time, sequence, kind, entries, of them refused)
-    sequence = 0
-    outstanding = 0
+    return run_producers([limiter], shard, clock, record_size=record_size, duration_s=duration_s, in_flight=in_flight,
+                         round_trip_s=round_trip_s, jitter_s=jitter_s, seed=seed)[0]
+
+
+@dataclass
+class _Producer:
+    limiter: ShardLimiter
+    result: SimResult
+    outstanding: int = 0
     wake_at: float | None = None
 
-    def push(at: float, kind: str, entries: int, refused: int = 0) -> None:
+
+def run_producers(
+    limiters: Sequence[ShardLimiter],
+    shard: SimulatedShard,
+    clock: FakeClock,
+    *,
+    record_size: int,
+    duration_s: float,
+    in_flight: int = 1,
+    round_trip_s: float = ROUND_TRIP_S,
+    jitter_s: float = ROUND_TRIP_JITTER_S,
+    seed: int = 0,
+) -> list[SimResult]:
+    """run_producer for several producers (one limiter each, e.g. several daemons) sharing one shard."""
+    rng = random.Random(seed)
+    producers = [_Producer(limiter, SimResult(record_size)) for limiter in limiters]
+    events: list[tuple[float, int, int, str, int, int]] = []  # (time, sequence, producer, kind, entries, refused)
+    sequence = 0
+
+    def push(at: float, who: int, kind: str, entries: int, refused: int = 0) -> None:
         nonlocal sequence
         sequence += 1
-        heapq.heappush(events, (at, sequence, kind, entries, refused))
+        heapq.heappush(events, (at, sequence, who, kind, entries, refused))
 
     def half_trip() -> float:
         return max(MIN_HALF_TRIP_S, round_trip_s / 2 + rng.uniform(-jitter_s / 2, jitter_s / 2))
 
-    def send_what_may_go() -> None:
-        nonlocal outstanding, wake_at
-        while outstanding < in_flight:
+    def send_what_may_go(who: int) -> None:
+        producer = producers[who]
+        limiter = producer.limiter
+        while producer.outstanding < in_flight:
             records, size = limiter.available()
             count = min(MAX_BATCH, int(records), int(size // record_size))
             if count <= 0 and limiter.delay_for(1, record_size) == 0:
@@ -123,35 +148,37 @@ def run_producer(
             if count <= 0:
                 break
             limiter.spend(count, count * record_size)
-            outstanding += 1
-            result.requests += 1
-            push(clock.now + half_trip(), "arrive", count)
-        if outstanding < in_flight:
+            producer.outstanding += 1
+            producer.result.requests += 1
+            push(clock.now + half_trip(), who, "arrive", count)
+        if producer.outstanding < in_flight:
             at = clock.now + max(POLL_FLOOR_S, limiter.delay_for(1, record_size))
-            if wake_at is None or at < wake_at:
-                wake_at = at
-                push(at, "wake", 0)
+            if producer.wake_at is None or at < producer.wake_at:
+                producer.wake_at = at
+                push(at, who, "wake", 0)
 
-    send_what_may_go()
+    for who in range(len(producers)):
+        send_what_may_go(who)
     while events:
-        at, _, kind, entries, refused = heapq.heappop(events)
+        at, _, who, kind, entries, refused = heapq.heappop(events)
         if at > duration_s:
             break
         clock.now = at
-        if kind == "wake" and wake_at is not None and wake_at <= at:
-            wake_at = None
+        producer = producers[who]
+        if kind == "wake" and producer.wake_at is not None and producer.wake_at <= at:
+            producer.wake_at = None
         if kind == "arrive":
             taken = sum(shard.offer(at, [record_size] * entries))
-            result.accepted_at.append((at, taken))
+            producer.result.accepted_at.append((at, taken))
             if taken < entries:
-                result.throttled_at.append((at, entries - taken))
-            push(at + half_trip(), "answer", entries, entries - taken)
+                producer.result.throttled_at.append((at, entries - taken))
+            push(at + half_trip(), who, "answer", entries, entries - taken)
             continue
         if kind == "answer":
-            outstanding -= 1
+            producer.outstanding -= 1
             if refused:
-                limiter.throttled()
+                producer.limiter.throttled()
             if entries > refused:
-                limiter.succeeded(entries - refused)
-        send_what_may_go()
-    return result
+                producer.limiter.succeeded(entries - refused)
+        send_what_may_go(who)
+    return [producer.result for producer in producers]

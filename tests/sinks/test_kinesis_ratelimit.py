@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sinks.kinesis import ratelimit
 from sinks.kinesis.ratelimit import ShardLimiter
-from tests.sinks.shard_sim import KINESIS_WINDOW_S, FakeClock, SimulatedShard, run_producer
+from tests.sinks.shard_sim import KINESIS_WINDOW_S, FakeClock, SimulatedShard, run_producer, run_producers
 
 MIB = 1024 * 1024
 RECORDS_PER_S = 1000
@@ -54,6 +54,22 @@ def test_the_adaptive_cut_finds_a_real_limit_half_the_configured_one(record_size
     print(f"after {SETTLE_S}s: goodput {goodput:.4f}, throttles/record {throttles:.4f}; fraction {limiter.fraction:.3f}")
     assert goodput >= 0.90
     assert throttles <= 0.05
+
+
+def test_two_producers_sharing_a_shard_split_it_fairly() -> None:
+    """Two producers (two daemons), each configured for the whole shard: after 5 s they get >= 90 % of it
+    together, neither less than 40 %, at <= 0.05 throttled attempts per record."""
+    clock = FakeClock()
+    limiters = [ShardLimiter(RECORDS_PER_S, MIB, clock=clock) for _ in range(2)]
+    shard = SimulatedShard(RECORDS_PER_S, MIB)
+    results = run_producers(limiters, shard, clock, record_size=SMALL_RECORD, duration_s=DURATION_S)
+    accepted = [r.accepted(SETTLE_S) for r in results]
+    throttled = sum(r.throttled(SETTLE_S) for r in results)
+    print(f"together {sum(accepted) / (RECORDS_PER_S * (DURATION_S - SETTLE_S)):.4f}, shares "
+          f"{[round(a / sum(accepted), 3) for a in accepted]}, throttles/record {throttled / sum(accepted):.4f}")
+    assert sum(accepted) >= 0.90 * RECORDS_PER_S * (DURATION_S - SETTLE_S)
+    assert min(accepted) >= 0.40 * sum(accepted)
+    assert throttled <= 0.05 * sum(accepted)
 
 
 def test_without_adaptation_a_lower_real_limit_keeps_being_hit() -> None:
