@@ -19,12 +19,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 MAX_HASH_KEY = 2**128 - 1
 # Shards per ListShards page. AWS accepts 1..10,000; 1,000 keeps one answer small, and a stream has more
 # open shards than that only when it is very large.
 LIST_SHARDS_PAGE_SIZE = 1000
 # Pages one listing may take before it is considered broken (a server handing out NextTokens forever).
 MAX_LIST_PAGES = 1000
+# A listing that outlives its NextToken (AWS: 300 s, e.g. a process paused mid-listing) starts over once.
+EXPIRED_TOKEN_CODE = "ExpiredNextTokenException"  # noqa: S105 - an error code, not a secret
+EXPIRED_TOKEN_RESTARTS = 1
 
 
 class ShardMapError(Exception):
@@ -85,11 +90,22 @@ def list_open_shards(client: Any, stream: str, *, page_size: int = LIST_SHARDS_P
 
     `client` is a boto3 Kinesis client; `stream` a stream name or ARN. A follow-up call passes only
     NextToken (AWS refuses StreamName beside it). Closed shards (a sequence-number range with an end) are
-    left out here rather than with ShardFilter AT_LATEST, which moto's server ignores. Errors of the call
-    propagate (botocore's ClientError); a malformed answer raises ShardMapError.
+    left out here rather than with ShardFilter AT_LATEST, which moto's server ignores. A NextToken that
+    expired (AWS keeps them 300 s) restarts the listing once. Other errors of the call propagate
+    (botocore's ClientError); a malformed answer raises ShardMapError.
     """
-    first: dict[str, Any] = {"StreamARN" if stream.startswith("arn:") else "StreamName": stream}
-    request: dict[str, Any] = first
+    for attempt in range(1 + EXPIRED_TOKEN_RESTARTS):
+        try:
+            return _list_all_pages(client, stream, page_size)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code != EXPIRED_TOKEN_CODE or attempt == EXPIRED_TOKEN_RESTARTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _list_all_pages(client: Any, stream: str, page_size: int) -> list[Shard]:
+    request: dict[str, Any] = {"StreamARN" if stream.startswith("arn:") else "StreamName": stream}
     found: dict[str, Shard] = {}
     for _ in range(MAX_LIST_PAGES):
         answer = client.list_shards(**request, MaxResults=page_size)

@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -206,6 +207,32 @@ def test_closed_shards_are_left_out_and_parents_kept() -> None:
         fake.stop()
     assert [(s.shard_id, s.parent_ids) for s in shards] == [("shardId-child", ()),
                                                             ("shardId-000000000001", ("shardId-a", "shardId-b"))]
+
+
+def test_an_expired_next_token_restarts_the_listing_once() -> None:
+    """ExpiredNextTokenException on a follow-up page starts the listing over (all shards, none twice); a second
+    expiry in a row reaches the caller."""
+    items = [shard_item(i, 4) for i in range(4)]
+    expiries = [1]
+    inner = listing_fake(items, page=2)
+
+    def handle(operation: str, body: dict[str, Any]) -> Reply | dict[str, Any]:
+        if "NextToken" in body and expiries and expiries[0] > 0:
+            expiries[0] -= 1
+            return Reply.error("ExpiredNextTokenException", message="token expired")
+        return inner.handler(operation, body)
+
+    fake = FakeAwsServer(handle).start()
+    try:
+        shards = list_open_shards(fake.client("kinesis"), "tweets", page_size=2)
+        assert [s.shard_id for s in shards] == [item["ShardId"] for item in items]
+        assert [("NextToken" in call) for call in fake.operations("ListShards")] == [False, True, False, True]
+        expiries[0] = 2
+        with pytest.raises(ClientError, match="ExpiredNextTokenException"):
+            list_open_shards(fake.client("kinesis"), "tweets", page_size=2)
+    finally:
+        fake.stop()
+        inner.stop()
 
 
 def test_a_malformed_answer_names_the_stream_and_shard() -> None:
