@@ -256,3 +256,13 @@ def test_limits_below_one_are_refused(max_bytes: int, max_records: int) -> None:
     """An aggregator that could hold nothing is a configuration error, not an endless loop."""
     with pytest.raises(ValueError, match="at least 1"):
         Aggregator(max_bytes, max_records)
+
+
+@pytest.mark.parametrize("length", [0, 127, 128, 16_383, 16_384, 2**21 - 40, 2**21 + 5])
+def test_varint_boundaries_match_protobuf(length: int) -> None:
+    """Lengths on each side of the 1-, 2- and 3-byte varint boundaries encode as protobuf encodes them."""
+    members = [make_entry(b"v" * length, "k"), make_entry(b"w", "k2")]
+    (aggregate,) = aggregate_all(members, 2**22, 1000)
+    body = reference_body(members)
+    assert aggregate.data == KPL_MAGIC + body + hashlib.md5(body).digest()  # noqa: S324 - KPL's checksum
+    assert aggregate.size == framed_size(members)
