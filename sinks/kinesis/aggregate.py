@@ -47,6 +47,8 @@ _TAG_RECORD = 0x1A  # AggregatedRecord.records (3, bytes)
 _TAG_PK_INDEX = 0x08  # Record.partition_key_index (1, varint)
 _TAG_EHK_INDEX = 0x10  # Record.explicit_hash_key_index (2, varint)
 _TAG_DATA = 0x1A  # Record.data (3, bytes)
+_RECORD_TAG = bytes((_TAG_RECORD,))
+_PK_TABLE_TAG = bytes((_TAG_PK_TABLE,))
 
 _VARINT_SHIFT = 7
 _VARINT_LOW = 0x7F
@@ -54,18 +56,35 @@ _VARINT_MORE = 0x80
 _TWO_BYTE_LIMIT = 1 << 14  # values below this take at most two varint bytes
 
 
-def _varint(value: int) -> bytes:
+def _encode_varint(value: int) -> bytes:
     """`value` (>= 0) as a protobuf base-128 varint."""
-    if value < _VARINT_MORE:
-        return bytes((value,))
-    if value < _TWO_BYTE_LIMIT:
-        return bytes(((value & _VARINT_LOW) | _VARINT_MORE, value >> _VARINT_SHIFT))
     out = bytearray()
     while value >= _VARINT_MORE:
         out.append((value & _VARINT_LOW) | _VARINT_MORE)
         value >>= _VARINT_SHIFT
     out.append(value)
     return bytes(out)
+
+
+# Every varint below 16 Ki, built once (~0.7 MB): the lengths and key indices of records up to 16 KB fall
+# here, and a tuple index is several times cheaper than encoding them per record.
+_SMALL_VARINTS = tuple(_encode_varint(value) for value in range(_TWO_BYTE_LIMIT))
+
+
+def _varint(value: int) -> bytes:
+    return _SMALL_VARINTS[value] if value < _TWO_BYTE_LIMIT else _encode_varint(value)
+
+
+def _index_prefix(index: int) -> bytes:
+    """What stands between a member's record length and its data length when its key has `index`."""
+    if index < len(_INDEX_PREFIXES):
+        return _INDEX_PREFIXES[index]
+    return b"".join((bytes((_TAG_PK_INDEX,)), _encode_varint(index), bytes((_TAG_DATA,))))
+
+
+# The index prefixes of aggregates of up to the default max_records (1,000) keys, built once.
+_CACHED_INDICES = 1024
+_INDEX_PREFIXES = tuple(bytes((_TAG_PK_INDEX,)) + _varint(index) + bytes((_TAG_DATA,)) for index in range(_CACHED_INDICES))
 
 
 def _field(tag: int, payload: bytes) -> bytes:
@@ -107,11 +126,12 @@ class Aggregator:
     __slots__ = (
         "_ehk_index",
         "_ehk_table",
-        "_headers",
         "_max_bytes",
         "_max_records",
         "_members",
+        "_parts",
         "_pk_index",
+        "_pk_prefix",
         "_pk_table",
         "_size",
     )
@@ -125,10 +145,14 @@ class Aggregator:
 
     def _reset(self) -> None:
         self._members: list[KinesisEntry] = []
-        self._headers: list[bytes] = []  # per member: its records field before its data
-        self._pk_index: dict[str, int] = {}
+        self._parts: list[bytes] = []  # per member: the pieces of its records field's header, then its data
         self._pk_table: list[bytes] = []  # encoded partition_key_table fields, in index order
-        # None until a member has an explicit hash key; from then on every member carries an index.
+        # Without explicit hash keys (the common case) a key's index only ever appears as the same bytes
+        # between a member's record length and its data length: keep those bytes per key (the fast path).
+        self._pk_prefix: dict[str, bytes] = {}
+        # With explicit hash keys (the general path): key -> index, and None until a member has an
+        # explicit hash key; from then on every member carries an index into that table.
+        self._pk_index: dict[str, int] = {}
         self._ehk_index: dict[str, int] | None = None
         self._ehk_table: list[bytes] = []
         self._size = 0  # the framed aggregate's exact size: magic + protobuf + digest + its partition key
@@ -141,12 +165,15 @@ class Aggregator:
 
         An entry too big to share an aggregate waits alone and leaves, plain, with the next add or flush.
         """
-        if not self._members:
-            self._start(entry)
-            return None
-        if len(self._members) < self._max_records and self._take(entry):
-            return None
-        full = self._emit()
+        full = None
+        if self._members:
+            if len(self._members) < self._max_records and (
+                self._take_plain(entry, force=False)
+                if self._ehk_index is None and entry.explicit_hash_key is None
+                else self._take(entry)
+            ):
+                return None
+            full = self._emit()
         self._start(entry)
         return full
 
@@ -157,10 +184,39 @@ class Aggregator:
     def _start(self, entry: KinesisEntry) -> None:
         """A fresh aggregate holding `entry`, taken even if alone it exceeds max_bytes (it then goes plain)."""
         self._reset()
-        if entry.explicit_hash_key is not None:
-            self._ehk_index = {}
         self._size = FRAME_BYTES + len(entry.partition_key.encode("utf-8"))
-        self._append(entry, *self._plan(entry, self._pk_index, self._ehk_index))
+        if entry.explicit_hash_key is None:
+            self._take_plain(entry, force=True)
+        else:
+            self._ehk_index = {}
+            self._append(entry, *self._plan(entry, self._pk_index, self._ehk_index))
+
+    def _take_plain(self, entry: KinesisEntry, *, force: bool) -> bool:
+        """The fast path (no explicit hash keys): add `entry` if it fits (or `force`); False: nothing changed."""
+        data = entry.record.data
+        data_len = len(data)
+        key = entry.partition_key
+        prefix = self._pk_prefix.get(key)
+        pk_field = None
+        added = 0
+        if prefix is None:
+            prefix = _index_prefix(len(self._pk_table))
+            encoded = key.encode("utf-8")
+            pk_field = b"".join((_PK_TABLE_TAG, _varint(len(encoded)), encoded))
+            added = len(pk_field)
+        length = _SMALL_VARINTS[data_len] if data_len < _TWO_BYTE_LIMIT else _encode_varint(data_len)
+        inner_len = len(prefix) + len(length) + data_len
+        outer = _SMALL_VARINTS[inner_len] if inner_len < _TWO_BYTE_LIMIT else _encode_varint(inner_len)
+        added += 1 + len(outer) + inner_len
+        if not force and self._size + added > self._max_bytes:
+            return False
+        if pk_field is not None:
+            self._pk_prefix[key] = prefix
+            self._pk_table.append(pk_field)
+        self._members.append(entry)
+        self._parts += (_RECORD_TAG, outer, prefix, length, data)
+        self._size += added
+        return True
 
     def _plan(
         self, entry: KinesisEntry, pk_index: dict[str, int], ehk_index: dict[str, int] | None
@@ -186,6 +242,7 @@ class Aggregator:
         return header, pk_field, ehk_field, added
 
     def _append(self, entry: KinesisEntry, header: bytes, pk_field: bytes | None, ehk_field: bytes | None, added: int) -> None:
+        """The general path's commit: tables, member, header and data, size."""
         if pk_field is not None:
             self._pk_index[entry.partition_key] = len(self._pk_table)
             self._pk_table.append(pk_field)
@@ -193,12 +250,13 @@ class Aggregator:
             self._ehk_index[_ehk_of(entry)] = len(self._ehk_table)
             self._ehk_table.append(ehk_field)
         self._members.append(entry)
-        self._headers.append(header)
+        self._parts.append(header)
+        self._parts.append(entry.record.data)
         self._size += added
 
     def _take(self, entry: KinesisEntry) -> bool:
-        """Add `entry` if the aggregate stays within max_bytes; False (nothing changed) otherwise."""
-        if entry.explicit_hash_key is not None and self._ehk_index is None:
+        """The general path: add `entry` if the aggregate stays within max_bytes; False: nothing changed."""
+        if self._ehk_index is None:
             return self._take_switching_to_ehk(entry)
         planned = self._plan(entry, self._pk_index, self._ehk_index)
         if self._size + planned[3] > self._max_bytes:
@@ -237,11 +295,7 @@ class Aggregator:
         try:
             if len(members) == 1 and not first.record.data.startswith(KPL_MAGIC):
                 return Aggregate(members, first.record.data, pk, ehk, first.size)
-            parts = [*self._pk_table, *self._ehk_table]
-            for header, member in zip(self._headers, members, strict=True):
-                parts.append(header)
-                parts.append(member.record.data)
-            body = b"".join(parts)
+            body = b"".join(self._pk_table + self._ehk_table + self._parts)
             data = b"".join((KPL_MAGIC, body, hashlib.md5(body, usedforsecurity=False).digest()))
             return Aggregate(members, data, pk, ehk, self._size)
         finally:

@@ -266,3 +266,12 @@ def test_varint_boundaries_match_protobuf(length: int) -> None:
     body = reference_body(members)
     assert aggregate.data == KPL_MAGIC + body + hashlib.md5(body).digest()  # noqa: S324 - KPL's checksum
     assert aggregate.size == framed_size(members)
+
+
+def test_more_distinct_keys_than_the_cached_indices() -> None:
+    """An aggregate of 1,100 distinct keys (past the precomputed key indices) still matches protobuf's bytes."""
+    members = [make_entry(b"d%d" % i, f"key-{i}") for i in range(1100)]
+    (aggregate,) = aggregate_all(members, 2**20, 2000)
+    body = reference_body(members)
+    assert aggregate.data == KPL_MAGIC + body + hashlib.md5(body).digest()  # noqa: S324 - KPL's checksum
+    assert [u.partition_key for u in user_records(lambda_record(aggregate))] == [m.partition_key for m in members]
