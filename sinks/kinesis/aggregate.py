@@ -17,7 +17,8 @@ Decisions:
 - Partition keys (and explicit hash keys) are deduplicated within an aggregate: an author's key repeats.
 - The explicit hash key table is written only when a member has an explicit hash key; then every member
   carries an index into it (a member without one gets its MD5 hash key in decimal, where Kinesis routes it
-  anyway), so no consumer has to guess which rule applies to which member.
+  anyway): aws-kinesis-agg reads `table[index]` whenever the table is not empty, and a missing index reads
+  as 0, which would hand a member another member's hash key.
 - The aggregate goes to the shard of its first member: partition key = the first member's, explicit hash
   key = str(first member's hash_key). The caller groups entries by shard; consumers drop aggregates whose
   members hash outside the shard they landed on.
@@ -288,18 +289,19 @@ class Aggregator:
         return True
 
     def _emit(self) -> Aggregate:
+        """The aggregate being filled, built; the aggregator is reset only once it is built (nothing lost)."""
         members = self._members
         first = members[0]
-        pk = first.partition_key
-        ehk = str(first.hash_key)
-        try:
-            if len(members) == 1 and not first.record.data.startswith(KPL_MAGIC):
-                return Aggregate(members, first.record.data, pk, ehk, first.size)
+        key = first.partition_key
+        key_size = len(key.encode("utf-8"))
+        if len(members) == 1 and not first.record.data.startswith(KPL_MAGIC):
+            aggregate = Aggregate(members, first.record.data, key, str(first.hash_key), len(first.record.data) + key_size)
+        else:
             body = b"".join(self._pk_table + self._ehk_table + self._parts)
             data = b"".join((KPL_MAGIC, body, hashlib.md5(body, usedforsecurity=False).digest()))
-            return Aggregate(members, data, pk, ehk, self._size)
-        finally:
-            self._reset()
+            aggregate = Aggregate(members, data, key, str(first.hash_key), self._size)
+        self._reset()
+        return aggregate
 
 
 def aggregate_all(entries: Sequence[KinesisEntry], max_bytes: int, max_records: int) -> list[Aggregate]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -275,3 +276,23 @@ def test_more_distinct_keys_than_the_cached_indices() -> None:
     body = reference_body(members)
     assert aggregate.data == KPL_MAGIC + body + hashlib.md5(body).digest()  # noqa: S324 - KPL's checksum
     assert [u.partition_key for u in user_records(lambda_record(aggregate))] == [m.partition_key for m in members]
+
+
+def test_a_failed_build_keeps_the_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If building the aggregate raises (say MemoryError), the members stay held and the next flush has them."""
+    aggregator = Aggregator(51200, 1000)
+    entries = [make_entry(b"one", "a"), make_entry(b"two", "b")]
+    for entry in entries:
+        aggregator.add(entry)
+
+    def broken_md5(data: bytes, *, usedforsecurity: bool = True) -> Any:
+        raise MemoryError("injected")
+
+    monkeypatch.setattr("sinks.kinesis.aggregate.hashlib", SimpleNamespace(md5=broken_md5))
+    with pytest.raises(MemoryError):
+        aggregator.flush()
+    assert len(aggregator) == 2
+    monkeypatch.undo()
+    aggregate = aggregator.flush()
+    assert aggregate is not None and aggregate.members == entries
+    assert [u.data for u in user_records(lambda_record(aggregate))] == [b"one", b"two"]
