@@ -1,0 +1,69 @@
+"""The HTTP/1.1 side of tests/fake_kinesis.py: keep-alive, no Nagle, resets as TCP RST, held-back answers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.fake_kinesis_types import CONTENT_TYPE, SHUTDOWN_POLL_S, Answer
+
+# SO_LINGER on with a zero timeout: close() then sends a TCP RST instead of a FIN.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Connections the fake resets on purpose (or clients abandon) are expected: no traceback on stderr.
+        return
+
+
+def serve(handle: Callable[[str, bytes], Answer], closing: threading.Event,
+          on_connection: Callable[[], None]) -> ThreadingHTTPServer:
+    """Starts a server on 127.0.0.1:0 answering each POST with ``handle(X-Amz-Target, body)``.
+
+    A held-back answer (``Answer.delay_s``) is dropped, with a reset, once ``closing`` is set.
+    """
+
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+        # Headers and body go out in separate writes: without this, delayed ACKs add ~40 ms a request.
+        disable_nagle_algorithm = True
+
+        def setup(self) -> None:
+            super().setup()
+            on_connection()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+            return
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            # The whole request is read before any fault: a reset then leaves the client unable to tell
+            # whether the request was processed, as with a real lost answer.
+            raw = self.rfile.read(length) if length > 0 else b""
+            answer = handle(self.headers.get("X-Amz-Target", ""), raw)
+            if answer.reset or (answer.delay_s > 0 and closing.wait(answer.delay_s)):
+                self._reset()
+                return
+            data = json.dumps(answer.payload or {}).encode()
+            self.send_response(answer.status)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _reset(self) -> None:
+            self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            self.connection.close()
+
+    server = _Server(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL_S,), name="fake-kinesis", daemon=True).start()
+    return server
