@@ -207,6 +207,7 @@ class FakeKinesis:
         self._throttled: Counter[str] = Counter()
         self._injected: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
+        self._internal_errors: list[str] = []
 
     # --- test controls -----------------------------------------------------------------------------
 
@@ -321,6 +322,7 @@ class FakeKinesis:
                 calls=Counter(self._calls), entries_per_call=tuple(self._entries_per_call),
                 connections=self._connections, throttled=Counter(self._throttled), injected=Counter(self._injected),
                 refused_entries=Counter(self._refused), accepted=Counter(r.shard_id for r in self._records),
+                internal_errors=tuple(self._internal_errors),
             )
 
     # --- requests ----------------------------------------------------------------------------------
@@ -347,6 +349,10 @@ class FakeKinesis:
             return self._read(operation, body, step)
         except KinesisError as error:
             return Answer(error.status, {"__type": error.code, "message": error.message})
+        except Exception as bug:  # noqa: BLE001 - a defect of the fake itself: kept for the tests, answered as a 500
+            with self._lock:
+                self._internal_errors.append(f"{operation}: {type(bug).__name__}: {bug}")
+            return Answer(500, {"__type": INTERNAL_FAILURE, "message": f"fake kinesis defect: {bug}"})
 
     def _read(self, operation: str, body: dict[str, Any], step: Step | None) -> Answer:
         if isinstance(step, CallError):

@@ -97,6 +97,7 @@ class FakeStats:
     # call_failure, reset_before, reset_after, slow, closed_shard (calls)
     refused_entries: Counter[str]  # entries refused in 200 answers, by ErrorCode (injected + rate limit)
     accepted: Counter[str]  # Kinesis records stored, per shard
+    internal_errors: tuple[str, ...]  # defects of the fake itself (answered as 500s): should stay empty
 
 
 @dataclass

@@ -1,0 +1,403 @@
+"""Self-tests of tests/fake_kinesis.py: boto3 and a hand-made client against each operation and each fault."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from tests.fake_kinesis import (
+    INTERNAL_FAILURE,
+    KPL_MAGIC,
+    THROTTLED,
+    CallError,
+    EntryErrors,
+    FakeKinesis,
+    Normal,
+    ResetAfter,
+    ResetBefore,
+    Slow,
+    hash_key_of,
+)
+from tests.fakes import Reply
+
+MAX_HASH_KEY = 2**128 - 1
+SLOW_S = 0.3  # long enough to measure, short enough for a fast suite
+SHORT_READ_TIMEOUT_S = 0.1  # below SLOW_S: the client gives up before the held-back answer comes
+
+
+class ManualClock:
+    """A clock the test moves by hand, for the rate window and the closed-shard window."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKinesis]:
+    """A 4-shard fake, closed after the test; fails the test if the fake hit a defect of its own."""
+    with FakeKinesis(4, seed=3) as server:
+        yield server
+        assert server.stats().internal_errors == ()
+
+
+@pytest.fixture
+def client(fake: FakeKinesis) -> Any:
+    """A boto3 client for the fake, botocore's retries off."""
+    return fake.client()
+
+
+def put(client: Any, fake: FakeKinesis, records: list[tuple[bytes, str]], **extra: Any) -> dict[str, Any]:
+    entries = [{"Data": data, "PartitionKey": key} | extra for data, key in records]
+    response: dict[str, Any] = client.put_records(StreamName=fake.stream, Records=entries)
+    return response
+
+
+def keyed(n: int, prefix: str = "r") -> list[tuple[bytes, str]]:
+    return [(f"{prefix}-{i}".encode(), f"key-{prefix}-{i}") for i in range(n)]
+
+
+def raw_post(fake: FakeKinesis, operation: str, body: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """A hand-made Kinesis JSON 1.1 request (no SDK, no signature): status, headers and parsed body."""
+    connection = http.client.HTTPConnection(fake.url.removeprefix("http://"), timeout=5)
+    try:
+        connection.request("POST", "/", body, {"X-Amz-Target": f"Kinesis_20131202.{operation}",
+                                               "Content-Type": "application/x-amz-json-1.1"})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+    finally:
+        connection.close()
+
+
+# --- a tiny KPL aggregate, encoded by hand (the format in /work/shared/reference.md) ---------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:  # a length-delimited protobuf field
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def kpl_aggregate(members: list[tuple[str, bytes]], explicit: dict[int, str] | None = None) -> bytes:
+    """Magic + AggregatedRecord(partition_key_table, explicit_hash_key_table, records) + MD5 of the protobuf."""
+    explicit = explicit or {}
+    keys = list(dict.fromkeys(key for key, _ in members))
+    hashes = list(dict.fromkeys(explicit.values()))
+    body = b"".join(_field(1, key.encode()) for key in keys) + b"".join(_field(2, h.encode()) for h in hashes)
+    for position, (key, data) in enumerate(members):
+        record = _varint(1 << 3) + _varint(keys.index(key))
+        if position in explicit:
+            record += _varint(2 << 3) + _varint(hashes.index(explicit[position]))
+        body += _field(3, record + _field(3, data))
+    return KPL_MAGIC + body + hashlib.md5(body, usedforsecurity=False).digest()
+
+
+def keys_in_shard(fake: FakeKinesis, shard_id: str, n: int, prefix: str = "k") -> list[str]:
+    """`n` partition keys whose MD5 lands in `shard_id`."""
+    found: list[str] = []
+    i = 0
+    while len(found) < n:
+        key = f"{prefix}{i}"
+        if fake.shard_of(hash_key_of(key)) == shard_id:
+            found.append(key)
+        i += 1
+    return found
+
+
+# --- operations -------------------------------------------------------------------------------------------
+
+
+def test_describe_stream_summary_reports_an_active_stream(fake: FakeKinesis, client: Any) -> None:
+    """DescribeStreamSummary through boto3: ACTIVE, the open shard count, the stream mode, the ARN."""
+    summary = client.describe_stream_summary(StreamName=fake.stream)["StreamDescriptionSummary"]
+    assert summary["StreamStatus"] == "ACTIVE"
+    assert summary["OpenShardCount"] == 4
+    assert summary["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
+    assert client.describe_stream_summary(StreamARN=summary["StreamARN"])["StreamDescriptionSummary"]["StreamName"] == fake.stream
+
+
+def test_unknown_stream_is_resource_not_found(fake: FakeKinesis, client: Any) -> None:
+    """Every operation naming another stream answers 400 ResourceNotFoundException."""
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        client.put_records(StreamName="other", Records=[{"Data": b"x", "PartitionKey": "k"}])
+    assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.list_shards(StreamName="other")
+    assert fake.records() == []
+
+
+def test_list_shards_pages_cover_the_hash_key_space_evenly(fake: FakeKinesis, client: Any) -> None:
+    """ListShards pages by MaxResults and NextToken; the shards' ranges are contiguous, even, over [0, 2^128-1]."""
+    first = client.list_shards(StreamName=fake.stream, MaxResults=3)
+    second = client.list_shards(NextToken=first["NextToken"], MaxResults=3)
+    assert "NextToken" not in second
+    shards = first["Shards"] + second["Shards"]
+    assert [s["ShardId"] for s in shards] == [f"shardId-{i:012d}" for i in range(4)]
+    ranges = [(int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"])) for s in shards]
+    assert ranges[0][0] == 0 and ranges[-1][1] == MAX_HASH_KEY
+    assert all(ranges[i][1] + 1 == ranges[i + 1][0] for i in range(3))
+    assert max(end - start for start, end in ranges) - min(end - start for start, end in ranges) <= 1
+
+
+def test_list_shards_refuses_next_token_with_the_stream_name(fake: FakeKinesis, client: Any) -> None:
+    """NextToken must go alone, as on Kinesis: with StreamName it is a 400 InvalidArgumentException."""
+    token = client.list_shards(StreamName=fake.stream, MaxResults=1)["NextToken"]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        client.list_shards(StreamName=fake.stream, NextToken=token)
+    assert caught.value.response["Error"]["Code"] == "InvalidArgumentException"
+    assert "NextToken and StreamName" in caught.value.response["Error"]["Message"]
+
+
+def test_put_records_route_by_md5_and_explicit_hash_key(fake: FakeKinesis, client: Any) -> None:
+    """Each entry lands in the shard whose range holds MD5(key), or its ExplicitHashKey; sequence numbers rise per shard."""
+    shards = {s.shard_id: s for s in fake.shards()}
+    records = keyed(300)
+    response = put(client, fake, records)
+    assert response["FailedRecordCount"] == 0
+    for (_, key), answer in zip(records, response["Records"], strict=True):
+        assert shards[answer["ShardId"]].holds(int.from_bytes(hashlib.md5(key.encode(), usedforsecurity=False).digest(), "big"))
+    last_shard = fake.shards()[-1]
+    pinned = put(client, fake, [(b"pinned", "key-r-0")], ExplicitHashKey=str(last_shard.start))
+    assert pinned["Records"][0]["ShardId"] == last_shard.shard_id
+    stored = fake.records()
+    assert [(r.data, r.partition_key) for r in stored[:300]] == records
+    assert stored[-1].explicit_hash_key == str(last_shard.start)
+    for shard_id in shards:
+        numbers = [int(r.sequence_number) for r in stored if r.shard_id == shard_id]
+        assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers) and numbers
+    assert [r.sequence_number for r in stored[:300]] == [a["SequenceNumber"] for a in response["Records"]]
+
+
+def test_put_record_stores_one_record(fake: FakeKinesis, client: Any) -> None:
+    """PutRecord answers the shard and sequence number of the record it stored."""
+    answer = client.put_record(StreamName=fake.stream, Data=b"one", PartitionKey="solo")
+    assert answer["ShardId"] == fake.shard_of(hash_key_of("solo"))
+    assert [(r.data, r.sequence_number) for r in fake.records()] == [(b"one", answer["SequenceNumber"])]
+
+
+@pytest.mark.parametrize(
+    ("entry", "where", "code"),
+    [
+        ({"Data": b"x", "PartitionKey": ""}, "records.3.member.partitionKey", "ValidationException"),
+        ({"Data": b"x", "PartitionKey": "k" * 257}, "records.3.member.partitionKey", "ValidationException"),
+        ({"Data": b"x" * 1025, "PartitionKey": "k"}, "records.3.member.data", "ValidationException"),
+        ({"Data": b"x" * 1020, "PartitionKey": "12345"}, "records.3.member.data", "ValidationException"),
+        ({"Data": b"x", "PartitionKey": "k", "ExplicitHashKey": "12a"}, "records.3.member.explicitHashKey",
+         "ValidationException"),
+        ({"Data": b"x", "PartitionKey": "k", "ExplicitHashKey": str(2**128)}, "records.3.member.explicitHashKey",
+         "InvalidArgumentException"),
+    ],
+)
+def test_validation_names_the_first_bad_entry(entry: dict[str, Any], where: str, code: str) -> None:
+    """A bad entry fails the whole call with a 400 naming it (1-based, like AWS); nothing of the call is stored."""
+    with FakeKinesis(2, max_record_bytes=1024) as fake:
+        client = fake.client(parameter_validation=False)
+        good = {"Data": b"fine", "PartitionKey": "ok"}
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            client.put_records(StreamName=fake.stream, Records=[good, good, entry, entry])
+        assert caught.value.response["Error"]["Code"] == code
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert where in caught.value.response["Error"]["Message"]
+        assert "records.4" not in caught.value.response["Error"]["Message"]
+        assert fake.records() == []
+
+
+def test_more_than_500_records_is_a_validation_error(fake: FakeKinesis) -> None:
+    """501 entries in one call: 400 ValidationException at 'records'."""
+    client = fake.client(parameter_validation=False)
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        put(client, fake, keyed(501))
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert "at 'records'" in caught.value.response["Error"]["Message"]
+
+
+def test_a_hand_made_client_gets_kinesis_json_answers(fake: FakeKinesis) -> None:
+    """Without an SDK: JSON 1.1 content type, error bodies with __type, unknown operations and bad JSON refused."""
+    body = json.dumps({"StreamName": fake.stream, "Records": [{"Data": base64.b64encode(b"raw").decode(), "PartitionKey": "p"}]})
+    status, headers, answer = raw_post(fake, "PutRecords", body.encode())
+    assert status == 200 and headers["Content-Type"] == "application/x-amz-json-1.1"
+    assert answer["FailedRecordCount"] == 0 and answer["Records"][0]["ShardId"] == fake.shard_of(hash_key_of("p"))
+    assert raw_post(fake, "CreateStream", b"{}")[0:3:2] == (400, {"__type": "UnknownOperationException",
+                                                                   "message": "Unknown operation 'CreateStream'"})
+    status, _, answer = raw_post(fake, "PutRecords", b"{not json")
+    assert (status, answer["__type"]) == (400, "SerializationException")
+    assert [r.data for r in fake.records()] == [b"raw"]
+
+
+# --- faults -----------------------------------------------------------------------------------------------
+
+
+def test_entry_failures_come_in_a_partial_200_answer(fake: FakeKinesis, client: Any) -> None:
+    """At a 30 % entry failure rate about 30 % are refused with the code, counted; exactly the others are stored."""
+    fake.set_faults(entry_failure_rate=0.3, entry_failure_code=INTERNAL_FAILURE)
+    records = keyed(1000)
+    answers = [a for batch in range(2) for a in put(client, fake, records[batch * 500:(batch + 1) * 500])["Records"]]
+    refused = [data for (data, _), a in zip(records, answers, strict=True) if "ErrorCode" in a]
+    assert {a["ErrorCode"] for a in answers if "ErrorCode" in a} == {INTERNAL_FAILURE}
+    assert 200 <= len(refused) <= 400
+    assert Counter(r.data for r in fake.records()) == Counter(data for data, _ in records) - Counter(refused)
+    stats = fake.stats()
+    assert stats.injected["entry_failure"] == stats.refused_entries[INTERNAL_FAILURE] == len(refused)
+
+
+def test_the_same_seed_injects_the_same_failures() -> None:
+    """Faults are seeded: two fakes with one seed refuse the same positions of the same calls."""
+    refused: list[list[int]] = []
+    for _ in range(2):
+        with FakeKinesis(2, seed=11) as fake:
+            fake.set_faults(entry_failure_rate=0.5)
+            answer = put(fake.client(), fake, keyed(100))
+            refused.append([i for i, a in enumerate(answer["Records"]) if "ErrorCode" in a])
+    assert refused[0] == refused[1] and 0 < len(refused[0]) < 100
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, INTERNAL_FAILURE), (503, "ServiceUnavailable"), (400, THROTTLED)])
+def test_whole_call_failures_answer_the_status_and_code(fake: FakeKinesis, client: Any, status: int, code: str) -> None:
+    """A whole-call fault answers its HTTP status and __type; nothing of the call is stored."""
+    fake.set_faults(call_failure_rate=1.0, call_failure_status=status, call_failure_code=code)
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        put(client, fake, keyed(3))
+    assert caught.value.response["Error"]["Code"] == code
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert fake.records() == [] and fake.stats().injected["call_failure"] == 1
+
+
+def test_slow_answers_are_held_back_after_storing(fake: FakeKinesis, client: Any) -> None:
+    """A slow answer comes after the delay; a client timing out first has lost it although the records are stored."""
+    fake.set_faults(slow_rate=1.0, slow_delay_s=SLOW_S)
+    started = time.monotonic()
+    assert put(client, fake, keyed(2, "a"))["FailedRecordCount"] == 0
+    assert time.monotonic() - started >= SLOW_S
+    impatient = fake.client(read_timeout=SHORT_READ_TIMEOUT_S)
+    with pytest.raises(botocore.exceptions.ReadTimeoutError):
+        put(impatient, fake, keyed(2, "b"))
+    assert [r.data for r in fake.records()] == [b"a-0", b"a-1", b"b-0", b"b-1"]
+    assert fake.stats().injected["slow"] == 2
+
+
+def test_reset_before_processing_stores_nothing(fake: FakeKinesis, client: Any) -> None:
+    """A reset before processing: the client's connection is reset with no answer, and nothing is stored."""
+    fake.set_faults(reset_before_rate=1.0)
+    with pytest.raises(botocore.exceptions.ConnectionClosedError):
+        put(client, fake, keyed(5))
+    assert fake.records() == [] and fake.stats().injected["reset_before"] == 1
+
+
+def test_reset_after_storing_loses_the_answer_and_a_resend_duplicates(fake: FakeKinesis, client: Any) -> None:
+    """The lost answer: the records are stored, the connection reset; sending again stores them twice."""
+    fake.set_faults(reset_after_rate=1.0)
+    records = keyed(5)
+    with pytest.raises(botocore.exceptions.ConnectionClosedError):
+        put(client, fake, records)
+    assert [r.data for r in fake.records()] == [data for data, _ in records]
+    fake.set_faults(reset_after_rate=0.0)
+    put(client, fake, records)
+    assert fake.data_counts() == Counter({data: 2 for data, _ in records})
+
+
+def test_scripted_steps_apply_to_the_next_calls_in_order(fake: FakeKinesis, client: Any) -> None:
+    """Scripted steps override random faults call by call, then plain processing resumes."""
+    fake.set_faults(entry_failure_rate=1.0)  # overridden by every step, then back once the script is done
+    fake.script(EntryErrors({1: THROTTLED}), CallError(500, INTERNAL_FAILURE), ResetBefore(), ResetAfter(),
+                Slow(0.05, then=EntryErrors({0: INTERNAL_FAILURE})), Normal(),
+                lambda body: Reply.error("ExpiredTokenException", 400, f"{len(body['Records'])} records"))
+    assert [("ErrorCode" in a) for a in put(client, fake, keyed(3, "s1"))["Records"]] == [False, True, False]
+    with pytest.raises(botocore.exceptions.ClientError, match="InternalFailure"):
+        put(client, fake, keyed(1, "s2"))
+    for _ in range(2):
+        with pytest.raises(botocore.exceptions.ConnectionClosedError):
+            put(client, fake, keyed(1, "s3"))
+    assert [a.get("ErrorCode") for a in put(client, fake, keyed(2, "s5"))["Records"]] == [INTERNAL_FAILURE, None]
+    assert put(client, fake, keyed(2, "s6"))["FailedRecordCount"] == 0
+    with pytest.raises(botocore.exceptions.ClientError, match="2 records"):
+        put(client, fake, keyed(2, "s7"))
+    assert fake.pending_steps() == 0
+    assert put(client, fake, keyed(2, "s8"))["FailedRecordCount"] == 2
+    assert [r.data for r in fake.records()] == [b"s1-0", b"s1-2", b"s3-0", b"s5-1", b"s6-0", b"s6-1"]
+
+
+def test_scripted_steps_for_read_operations(fake: FakeKinesis, client: Any) -> None:
+    """ListShards and DescribeStreamSummary take scripted errors and resets too."""
+    fake.script(CallError(400, "LimitExceededException"), ResetBefore(), operation="ListShards")
+    with pytest.raises(client.exceptions.LimitExceededException):
+        client.list_shards(StreamName=fake.stream)
+    with pytest.raises(botocore.exceptions.ConnectionClosedError):
+        client.list_shards(StreamName=fake.stream)
+    assert len(client.list_shards(StreamName=fake.stream)["Shards"]) == 4
+
+
+def test_rate_limit_refuses_beyond_the_limit_over_a_rolling_second() -> None:
+    """Per shard: entries beyond records/s within the last second are throttled, counted; the window rolls; others unaffected."""
+    clock = ManualClock()
+    with FakeKinesis(2, clock=clock) as fake:
+        client = fake.client()
+        fake.limit_shards(records_per_s=10)
+        first, second = (s.shard_id for s in fake.shards())
+        hot = [(f"h{i}".encode(), key) for i, key in enumerate(keys_in_shard(fake, first, 25))]
+        cold = [(f"c{i}".encode(), key) for i, key in enumerate(keys_in_shard(fake, second, 5))]
+        answer = put(client, fake, hot[:15] + cold)
+        codes = [a.get("ErrorCode") for a in answer["Records"]]
+        assert codes == [None] * 10 + [THROTTLED] * 5 + [None] * 5
+        clock.now += 0.5  # still inside the second: the shard stays full
+        assert put(client, fake, hot[15:18])["FailedRecordCount"] == 3
+        clock.now += 0.51  # the first ten left the window
+        assert put(client, fake, hot[15:25])["FailedRecordCount"] == 0
+        assert fake.stats().throttled == Counter({first: 8})
+        assert Counter(r.shard_id for r in fake.records()) == Counter({first: 20, second: 5})
+
+
+def test_rate_limit_on_bytes_counts_data_and_key() -> None:
+    """bytes/s counts data + partition key: 30-byte entries under a 100-byte limit, three pass a second."""
+    clock = ManualClock()
+    with FakeKinesis(1, clock=clock) as fake:
+        fake.limit_shards(bytes_per_s=100)
+        answer = put(fake.client(), fake, [(b"d" * 25, f"key{i}a") for i in range(5)])
+        assert [a.get("ErrorCode") for a in answer["Records"]] == [None, None, None, THROTTLED, THROTTLED]
+
+
+def test_concurrent_clients_each_accepted_entry_is_stored_once(fake: FakeKinesis) -> None:
+    """Four threads putting at once under faults: every entry answered as accepted is stored exactly once."""
+    fake.set_faults(entry_failure_rate=0.2, call_failure_rate=0.1)
+    accepted: list[bytes] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        client = fake.client()
+        for batch in range(10):
+            records = keyed(50, f"{name}-{batch}")
+            try:
+                answers = put(client, fake, records)["Records"]
+            except botocore.exceptions.ClientError:
+                continue
+            with lock:
+                accepted.extend(data for (data, _), a in zip(records, answers, strict=True) if "ErrorCode" not in a)
+
+    threads = [threading.Thread(target=worker, args=(f"t{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert fake.data_counts() == Counter(accepted) and len(accepted) > 0
+    assert sorted(r.arrival for r in fake.records()) == list(range(len(accepted)))
+    assert fake.stats().calls["PutRecords"] == 40
