@@ -401,3 +401,136 @@ def test_concurrent_clients_each_accepted_entry_is_stored_once(fake: FakeKinesis
     assert fake.data_counts() == Counter(accepted) and len(accepted) > 0
     assert sorted(r.arrival for r in fake.records()) == list(range(len(accepted)))
     assert fake.stats().calls["PutRecords"] == 40
+
+
+# --- resharding ---------------------------------------------------------------------------------------------
+
+
+def test_split_closes_the_parent_and_routes_to_the_children(fake: FakeKinesis, client: Any) -> None:
+    """split: the parent gets an EndingSequenceNumber, two children its halves and ParentShardId; writes follow."""
+    parent = fake.shards()[0]
+    put(client, fake, [(b"before", keys_in_shard(fake, parent.shard_id, 1)[0])])
+    low_id, high_id = fake.split(parent.shard_id)
+    listed = {s["ShardId"]: s for s in client.list_shards(StreamName=fake.stream)["Shards"]}
+    assert "EndingSequenceNumber" in listed[parent.shard_id]["SequenceNumberRange"]
+    low, high = listed[low_id], listed[high_id]
+    assert low["ParentShardId"] == high["ParentShardId"] == parent.shard_id
+    assert int(low["HashKeyRange"]["StartingHashKey"]) == parent.start
+    assert int(low["HashKeyRange"]["EndingHashKey"]) + 1 == int(high["HashKeyRange"]["StartingHashKey"])
+    assert int(high["HashKeyRange"]["EndingHashKey"]) == parent.end
+    latest = [s["ShardId"] for s in client.list_shards(StreamName=fake.stream, ShardFilter={"Type": "AT_LATEST"})["Shards"]]
+    assert parent.shard_id not in latest and {low_id, high_id} <= set(latest)
+    assert client.describe_stream_summary(StreamName=fake.stream)["StreamDescriptionSummary"]["OpenShardCount"] == 5
+    answer = put(client, fake, [(b"low", "x"), (b"high", "y")], ExplicitHashKey=str(parent.start))
+    assert {a["ShardId"] for a in answer["Records"]} == {low_id}
+    assert put(client, fake, [(b"top", "z")], ExplicitHashKey=str(parent.end))["Records"][0]["ShardId"] == high_id
+    assert fake.records(parent.shard_id)[0].data == b"before" and len(fake.records(parent.shard_id)) == 1
+
+
+def test_merge_joins_adjacent_shards(fake: FakeKinesis, client: Any) -> None:
+    """merge: one child over both ranges with ParentShardId and AdjacentParentShardId; non-adjacent shards refused."""
+    shards = fake.shards()
+    with pytest.raises(ValueError, match="adjacent"):
+        fake.merge(shards[0].shard_id, shards[2].shard_id)
+    child_id = fake.merge(shards[2].shard_id, shards[1].shard_id)
+    child = next(s for s in client.list_shards(StreamName=fake.stream)["Shards"] if s["ShardId"] == child_id)
+    assert (child["ParentShardId"], child["AdjacentParentShardId"]) == (shards[2].shard_id, shards[1].shard_id)
+    assert (int(child["HashKeyRange"]["StartingHashKey"]), int(child["HashKeyRange"]["EndingHashKey"])) == (
+        shards[1].start, shards[2].end)
+    assert fake.shard_of(shards[1].start) == fake.shard_of(shards[2].end) == child_id
+    with pytest.raises(ValueError, match="not an open shard"):
+        fake.split(shards[1].shard_id)
+
+
+def test_closed_shard_range_answers_resource_not_found_for_a_while() -> None:
+    """reject_closed_for_s: writes into a just-closed shard's range get ResourceNotFoundException, then pass."""
+    clock = ManualClock()
+    with FakeKinesis(2, clock=clock, reject_closed_for_s=2.0) as fake:
+        client = fake.client()
+        closed, other = fake.shards()
+        fake.split(closed.shard_id)
+        with pytest.raises(client.exceptions.ResourceNotFoundException):
+            put(client, fake, [(b"early", "k")], ExplicitHashKey=str(closed.start))
+        assert put(client, fake, [(b"elsewhere", "k")], ExplicitHashKey=str(other.start))["FailedRecordCount"] == 0
+        clock.now += 2.0
+        assert put(client, fake, [(b"later", "k")], ExplicitHashKey=str(closed.start))["FailedRecordCount"] == 0
+        assert [r.data for r in fake.records()] == [b"elsewhere", b"later"]
+        assert fake.stats().injected["closed_shard"] == 1
+
+
+# --- aggregation ----------------------------------------------------------------------------------------------
+
+
+def test_user_records_open_a_hand_built_aggregate(fake: FakeKinesis, client: Any) -> None:
+    """An aggregate of one shard's records comes back as its members (deaggregated), plain records as they are."""
+    shard = fake.shards()[1]
+    keys = keys_in_shard(fake, shard.shard_id, 3)
+    members = [(keys[0], b"m0"), (keys[1], b"m1"), (keys[0], b"m2"), (keys[2], "ünï".encode())]
+    aggregate = kpl_aggregate(members)
+    put(client, fake, [(aggregate, keys[0])], ExplicitHashKey=str(hash_key_of(keys[0])))
+    put(client, fake, [(b"plain", "p")])
+    users = fake.user_records()
+    assert [(u.partition_key, u.data, u.sub_index) for u in users[:4]] == [
+        (key, data, i) for i, (key, data) in enumerate(members)]
+    assert {u.shard_id for u in users[:4]} == {shard.shard_id}
+    assert (users[4].data, users[4].sub_index, users[4].shard_id) == (b"plain", None, fake.shard_of(hash_key_of("p")))
+    assert len(fake.records()) == 2
+    assert fake.data_counts() == Counter([b"m0", b"m1", b"m2", "ünï".encode(), b"plain"])
+    assert fake.misrouted_user_records() == []
+
+
+def test_misrouted_user_records_are_the_members_outside_their_shard(fake: FakeKinesis, client: Any) -> None:
+    """An aggregate mixing shards: the members whose hash is outside the shard it landed in are reported."""
+    first, second = fake.shards()[:2]
+    home = keys_in_shard(fake, first.shard_id, 2)
+    away = keys_in_shard(fake, second.shard_id, 1)
+    aggregate = kpl_aggregate([(home[0], b"h0"), (away[0], b"a0"), (home[1], b"h1")])
+    put(client, fake, [(aggregate, home[0])])
+    assert [(u.data, u.shard_id) for u in fake.misrouted_user_records()] == [(b"a0", first.shard_id)]
+
+
+def test_member_explicit_hash_keys_decide_their_route(fake: FakeKinesis, client: Any) -> None:
+    """A member with an explicit hash key is judged by it, a member without one by MD5 of its key."""
+    first, second = fake.shards()[:2]
+    home = keys_in_shard(fake, first.shard_id, 2)
+    members = [(home[0], b"by-md5"), (home[1], b"pinned-away"), (home[0], b"pinned-home")]
+    aggregate = kpl_aggregate(members, explicit={1: str(second.start), 2: str(first.start)})
+    put(client, fake, [(aggregate, home[0])])
+    assert [u.data for u in fake.misrouted_user_records()] == [b"pinned-away"]
+    assert [u.hash_key for u in fake.user_records()] == [hash_key_of(home[0]), second.start, first.start]
+
+
+def test_a_corrupt_aggregate_stays_one_record(fake: FakeKinesis, client: Any) -> None:
+    """Magic bytes with a wrong MD5 trailer: the deaggregator keeps the record whole, so counts show the damage."""
+    broken = kpl_aggregate([("k", b"m0"), ("k", b"m1")])[:-1] + b"\x00"
+    put(client, fake, [(broken, "k")])
+    assert [(u.data, u.sub_index) for u in fake.user_records()] == [(broken, None)]
+
+
+# --- counters and reset -------------------------------------------------------------------------------------
+
+
+def test_counters_count_calls_entries_and_connections(fake: FakeKinesis, client: Any) -> None:
+    """Calls per operation, entries per PutRecords call, one keep-alive connection for one client."""
+    client.list_shards(StreamName=fake.stream)
+    put(client, fake, keyed(3))
+    put(client, fake, keyed(7))
+    stats = fake.stats()
+    assert stats.calls == Counter({"ListShards": 1, "PutRecords": 2})
+    assert stats.entries_per_call == (3, 7)
+    assert stats.connections == 1
+    assert sum(stats.accepted.values()) == 10
+
+
+def test_reset_restores_the_state_after_construction(fake: FakeKinesis, client: Any) -> None:
+    """reset: records, counters, faults, limits, scripts gone; the initial shards back."""
+    fake.split(fake.shards()[0].shard_id)
+    put(client, fake, keyed(2))
+    fake.set_faults(entry_failure_rate=1.0)
+    fake.script(CallError())
+    fake.limit_shards(records_per_s=1)
+    fake.reset()
+    assert [s.shard_id for s in fake.shards()] == [f"shardId-{i:012d}" for i in range(4)]
+    assert fake.records() == [] and fake.pending_steps() == 0
+    assert put(client, fake, keyed(20))["FailedRecordCount"] == 0
+    assert fake.stats().calls == Counter({"PutRecords": 1})
