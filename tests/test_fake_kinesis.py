@@ -14,6 +14,8 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from tests.fake_kinesis import (
     INTERNAL_FAILURE,
@@ -534,3 +536,59 @@ def test_reset_restores_the_state_after_construction(fake: FakeKinesis, client: 
     assert fake.records() == [] and fake.pending_steps() == 0
     assert put(client, fake, keyed(20))["FailedRecordCount"] == 0
     assert fake.stats().calls == Counter({"PutRecords": 1})
+
+
+# --- the request parser, on any input ------------------------------------------------------------------------
+
+_TEXT = st.text(max_size=300)
+_B64 = st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode())
+_VALID = st.fixed_dictionaries(
+    {"Data": _B64, "PartitionKey": st.text(min_size=1, max_size=40)},
+    optional={"ExplicitHashKey": st.integers(min_value=0, max_value=MAX_HASH_KEY).map(str)},
+)
+# Any JSON value, of the kinds a field could wrongly hold.
+_ODD = st.one_of(_TEXT, st.text(min_size=120, max_size=260), st.integers(min_value=-(2**130), max_value=2**130).map(str),
+                 st.integers(), st.booleans(), st.none(), st.lists(st.integers(), max_size=2), st.just(""))
+# A valid entry with one field replaced by an odd value or dropped: every check of the parser meets bad input.
+_ONE_BAD = st.builds(
+    lambda entry, name, value, drop: {k: v for k, v in (entry | {name: value}).items() if not (drop and k == name)},
+    _VALID, st.sampled_from(["Data", "PartitionKey", "ExplicitHashKey"]), _ODD, st.booleans(),
+)
+_ENTRY = st.one_of(_VALID, _ONE_BAD, st.dictionaries(_TEXT, _ODD, max_size=3), _ODD)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.one_of(
+    st.lists(_VALID, min_size=1, max_size=6),
+    st.tuples(st.lists(_VALID, max_size=2), _ONE_BAD, st.lists(_ENTRY, max_size=2)).map(lambda t: [*t[0], t[1], *t[2]]),
+    st.lists(_ENTRY, max_size=6)),
+       extra=st.one_of(st.just({}), st.dictionaries(st.sampled_from(["Records", "StreamARN", "x"]), _TEXT)))
+def test_any_put_records_body_is_answered_not_crashed(fake: FakeKinesis, records: list[Any], extra: dict[str, Any]) -> None:
+    """Whatever the body, PutRecords answers 200 (every entry stored as sent) or a 400 storing nothing; never a defect."""
+    body = {"StreamName": fake.stream, "Records": records} | {k: v for k, v in extra.items() if k != "Records"}
+    before = len(fake.records())
+    answer = fake._handle("Kinesis_20131202.PutRecords", json.dumps(body).encode())
+    stored = fake.records()[before:]
+    event(f"status {answer.status}")
+    assert fake.stats().internal_errors == ()
+    if answer.status == 200:
+        assert answer.payload is not None and answer.payload["FailedRecordCount"] == 0
+        assert [(r.data, r.partition_key) for r in stored] == [(base64.b64decode(e["Data"]), e["PartitionKey"]) for e in records]
+        assert all(0 < len(r.partition_key) <= 256 and r.hash_key <= MAX_HASH_KEY for r in stored)
+    else:
+        assert answer.status == 400 and stored == []
+        assert answer.payload is not None and answer.payload["__type"] in {
+            "ValidationException", "SerializationException", "InvalidArgumentException", "ResourceNotFoundException"}
+
+
+@pytest.mark.parametrize("name", ["Data", "PartitionKey", "ExplicitHashKey"])
+@pytest.mark.parametrize("value", [7, True, None, [], {}, "", "é" * 257])
+def test_a_field_of_the_wrong_kind_is_a_400(fake: FakeKinesis, name: str, value: Any) -> None:
+    """Each field holding a value of the wrong JSON kind: a 400 naming the entry (or the body), never a defect."""
+    entry = {"Data": base64.b64encode(b"ok").decode(), "PartitionKey": "k"} | {name: value}
+    answer = fake._handle("Kinesis_20131202.PutRecords", json.dumps({"StreamName": fake.stream, "Records": [entry]}).encode())
+    if (name, value) in [("ExplicitHashKey", None), ("Data", "")]:  # an absent optional field; an empty blob
+        assert answer.status == 200
+        return
+    assert answer.status == 400 and answer.payload is not None, answer
+    assert fake.records() == []
