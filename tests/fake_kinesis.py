@@ -60,7 +60,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -70,6 +70,7 @@ from botocore.config import Config
 
 from tests.fake_kinesis_http import serve
 from tests.fake_kinesis_requests import deaggregate, list_shards, parse_entry, parse_put_records, verbatim
+from tests.fake_kinesis_sigv4 import check_signature
 from tests.fake_kinesis_types import (
     ACCOUNT_ID,
     DEFAULT_STREAM,
@@ -90,6 +91,7 @@ from tests.fake_kinesis_types import (
     KinesisError,
     Normal,
     Plan,
+    RawRequest,
     ResetAfter,
     ResetBefore,
     ShardInfo,
@@ -129,6 +131,7 @@ class FakeKinesis:
         max_record_bytes: int = MAX_RECORD_BYTES,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         reject_closed_for_s: float = 0.0,
+        credentials: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if shards < 1:
@@ -139,6 +142,8 @@ class FakeKinesis:
         self.max_record_bytes = max_record_bytes
         self.max_request_bytes = max_request_bytes
         self.reject_closed_for_s = reject_closed_for_s
+        # Access key id -> secret: requests must be SigV4-signed by one of them (None: signatures unchecked).
+        self.credentials = dict(credentials) if credentials is not None else None
         self.clock = clock
         self.faults = Faults()
         self._initial_shards = shards
@@ -146,7 +151,7 @@ class FakeKinesis:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._reset_state()
-        self._server = serve(self._handle, self._closing, self._connection_opened)
+        self._server = serve(self._serve_request, self._closing, self._connection_opened)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -175,13 +180,15 @@ class FakeKinesis:
         self.close()
 
     def client(self, **config: Any) -> Any:
-        """A boto3 Kinesis client for this fake: dummy keys, us-east-1, botocore's own retries off."""
+        """A boto3 Kinesis client for this fake: us-east-1, botocore's own retries off, dummy keys (the first
+        of `credentials` when signatures are checked); `config` goes to botocore's Config."""
+        key, secret = next(iter(self.credentials.items())) if self.credentials else ("fake", "fake")
         return boto3.client(
             "kinesis",
             endpoint_url=self.url,
             region_name=REGION,
-            aws_access_key_id="fake",
-            aws_secret_access_key="fake",  # noqa: S106 - a dummy for the fake endpoint
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
             config=Config(**({"retries": {"total_max_attempts": 1, "mode": "standard"}} | config)),
         )
 
@@ -208,6 +215,7 @@ class FakeKinesis:
         self._injected: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
         self._internal_errors: list[str] = []
+        self._refused_signatures = 0
 
     # --- test controls -----------------------------------------------------------------------------
 
@@ -322,15 +330,27 @@ class FakeKinesis:
                 calls=Counter(self._calls), entries_per_call=tuple(self._entries_per_call),
                 connections=self._connections, throttled=Counter(self._throttled), injected=Counter(self._injected),
                 refused_entries=Counter(self._refused), accepted=Counter(r.shard_id for r in self._records),
-                internal_errors=tuple(self._internal_errors),
+                internal_errors=tuple(self._internal_errors), refused_signatures=self._refused_signatures,
             )
 
     # --- requests ----------------------------------------------------------------------------------
 
-    def _handle(self, target: str, raw: bytes) -> Answer:
+    def _serve_request(self, request: RawRequest) -> Answer:
+        return self._handle(request.headers.get("x-amz-target", ""), request.body, request)
+
+    def _handle(self, target: str, raw: bytes, request: RawRequest | None = None) -> Answer:
         operation = target[len(TARGET_PREFIX):] if target.startswith(TARGET_PREFIX) else target
         with self._lock:
             self._calls[operation] += 1
+        if self.credentials is not None and request is not None:
+            try:
+                check_signature(self.credentials, REGION, method=request.method, target_path=request.path,
+                                headers=request.headers, body=request.body)
+            except KinesisError as refused:
+                with self._lock:
+                    self._refused_signatures += 1
+                return Answer(refused.status, {"__type": refused.code, "message": refused.message})
+        with self._lock:
             steps = self._scripts.get(operation)
             step = steps.pop(0) if steps else None
         try:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.fake_kinesis_types import CONTENT_TYPE, SHUTDOWN_POLL_S, Answer
+from tests.fake_kinesis_types import CONTENT_TYPE, SHUTDOWN_POLL_S, Answer, RawRequest
 
 # SO_LINGER on with a zero timeout: close() then sends a TCP RST instead of a FIN.
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -24,9 +24,9 @@ class _Server(ThreadingHTTPServer):
         return
 
 
-def serve(handle: Callable[[str, bytes], Answer], closing: threading.Event,
+def serve(handle: Callable[[RawRequest], Answer], closing: threading.Event,
           on_connection: Callable[[], None]) -> ThreadingHTTPServer:
-    """Starts a server on 127.0.0.1:0 answering each POST with ``handle(X-Amz-Target, body)``.
+    """Starts a server on 127.0.0.1:0 answering each POST with ``handle(request)``.
 
     A held-back answer (``Answer.delay_s``) is dropped, with a reset, once ``closing`` is set.
     """
@@ -48,7 +48,8 @@ def serve(handle: Callable[[str, bytes], Answer], closing: threading.Event,
             # The whole request is read before any fault: a reset then leaves the client unable to tell
             # whether the request was processed, as with a real lost answer.
             raw = self.rfile.read(length) if length > 0 else b""
-            answer = handle(self.headers.get("X-Amz-Target", ""), raw)
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            answer = handle(RawRequest(self.command, self.path, headers, raw))
             if answer.reset or (answer.delay_s > 0 and closing.wait(answer.delay_s)):
                 self._reset()
                 return

@@ -98,6 +98,7 @@ class FakeStats:
     refused_entries: Counter[str]  # entries refused in 200 answers, by ErrorCode (injected + rate limit)
     accepted: Counter[str]  # Kinesis records stored, per shard
     internal_errors: tuple[str, ...]  # defects of the fake itself (answered as 500s): should stay empty
+    refused_signatures: int  # requests refused by the SigV4 check (only with `credentials`)
 
 
 @dataclass
@@ -211,6 +212,16 @@ class ShardState:
     def info(self) -> ShardInfo:
         return ShardInfo(self.shard_id, self.start, self.end, self.parent_id, self.adjacent_parent_id,
                          self.sequence(0), self.ending_sequence)
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """One HTTP request as received: header names in lower case."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
 
 
 @dataclass

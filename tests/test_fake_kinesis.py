@@ -10,10 +10,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import botocore.exceptions
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -24,12 +30,14 @@ from tests.fake_kinesis import (
     CallError,
     EntryErrors,
     FakeKinesis,
+    KinesisError,
     Normal,
     ResetAfter,
     ResetBefore,
     Slow,
     hash_key_of,
 )
+from tests.fake_kinesis_sigv4 import MAX_CLOCK_SKEW_S, check_signature
 from tests.fakes import Reply
 
 MAX_HASH_KEY = 2**128 - 1
@@ -592,3 +600,64 @@ def test_a_field_of_the_wrong_kind_is_a_400(fake: FakeKinesis, name: str, value:
         return
     assert answer.status == 400 and answer.payload is not None, answer
     assert fake.records() == []
+
+
+# --- signatures ---------------------------------------------------------------------------------------------
+
+KEY_ID, SECRET = "AKIDFAKEKINESIS", "not-a-real-secret"
+
+
+def signed_request(fake: FakeKinesis, body: bytes, secret: str = SECRET) -> tuple[dict[str, str], bytes]:
+    """A PutRecords request signed by botocore's SigV4 signer, as the wire client signs: headers and body."""
+    request = AWSRequest(method="POST", url=fake.url + "/", data=body,
+                         headers={"X-Amz-Target": "Kinesis_20131202.PutRecords", "Content-Type": "application/x-amz-json-1.1"})
+    SigV4Auth(Credentials(KEY_ID, secret), "kinesis", "us-east-1").add_auth(request)
+    return dict(request.headers.items()), body
+
+
+def test_signatures_are_checked_when_credentials_are_given() -> None:
+    """With credentials: boto3 with the right keys passes; a wrong secret, an unknown key or no signature are 400s."""
+    with FakeKinesis(1, credentials={KEY_ID: SECRET}) as fake:
+        assert put(fake.client(), fake, keyed(2))["FailedRecordCount"] == 0
+        refusals = [(KEY_ID, "wrong", "InvalidSignatureException"), ("AKIDOTHER", SECRET, "UnrecognizedClientException")]
+        for key, secret, code in refusals:
+            client = boto3.client("kinesis", endpoint_url=fake.url, region_name="us-east-1", aws_access_key_id=key,
+                                  aws_secret_access_key=secret, config=Config(retries={"total_max_attempts": 1}))
+            with pytest.raises(botocore.exceptions.ClientError) as caught:
+                put(client, fake, keyed(1, "x"))
+            assert caught.value.response["Error"]["Code"] == code
+        body = json.dumps({"StreamName": fake.stream, "Records": [{"Data": "eA==", "PartitionKey": "k"}]}).encode()
+        assert raw_post(fake, "PutRecords", body)[2]["__type"] == "MissingAuthenticationTokenException"
+        assert [r.data for r in fake.records()] == [b"r-0", b"r-1"]
+        assert fake.stats().refused_signatures == 3
+
+
+def test_a_body_changed_after_signing_is_refused() -> None:
+    """A request signed by botocore's SigV4 passes as sent, and is refused once its body differs from what was signed."""
+    with FakeKinesis(1, credentials={KEY_ID: SECRET}) as fake:
+        body = json.dumps({"StreamName": fake.stream, "Records": [{"Data": "eA==", "PartitionKey": "k"}]}).encode()
+        headers, _ = signed_request(fake, body)
+        connection = http.client.HTTPConnection(fake.url.removeprefix("http://"), timeout=5)
+        try:
+            for sent, status in [(body, 200), (body.replace(b'"k"', b'"j"'), 400)]:
+                connection.request("POST", "/", sent, headers)
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+                assert response.status == status, answer
+        finally:
+            connection.close()
+        assert answer["__type"] == "InvalidSignatureException"
+        assert [r.partition_key for r in fake.records()] == ["k"]
+
+
+def test_an_old_signature_has_expired() -> None:
+    """A signature older than the allowed clock skew is refused as expired."""
+    with FakeKinesis(1) as fake:
+        headers, body = signed_request(fake, b"{}")
+    # http.client sends Host from the URL; botocore signs it from there without adding the header.
+    lowered = {name.lower(): value for name, value in headers.items()} | {"host": fake.url.removeprefix("http://")}
+    signed_at = datetime.strptime(lowered["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+    check_signature({KEY_ID: SECRET}, "us-east-1", method="POST", target_path="/", headers=lowered, body=body, now=signed_at + 60)
+    with pytest.raises(KinesisError, match="expired"):
+        check_signature({KEY_ID: SECRET}, "us-east-1", method="POST", target_path="/", headers=lowered, body=body,
+                        now=signed_at + MAX_CLOCK_SKEW_S + 1)
