@@ -115,6 +115,8 @@ _ENTRY_MESSAGES = {
     THROTTLED: "Rate exceeded for shard {shard} in stream {stream} under account " + ACCOUNT_ID + ".",
     INTERNAL_FAILURE: "Internal service failure.",
 }
+# How often wait_until re-checks its predicate when no put call arrives (e.g. it depends on time).
+WAIT_RECHECK_S = 0.05
 _OPERATIONS = frozenset({"DescribeStreamSummary", "ListShards"}) | PUT_OPERATIONS
 
 
@@ -150,6 +152,15 @@ class FakeKinesis:
         self._seed = seed
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        # Waiters wake on every handled put call and reshard (`_version` moves), never on a bare timer only.
+        self._changed = threading.Condition(threading.Lock())
+        self._version = 0
+        # user_records() opens each stored record once: the members so far, for the records before `_users_upto`.
+        self._users_lock = threading.Lock()
+        self._users: list[UserRecord] = []
+        self._users_upto = 0
+        self._epoch = 0  # +1 on reset: the user-record cache starts again
+        self._users_epoch = 0
         self._reset_state()
         self._server = serve(self._serve_request, self._closing, self._connection_opened)
 
@@ -197,6 +208,33 @@ class FakeKinesis:
         with self._lock:
             self._reset_state()
             self.faults = Faults()
+            self._epoch += 1
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def wait_until(self, predicate: Callable[[FakeKinesis], bool], timeout_s: float) -> bool:
+        """Whether `predicate(fake)` became true within `timeout_s`: checked now, after every put call the fake
+        handled and every reshard, and at least every WAIT_RECHECK_S. For tests to wait on what landed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._changed:
+                seen = self._version
+            if predicate(self):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._changed:
+                if self._version == seen:
+                    self._changed.wait(min(remaining, WAIT_RECHECK_S))
+
+    def wait_for_user_records(self, count: int, timeout_s: float) -> bool:
+        """Whether at least `count` user records (aggregates opened) are stored within `timeout_s`."""
+        return self.wait_until(lambda fake: len(fake.user_records()) >= count, timeout_s)
 
     def _reset_state(self) -> None:
         self._rng = random.Random(self._seed)
@@ -253,7 +291,8 @@ class FakeKinesis:
             self._close(parent)
             low = self._add_shard(parent.start, middle - 1, parent.shard_id, None)
             high = self._add_shard(middle, parent.end, parent.shard_id, None)
-            return low.shard_id, high.shard_id
+        self._notify()
+        return low.shard_id, high.shard_id
 
     def merge(self, shard_id: str, adjacent_shard_id: str) -> str:
         """Merges two open adjacent shards; returns the child's id (ParentShardId is `shard_id`)."""
@@ -264,7 +303,9 @@ class FakeKinesis:
                 raise ValueError(f"{shard_id} and {adjacent_shard_id} are not adjacent")
             self._close(first)
             self._close(second)
-            return self._add_shard(low.start, high.end, first.shard_id, second.shard_id).shard_id
+            child = self._add_shard(low.start, high.end, first.shard_id, second.shard_id)
+        self._notify()
+        return child.shard_id
 
     def _open_shard(self, shard_id: str) -> ShardState:
         shard = self._by_id.get(shard_id)
@@ -309,8 +350,16 @@ class FakeKinesis:
             return [r for r in self._records if shard_id is None or r.shard_id == shard_id]
 
     def user_records(self) -> list[UserRecord]:
-        """Every user record, in arrival order: KPL aggregates opened with aws_kinesis_agg's deaggregator."""
-        return [user for stored in self.records() for user in deaggregate(stored)]
+        """Every user record, in arrival order: KPL aggregates opened with aws_kinesis_agg's deaggregator
+        (each stored record is opened once, so calling this while waiting stays cheap)."""
+        with self._users_lock:
+            with self._lock:
+                if self._users_epoch != self._epoch:
+                    self._users, self._users_upto, self._users_epoch = [], 0, self._epoch
+                new = self._records[self._users_upto:]
+                self._users_upto = len(self._records)
+            self._users.extend(user for stored in new for user in deaggregate(stored))
+            return list(self._users)
 
     def misrouted_user_records(self) -> list[UserRecord]:
         """User records whose own hash key lies outside the range of the shard their Kinesis record landed in
@@ -406,6 +455,12 @@ class FakeKinesis:
             raise KinesisError("ResourceNotFoundException", f"Stream {name or arn} under account {ACCOUNT_ID} not found.")
 
     def _put(self, operation: str, body: dict[str, Any], step: Step | None) -> Answer:
+        try:
+            return self._put_now(operation, body, step)
+        finally:
+            self._notify()
+
+    def _put_now(self, operation: str, body: dict[str, Any], step: Step | None) -> Answer:
         if operation == "PutRecords":
             entries = parse_put_records(body, self.max_record_bytes, self.max_request_bytes)
         else:

@@ -661,3 +661,16 @@ def test_an_old_signature_has_expired() -> None:
     with pytest.raises(KinesisError, match="expired"):
         check_signature({KEY_ID: SECRET}, "us-east-1", method="POST", target_path="/", headers=lowered, body=body,
                         now=signed_at + MAX_CLOCK_SKEW_S + 1)
+
+
+def test_wait_for_user_records_wakes_when_records_land(fake: FakeKinesis, client: Any) -> None:
+    """A waiter returns once the records are stored (long before its timeout); an unmet wait returns False."""
+    outcome: list[tuple[bool, float]] = []
+    waiting = threading.Thread(target=lambda: outcome.append((fake.wait_for_user_records(3, timeout_s=20), time.monotonic())))
+    waiting.start()
+    put(client, fake, keyed(3))
+    stored_at = time.monotonic()
+    waiting.join(timeout=20)
+    assert outcome and outcome[0][0] and outcome[0][1] - stored_at < 5
+    assert not fake.wait_for_user_records(4, timeout_s=0.1)
+    assert fake.wait_until(lambda f: f.stats().calls["PutRecords"] == 1, timeout_s=0)
