@@ -1,60 +1,74 @@
 """FakeKinesis: a real HTTP/1.1 multi-shard Kinesis endpoint on 127.0.0.1 with seeded fault injection.
 
-It speaks the Kinesis JSON 1.1 protocol (``X-Amz-Target: Kinesis_20131202.<Op>``, JSON bodies, answers as
-``application/x-amz-json-1.1``, errors as ``{"__type": code, "message": ...}`` with AWS's HTTP status), so
-boto3 (``endpoint_url=fake.url``, any dummy keys, region us-east-1) and a hand-made client both work.
-Operations: DescribeStreamSummary, ListShards (MaxResults/NextToken pagination, ShardFilter, and Kinesis's
-rule that NextToken goes alone), PutRecords, PutRecord. Signatures are not checked.
+It speaks Kinesis's JSON 1.1 protocol (``X-Amz-Target: Kinesis_20131202.<Op>``, JSON bodies, answers as
+``application/x-amz-json-1.1``, errors as ``{"__type": code, "message": ...}`` with AWS's HTTP status: 400
+for ProvisionedThroughputExceededException / ResourceNotFoundException / ValidationException, 500
+InternalFailure, 503 ServiceUnavailable), over keep-alive connections with Nagle off, so boto3
+(``endpoint_url=fake.url``, any keys, region us-east-1) and a hand-made client both work. Operations:
+DescribeStreamSummary, ListShards (MaxResults/NextToken pages, ShardFilter, and Kinesis's rule that NextToken
+goes alone: with StreamName it is an InvalidArgumentException - boto3's list_shards paginator breaks it),
+PutRecords, PutRecord. Signatures are checked only when ``credentials={key_id: secret}`` is given.
 
 Usage::
 
-    with FakeKinesis(shards=4, seed=1) as fake:
-        client = fake.client()                       # boto3, dummy keys, no botocore retries
-        fake.faults.entry_failure_rate = 0.3         # 30 % of entries refused in a 200 partial answer
-        fake.limit_shards(records_per_s=1000)        # rolling 1 s window per shard
-        fake.script(CallError(500, "InternalFailure"), ResetAfter())   # the next two PutRecords calls
-        child_a, child_b = fake.split("shardId-000000000000")
-        ...
-        assert fake.data_counts() == Counter(expected)  # exactly once, over deaggregated user records
+    with FakeKinesis(4, seed=1) as fake:                 # listening once constructed; closed on exit
+        client = fake.client()                          # boto3, exactly one attempt per call
+        fake.set_faults(entry_failure_rate=0.3)         # 30 % of entries refused in 200 partial answers
+        fake.limit_shards(records_per_s=1000, bytes_per_s=1 << 20)   # rolling 1 s window per shard
+        fake.script(CallError(500, "InternalFailure"), ResetAfter())  # the next two PutRecords calls
+        low, high = fake.split("shardId-000000000000")
+        ...                                             # run the sink against fake.url
+        assert fake.wait_for_user_records(len(expected), timeout_s=30)
+        assert fake.data_counts() == Counter(expected)  # exactly once, aggregates opened
+        assert fake.misrouted_user_records() == []
 
-Model: one stream (``stream``, default ``DEFAULT_STREAM``) of ``shards`` shards with even hash-key ranges over
-[0, 2^128-1], ids ``shardId-000000000000``...; sequence numbers are 56-digit decimal strings increasing per
-shard. A PutRecords call is validated first (a bad request is a 400 ValidationException naming the first bad
-``records.<n>.member.<field>``, 1-based like AWS, whatever the faults), then each entry in order: a scripted or
-injected entry failure, else the shard's rate limit, else stored. Every accepted record is kept with its bytes,
-key, explicit hash key, shard, sequence number and arrival order (``records()``); ``user_records()`` opens KPL
-aggregates with aws_kinesis_agg's deaggregator.
+Model: one stream (``stream``, default ``DEFAULT_STREAM``; ``stream_mode`` PROVISIONED or ON_DEMAND) of
+``shards`` shards with even hash-key ranges over [0, 2^128-1], ids ``shardId-000000000000``...; sequence
+numbers are 56-digit decimal strings increasing per shard. Routing: ExplicitHashKey (decimal) when given,
+else MD5(partition key, UTF-8) as a big-endian integer, to the open shard whose range holds it
+(``shard_of(hash_key)``). A put call is validated first, whatever the faults: a bad request is a 400
+ValidationException naming the first bad ``records.<n>.member.<field>`` (1-based like AWS; PartitionKey 1-256
+characters, data + key <= ``max_record_bytes``, ExplicitHashKey ``0|[1-9]\\d{0,38}`` <= 2^128-1, 1-500
+records; over ``max_request_bytes`` in all is an InvalidArgumentException). Then each entry in order: a
+scripted or injected entry failure, else the shard's rate limit, else stored. ``records()`` holds every
+accepted Kinesis record (``StoredRecord``: data, partition key, explicit hash key, hash key, shard, sequence
+number, arrival); ``user_records()`` opens KPL aggregates with aws_kinesis_agg's deaggregator (``UserRecord``,
+each with the shard its Kinesis record landed in; a record with the magic but a bad MD5 stays whole);
+``misrouted_user_records()`` are members whose own hash (their explicit hash key if they have one, else MD5
+of their key) lies outside that shard's range; ``data_counts()`` is a Counter of user data bytes.
 
-Faults (all seeded by ``seed``, thread-safe, changeable while requests run):
+Faults (seeded by ``seed``, thread-safe, changeable while requests run; random ones apply to put calls):
 
-- ``fake.faults`` (a ``Faults``): random per-call and per-entry faults for PutRecords/PutRecord. Per call,
-  in this order: ``reset_before_rate`` (the request is read, then the socket is reset: nothing stored),
-  ``call_failure_rate`` (``call_failure_status`` + ``call_failure_code``, nothing stored), per entry
-  ``entry_failure_rate`` (``entry_failure_code`` in a 200 answer with FailedRecordCount), then
-  ``reset_after_rate`` (stored, then reset without an answer: the lost answer that yields duplicates on
-  resend) and ``slow_rate`` (stored, the answer delayed by ``slow_delay_s``: a client timing out first has
-  lost the answer too).
-- ``fake.script(*steps, operation="PutRecords")``: the next calls of that operation take these steps in turn
-  instead of the random faults: ``CallError``, ``EntryErrors`` (0-based positions -> code), ``ResetBefore``,
-  ``ResetAfter``, ``Slow``, ``Normal``, or a callable ``(request body) -> dict | tests.fakes.Reply`` answered
-  verbatim with nothing stored (like tests/sinks/conftest.py ScriptedKinesis).
-- ``fake.limit_shards(records_per_s, bytes_per_s)``: per shard, entries beyond either limit over the last
-  second (``RATE_WINDOW_S``, on ``clock``) are refused with ProvisionedThroughputExceededException;
-  ``stats().throttled`` counts them per shard. Bytes count data + partition key, as Kinesis does.
-- ``fake.split(shard_id)`` / ``fake.merge(a, b)``: resharding at once; the parent gets an
-  EndingSequenceNumber, children get ParentShardId (and AdjacentParentShardId), writes route by the new
-  open shards. ``reject_closed_for_s`` (default 0: off): for that long after a reshard, a PutRecords call
-  with an entry in a closed shard's range answers 400 ResourceNotFoundException, like the brief window
-  after a real reshard.
+- ``set_faults(**fields)`` (the ``Faults`` in ``fake.faults``): per call, in this order,
+  ``reset_before_rate`` (the request is read, then the connection reset by a TCP RST: nothing stored),
+  ``call_failure_rate`` (answers ``call_failure_status`` + ``call_failure_code``, nothing stored), then per
+  entry ``entry_failure_rate`` (``entry_failure_code``, ProvisionedThroughputExceededException by default,
+  in a 200 answer with FailedRecordCount), then ``reset_after_rate`` (stored, then reset without an answer:
+  the lost answer that makes a resend a duplicate) and ``slow_rate`` (stored, the answer held back
+  ``slow_delay_s``: a client whose read timeout is shorter has lost the answer too).
+- ``script(*steps, operation="PutRecords")``: the next calls of that operation (any operation) take these
+  steps, one per call as they arrive, instead of the random faults: ``Normal``, ``CallError(status, code)``,
+  ``EntryErrors({0-based position: code})``, ``ResetBefore``, ``ResetAfter``, ``Slow(delay_s, then=...)``,
+  or a callable ``(request body) -> dict | tests.fakes.Reply`` answered verbatim with nothing stored (like
+  tests/sinks/conftest.py's ScriptedKinesis). ``pending_steps()`` says how many are left.
+- ``limit_shards(records_per_s, bytes_per_s)``: per shard, entries beyond either limit within the last
+  ``RATE_WINDOW_S`` (on ``clock``, injectable) are refused with ProvisionedThroughputExceededException;
+  bytes count data + partition key, as Kinesis does. ``limit_shards()`` lifts the limits.
+- ``split(shard_id[, new_starting_hash_key])`` / ``merge(shard_id, adjacent_shard_id)``: resharding at once;
+  the parent gets an EndingSequenceNumber, children ParentShardId (and AdjacentParentShardId), writes route
+  by the new open shards. ``reject_closed_for_s`` (default 0: off): for that long after a reshard, a put
+  call with an entry in a closed shard's range answers 400 ResourceNotFoundException.
 
-Counters: ``fake.stats()`` returns a ``FakeStats`` snapshot (calls per operation, entries per PutRecords call,
-connections accepted, throttled entries per shard, injected faults by kind, refused entries by code).
-``fake.reset()`` clears records, counters, faults, limits and scripts and restores the initial shards.
+Counters: ``stats()`` is a ``FakeStats`` snapshot: calls per operation, entries per PutRecords call,
+connections accepted, entries throttled by the rate limit per shard, injected faults by kind, refused
+entries by code, records accepted per shard, refused signatures, and ``internal_errors`` (defects of the
+fake itself, answered as 500s: assert it stays empty). Waiting: ``wait_until(predicate, timeout_s)`` and
+``wait_for_user_records(count, timeout_s)`` re-check after every handled put call. ``reset()`` restores the
+state after construction (records, counters, faults, limits, scripts, shards).
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import random
 import threading
@@ -70,6 +84,7 @@ from botocore.config import Config
 
 from tests.fake_kinesis_http import serve
 from tests.fake_kinesis_requests import deaggregate, list_shards, parse_entry, parse_put_records, verbatim
+from tests.fake_kinesis_shards import ShardSet
 from tests.fake_kinesis_sigv4 import check_signature
 from tests.fake_kinesis_types import (
     ACCOUNT_ID,
@@ -89,25 +104,25 @@ from tests.fake_kinesis_types import (
     FakeStats,
     Faults,
     KinesisError,
+    ManualClock,
     Normal,
     Plan,
     RawRequest,
     ResetAfter,
     ResetBefore,
     ShardInfo,
-    ShardState,
     Slow,
     Step,
     StoredRecord,
     UserRecord,
     WireEntry,
-    even_ranges,
     hash_key_of,
+    plan_for,
 )
 
 __all__ = [
     "DEFAULT_STREAM", "INTERNAL_FAILURE", "KPL_MAGIC", "RATE_WINDOW_S", "REGION", "THROTTLED", "CallError", "EntryErrors",
-    "FakeKinesis", "FakeStats", "Faults", "KinesisError", "Normal", "ResetAfter", "ResetBefore", "ShardInfo",
+    "FakeKinesis", "FakeStats", "Faults", "KinesisError", "ManualClock", "Normal", "ResetAfter", "ResetBefore", "ShardInfo",
     "Slow", "Step", "StoredRecord", "UserRecord", "hash_key_of",
 ]
 
@@ -238,10 +253,7 @@ class FakeKinesis:
 
     def _reset_state(self) -> None:
         self._rng = random.Random(self._seed)
-        self._shards: list[ShardState] = [ShardState(f"shardId-{i:012d}", i, start, end)
-                                          for i, (start, end) in enumerate(even_ranges(self._initial_shards))]
-        self._by_id = {s.shard_id: s for s in self._shards}
-        self._route_table()
+        self._shards = ShardSet(self._initial_shards)
         self._records: list[StoredRecord] = []
         self._scripts: dict[str, list[Step]] = {}
         self._records_per_s: float | None = None
@@ -284,65 +296,43 @@ class FakeKinesis:
     def split(self, shard_id: str, new_starting_hash_key: int | None = None) -> tuple[str, str]:
         """Splits an open shard at `new_starting_hash_key` (default: the middle); returns the children's ids."""
         with self._lock:
-            parent = self._open_shard(shard_id)
-            middle = (parent.start + parent.end + 1) // 2 if new_starting_hash_key is None else new_starting_hash_key
-            if not parent.start < middle <= parent.end:
-                raise ValueError(f"{middle} is not inside {shard_id}'s range (start excluded)")
-            self._close(parent)
-            low = self._add_shard(parent.start, middle - 1, parent.shard_id, None)
-            high = self._add_shard(middle, parent.end, parent.shard_id, None)
+            low, high = self._shards.split(shard_id, new_starting_hash_key, self.clock())
         self._notify()
         return low.shard_id, high.shard_id
 
     def merge(self, shard_id: str, adjacent_shard_id: str) -> str:
         """Merges two open adjacent shards; returns the child's id (ParentShardId is `shard_id`)."""
         with self._lock:
-            first, second = self._open_shard(shard_id), self._open_shard(adjacent_shard_id)
-            low, high = sorted((first, second), key=lambda s: s.start)
-            if low.end + 1 != high.start:
-                raise ValueError(f"{shard_id} and {adjacent_shard_id} are not adjacent")
-            self._close(first)
-            self._close(second)
-            child = self._add_shard(low.start, high.end, first.shard_id, second.shard_id)
+            child = self._shards.merge(shard_id, adjacent_shard_id, self.clock())
         self._notify()
         return child.shard_id
-
-    def _open_shard(self, shard_id: str) -> ShardState:
-        shard = self._by_id.get(shard_id)
-        if shard is None or shard.ending_sequence is not None:
-            raise ValueError(f"{shard_id} is not an open shard")
-        return shard
-
-    def _close(self, shard: ShardState) -> None:
-        shard.ending_sequence = shard.sequence(max(shard.next_seq - 1, 0))
-        shard.closed_at = self.clock()
-
-    def _add_shard(self, start: int, end: int, parent: str, adjacent: str | None) -> ShardState:
-        ordinal = len(self._shards)
-        shard = ShardState(f"shardId-{ordinal:012d}", ordinal, start, end, parent, adjacent)
-        self._shards.append(shard)
-        self._by_id[shard.shard_id] = shard
-        self._route_table()
-        return shard
-
-    def _route_table(self) -> None:
-        self._open = sorted((s for s in self._shards if s.ending_sequence is None), key=lambda s: s.start)
-        self._open_starts = [s.start for s in self._open]
-
-    def _route(self, hash_key: int) -> ShardState:
-        return self._open[bisect.bisect_right(self._open_starts, hash_key) - 1]
 
     # --- what the tests read -----------------------------------------------------------------------
 
     def shards(self, *, open_only: bool = False) -> list[ShardInfo]:
         """Every shard in creation order (closed ones too unless `open_only`)."""
         with self._lock:
-            return [s.info() for s in self._shards if not open_only or s.ending_sequence is None]
+            return self._shards.infos(open_only=open_only)
 
     def shard_of(self, hash_key: int) -> str:
         """The id of the open shard whose range holds `hash_key` now."""
         with self._lock:
-            return self._route(hash_key).shard_id
+            return self._shards.route(hash_key).shard_id
+
+    def keys_in_shard(self, shard_id: str, count: int, prefix: str = "key-") -> list[str]:
+        """`count` partition keys (``prefix`` + a number) whose MD5 routes to the open shard `shard_id` now."""
+        with self._lock:
+            shard = self._shards.get(shard_id)
+            if shard is None or not shard.info().is_open:
+                raise ValueError(f"{shard_id} is not an open shard")
+        keys: list[str] = []
+        number = 0
+        while len(keys) < count:
+            key = f"{prefix}{number}"
+            if shard.start <= hash_key_of(key) <= shard.end:
+                keys.append(key)
+            number += 1
+        return keys
 
     def records(self, shard_id: str | None = None) -> list[StoredRecord]:
         """The Kinesis records stored (all, or one shard's), in arrival order."""
@@ -432,7 +422,7 @@ class FakeKinesis:
             if operation == "ListShards":
                 if "NextToken" not in body:  # the token names the stream, and must come alone
                     self._check_stream(body)
-                payload = list_shards(body, self.stream, [s.info() for s in self._shards])
+                payload = list_shards(body, self.stream, self._shards.infos())
             else:
                 self._check_stream(body)
                 payload = self._summary()
@@ -443,7 +433,7 @@ class FakeKinesis:
             "StreamName": self.stream, "StreamARN": self.stream_arn, "StreamStatus": "ACTIVE",
             "StreamModeDetails": {"StreamMode": self.stream_mode}, "RetentionPeriodHours": 24,
             "StreamCreationTimestamp": 1_700_000_000, "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
-            "EncryptionType": "NONE", "OpenShardCount": len(self._open), "ConsumerCount": 0,
+            "EncryptionType": "NONE", "OpenShardCount": self._shards.open_count, "ConsumerCount": 0,
             "MaxRecordSizeInKiB": self.max_record_bytes // 1024,
         }}
 
@@ -469,7 +459,7 @@ class FakeKinesis:
             self._check_stream(body)
             if operation == "PutRecords":
                 self._entries_per_call.append(len(entries))
-            plan = self._plan(step)
+            plan = plan_for(step, self.faults, self._rng.random)
             if plan.reset_before:
                 self._injected["reset_before"] += 1
                 return Answer(reset=True)
@@ -492,26 +482,10 @@ class FakeKinesis:
         payload = {"FailedRecordCount": failed, "Records": results, "EncryptionType": "NONE"}
         return Answer(payload=payload, delay_s=plan.delay_s)
 
-    def _plan(self, step: Step | None) -> Plan:
-        if step is None:
-            f, draw = self.faults, self._rng.random
-            reset_before, call_failure, reset_after, slow = draw(), draw(), draw(), draw()
-            return Plan(reset_before=reset_before < f.reset_before_rate,
-                        call_error=(CallError(f.call_failure_status, f.call_failure_code)
-                                    if call_failure < f.call_failure_rate else None),
-                        reset_after=reset_after < f.reset_after_rate, delay_s=f.slow_delay_s if slow < f.slow_rate else 0.0,
-                        random_entries=True)
-        if isinstance(step, Slow):
-            return replace(self._plan(step.then), delay_s=step.delay_s)
-        return Plan(reset_before=isinstance(step, ResetBefore), call_error=step if isinstance(step, CallError) else None,
-                    reset_after=isinstance(step, ResetAfter), entry_codes=step.codes if isinstance(step, EntryErrors) else None)
-
     def _reject_closed(self, entries: list[WireEntry]) -> None:
         if self.reject_closed_for_s <= 0:
             return
-        now = self.clock()
-        recent = [s for s in self._shards if s.closed_at is not None and now - s.closed_at < self.reject_closed_for_s]
-        for shard in recent:
+        for shard in self._shards.closed_since(self.clock() - self.reject_closed_for_s):
             if any(shard.start <= e.hash_key <= shard.end for e in entries):
                 self._injected["closed_shard"] += 1
                 raise KinesisError("ResourceNotFoundException",
@@ -527,7 +501,7 @@ class FakeKinesis:
         results: list[dict[str, str]] = []
         failed = 0
         for position, entry in enumerate(entries):
-            shard = self._route(entry.hash_key)
+            shard = self._shards.route(entry.hash_key)
             code = codes.get(position)
             if code is None and failure_rate > 0 and self._rng.random() < failure_rate:
                 code = faults.entry_failure_code

@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 DEFAULT_STREAM = "tweets-under-test"
@@ -114,6 +114,16 @@ class Faults:
     slow_delay_s: float = 0.0
     reset_before_rate: float = 0.0
     reset_after_rate: float = 0.0
+
+
+class ManualClock:
+    """A clock a test moves by hand (``clock.now += 1.0``): pass it as ``clock=`` for the rate and closed-shard windows."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 # --- scripted steps ------------------------------------------------------------------------------------
@@ -266,3 +276,18 @@ class Plan:
     delay_s: float = 0.0
     entry_codes: Mapping[int, str] | None = None  # scripted per-entry refusals
     random_entries: bool = False  # draw per-entry failures from `faults`
+
+
+def plan_for(step: Step | None, faults: Faults, draw: Callable[[], float]) -> Plan:
+    """The faults a put call meets: its scripted step's, else four draws against the random rates."""
+    if step is None:
+        reset_before, call_failure, reset_after, slow = draw(), draw(), draw(), draw()
+        return Plan(reset_before=reset_before < faults.reset_before_rate,
+                    call_error=(CallError(faults.call_failure_status, faults.call_failure_code)
+                                if call_failure < faults.call_failure_rate else None),
+                    reset_after=reset_after < faults.reset_after_rate,
+                    delay_s=faults.slow_delay_s if slow < faults.slow_rate else 0.0, random_entries=True)
+    if isinstance(step, Slow):
+        return replace(plan_for(step.then, faults, draw), delay_s=step.delay_s)
+    return Plan(reset_before=isinstance(step, ResetBefore), call_error=step if isinstance(step, CallError) else None,
+                reset_after=isinstance(step, ResetAfter), entry_codes=step.codes if isinstance(step, EntryErrors) else None)
