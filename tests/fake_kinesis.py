@@ -32,10 +32,13 @@ characters, data + key <= ``max_record_bytes``, ExplicitHashKey ``0|[1-9]\\d{0,3
 records; over ``max_request_bytes`` in all is an InvalidArgumentException). Then each entry in order: a
 scripted or injected entry failure, else the shard's rate limit, else stored. ``records()`` holds every
 accepted Kinesis record (``StoredRecord``: data, partition key, explicit hash key, hash key, shard, sequence
-number, arrival); ``user_records()`` opens KPL aggregates with aws_kinesis_agg's deaggregator (``UserRecord``,
-each with the shard its Kinesis record landed in; a record with the magic but a bad MD5 stays whole);
+number, arrival order, ``stored_at`` on ``clock``); ``user_records()`` opens KPL aggregates with
+aws_kinesis_agg's deaggregator (``UserRecord``, each with the shard its Kinesis record landed in; a record
+with the magic but a bad MD5 stays whole);
 ``misrouted_user_records()`` are members whose own hash (their explicit hash key if they have one, else MD5
 of their key) lies outside that shard's range; ``data_counts()`` is a Counter of user data bytes.
+``keys_in_shard(shard_id, n)`` gives partition keys that route to a shard; ``stream_status`` (ACTIVE) is
+what DescribeStreamSummary reports; ``ManualClock`` is a clock a test moves by hand (``clock=``).
 
 Faults (seeded by ``seed``, thread-safe, changeable while requests run; random ones apply to put calls):
 
@@ -156,6 +159,7 @@ class FakeKinesis:
         self.stream = stream
         self.stream_arn = f"arn:aws:kinesis:{REGION}:{ACCOUNT_ID}:stream/{stream}"
         self.stream_mode = stream_mode
+        self.stream_status = "ACTIVE"  # what DescribeStreamSummary says (a test may set UPDATING, DELETING ...)
         self.max_record_bytes = max_record_bytes
         self.max_request_bytes = max_request_bytes
         self.reject_closed_for_s = reject_closed_for_s
@@ -430,7 +434,7 @@ class FakeKinesis:
 
     def _summary(self) -> dict[str, Any]:
         return {"StreamDescriptionSummary": {
-            "StreamName": self.stream, "StreamARN": self.stream_arn, "StreamStatus": "ACTIVE",
+            "StreamName": self.stream, "StreamARN": self.stream_arn, "StreamStatus": self.stream_status,
             "StreamModeDetails": {"StreamMode": self.stream_mode}, "RetentionPeriodHours": 24,
             "StreamCreationTimestamp": 1_700_000_000, "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
             "EncryptionType": "NONE", "OpenShardCount": self._shards.open_count, "ConsumerCount": 0,
@@ -519,6 +523,6 @@ class FakeKinesis:
             sequence = shard.sequence(shard.next_seq)
             shard.next_seq += 1
             self._records.append(StoredRecord(entry.data, entry.partition_key, entry.explicit_hash_key, entry.hash_key,
-                                              shard.shard_id, sequence, len(self._records)))
+                                              shard.shard_id, sequence, len(self._records), now))
             results.append({"SequenceNumber": sequence, "ShardId": shard.shard_id})
         return failed, results

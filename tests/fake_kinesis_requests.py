@@ -238,7 +238,7 @@ def deaggregate(stored: StoredRecord) -> list[UserRecord]:
     deaggregator, as the processor opens them) when a KPL aggregate."""
     if not looks_aggregated(stored.data):
         return [UserRecord(stored.data, stored.partition_key, stored.explicit_hash_key, stored.hash_key,
-                           stored.shard_id, stored.sequence_number, None, stored.arrival)]
+                           stored.shard_id, stored.sequence_number, None, stored.arrival, stored.stored_at)]
     wrapped = {"kinesis": {"kinesisSchemaVersion": "1.0", "sequenceNumber": stored.sequence_number,
                            "approximateArrivalTimestamp": 0.0, "partitionKey": stored.partition_key,
                            "data": base64.b64encode(stored.data).decode()}}
@@ -248,8 +248,8 @@ def deaggregate(stored: StoredRecord) -> list[UserRecord]:
         body = member["kinesis"]
         if not body.get("aggregated", False):  # magic bytes but no valid aggregate: the record as it is
             return [UserRecord(stored.data, stored.partition_key, stored.explicit_hash_key, stored.hash_key,
-                               stored.shard_id, stored.sequence_number, None, stored.arrival)]
+                               stored.shard_id, stored.sequence_number, None, stored.arrival, stored.stored_at)]
         own_hash = hash_keys[index] if index < len(hash_keys) else stored.hash_key
         users.append(UserRecord(base64.b64decode(body["data"]), body["partitionKey"], body.get("explicitHashKey"),
-                                own_hash, stored.shard_id, stored.sequence_number, index, stored.arrival))
+                                own_hash, stored.shard_id, stored.sequence_number, index, stored.arrival, stored.stored_at))
     return users

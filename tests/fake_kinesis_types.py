@@ -69,6 +69,7 @@ class StoredRecord(NamedTuple):
     shard_id: str
     sequence_number: str
     arrival: int  # 0, 1, 2 ... over the whole stream, in the order records were stored
+    stored_at: float  # the fake's clock when it was stored: for throughput per shard and second
 
 
 class UserRecord(NamedTuple):
@@ -82,6 +83,7 @@ class UserRecord(NamedTuple):
     sequence_number: str  # its Kinesis record's
     sub_index: int | None  # position inside the aggregate; None for a plain record
     arrival: int  # its Kinesis record's
+    stored_at: float  # its Kinesis record's
 
 
 @dataclass(frozen=True)

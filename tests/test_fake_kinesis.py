@@ -72,12 +72,14 @@ def raw_post(fake: FakeKinesis, operation: str, body: bytes) -> tuple[int, dict[
 
 
 def test_describe_stream_summary_reports_an_active_stream(fake: FakeKinesis, client: Any) -> None:
-    """DescribeStreamSummary through boto3: ACTIVE, the open shard count, the stream mode, the ARN."""
+    """DescribeStreamSummary through boto3: ACTIVE (or what the test sets), the open shard count, the mode, the ARN."""
     summary = client.describe_stream_summary(StreamName=fake.stream)["StreamDescriptionSummary"]
     assert summary["StreamStatus"] == "ACTIVE"
     assert summary["OpenShardCount"] == 4
     assert summary["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
     assert client.describe_stream_summary(StreamARN=summary["StreamARN"])["StreamDescriptionSummary"]["StreamName"] == fake.stream
+    fake.stream_status = "UPDATING"
+    assert client.describe_stream_summary(StreamName=fake.stream)["StreamDescriptionSummary"]["StreamStatus"] == "UPDATING"
 
 
 def test_unknown_stream_is_resource_not_found(fake: FakeKinesis, client: Any) -> None:

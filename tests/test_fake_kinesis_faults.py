@@ -162,6 +162,7 @@ def test_rate_limit_refuses_beyond_the_limit_over_a_rolling_second() -> None:
         assert put(client, fake, hot[15:25])["FailedRecordCount"] == 0
         assert fake.stats().throttled == Counter({first: 8})
         assert Counter(r.shard_id for r in fake.records()) == Counter({first: 20, second: 5})
+        assert Counter(r.stored_at for r in fake.records()) == Counter({1000.0: 15, 1001.01: 10})
 
 
 def test_rate_limit_on_bytes_counts_data_and_key() -> None:
