@@ -51,7 +51,8 @@ Faults (seeded by ``seed``, thread-safe, changeable while requests run; random o
   ``slow_delay_s``: a client whose read timeout is shorter has lost the answer too).
 - ``script(*steps, operation="PutRecords")``: the next calls of that operation (any operation) take these
   steps, one per call as they arrive, instead of the random faults: ``Normal``, ``CallError(status, code)``,
-  ``EntryErrors({0-based position: code})``, ``ResetBefore``, ``ResetAfter``, ``Slow(delay_s, then=...)``,
+  ``EntryErrors({0-based position: code})``, ``ResetOnArrival`` (reset before the body is read: a large send
+  fails), ``ResetBefore``, ``ResetAfter``, ``Slow(delay_s, then=...)``,
   or a callable ``(request body) -> dict | tests.fakes.Reply`` answered verbatim with nothing stored (like
   tests/sinks/conftest.py's ScriptedKinesis). ``pending_steps()`` says how many are left.
 - ``limit_shards(records_per_s, bytes_per_s)``: per shard, entries beyond either limit within the last
@@ -113,6 +114,7 @@ from tests.fake_kinesis_types import (
     RawRequest,
     ResetAfter,
     ResetBefore,
+    ResetOnArrival,
     ShardInfo,
     Slow,
     Step,
@@ -124,9 +126,10 @@ from tests.fake_kinesis_types import (
 )
 
 __all__ = [
-    "DEFAULT_STREAM", "INTERNAL_FAILURE", "KPL_MAGIC", "RATE_WINDOW_S", "REGION", "THROTTLED", "CallError", "EntryErrors",
-    "FakeKinesis", "FakeStats", "Faults", "KinesisError", "ManualClock", "Normal", "ResetAfter", "ResetBefore", "ShardInfo",
-    "Slow", "Step", "StoredRecord", "UserRecord", "hash_key_of",
+    "DEFAULT_STREAM", "INTERNAL_FAILURE", "KPL_MAGIC", "RATE_WINDOW_S", "REGION", "THROTTLED",
+    "CallError", "EntryErrors", "FakeKinesis", "FakeStats", "Faults", "KinesisError", "ManualClock", "Normal",
+    "ResetAfter", "ResetBefore", "ResetOnArrival", "ShardInfo", "Slow", "Step", "StoredRecord", "UserRecord",
+    "hash_key_of",
 ]
 
 _ENTRY_MESSAGES = {
@@ -181,7 +184,7 @@ class FakeKinesis:
         self._epoch = 0  # +1 on reset: the user-record cache starts again
         self._users_epoch = 0
         self._reset_state()
-        self._server = serve(self._serve_request, self._closing, self._connection_opened)
+        self._server = serve(self._serve_request, self._closing, self._connection_opened, self._reset_on_arrival)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -378,6 +381,17 @@ class FakeKinesis:
 
     # --- requests ----------------------------------------------------------------------------------
 
+    def _reset_on_arrival(self, target: str) -> bool:
+        operation = target[len(TARGET_PREFIX):] if target.startswith(TARGET_PREFIX) else target
+        with self._lock:
+            steps = self._scripts.get(operation)
+            if not steps or not isinstance(steps[0], ResetOnArrival):
+                return False
+            steps.pop(0)
+            self._calls[operation] += 1
+            self._injected["reset_on_arrival"] += 1
+            return True
+
     def _serve_request(self, request: RawRequest) -> Answer:
         return self._handle(request.headers.get("x-amz-target", ""), request.body, request)
 
@@ -420,7 +434,7 @@ class FakeKinesis:
     def _read(self, operation: str, body: dict[str, Any], step: Step | None) -> Answer:
         if isinstance(step, CallError):
             raise KinesisError(step.code, step.message or step.code, step.status)
-        if isinstance(step, ResetBefore | ResetAfter):
+        if isinstance(step, ResetOnArrival | ResetBefore | ResetAfter):
             return Answer(reset=True)
         with self._lock:
             if operation == "ListShards":

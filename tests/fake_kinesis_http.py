@@ -24,9 +24,10 @@ class _Server(ThreadingHTTPServer):
         return
 
 
-def serve(handle: Callable[[RawRequest], Answer], closing: threading.Event,
-          on_connection: Callable[[], None]) -> ThreadingHTTPServer:
-    """Starts a server on 127.0.0.1:0 answering each POST with ``handle(request)``.
+def serve(handle: Callable[[RawRequest], Answer], closing: threading.Event, on_connection: Callable[[], None],
+          reset_on_arrival: Callable[[str], bool]) -> ThreadingHTTPServer:
+    """Starts a server on 127.0.0.1:0 answering each POST with ``handle(request)``, or resetting the connection
+    before reading the body when ``reset_on_arrival(X-Amz-Target)`` says so.
 
     A held-back answer (``Answer.delay_s``) is dropped, with a reset, once ``closing`` is set.
     """
@@ -44,6 +45,9 @@ def serve(handle: Callable[[RawRequest], Answer], closing: threading.Event,
             return
 
         def do_POST(self) -> None:
+            if reset_on_arrival(self.headers.get("X-Amz-Target", "")):
+                self._reset()
+                return
             length = int(self.headers.get("Content-Length") or 0)
             # The whole request is read before any fault: a reset then leaves the client unable to tell
             # whether the request was processed, as with a real lost answer.

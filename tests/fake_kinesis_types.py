@@ -157,6 +157,12 @@ class ResetBefore:
 
 
 @dataclass(frozen=True)
+class ResetOnArrival:
+    """Reset the connection once the headers are read, leaving the body unread: a client still sending a large
+    body sees its send fail (it knows the request was not taken); one that sent it all sees the reset on reading."""
+
+
+@dataclass(frozen=True)
 class ResetAfter:
     """Process and store the request, then reset the connection without an answer (the lost answer)."""
 
@@ -169,7 +175,7 @@ class Slow:
     then: Normal | EntryErrors = field(default_factory=Normal)
 
 
-Step = Normal | CallError | EntryErrors | ResetBefore | ResetAfter | Slow | Callable[[dict[str, Any]], Any]
+Step = Normal | CallError | EntryErrors | ResetOnArrival | ResetBefore | ResetAfter | Slow | Callable[[dict[str, Any]], Any]
 
 
 class KinesisError(Exception):
@@ -290,5 +296,6 @@ def plan_for(step: Step | None, faults: Faults, draw: Callable[[], float]) -> Pl
                     delay_s=faults.slow_delay_s if slow < faults.slow_rate else 0.0, random_entries=True)
     if isinstance(step, Slow):
         return replace(plan_for(step.then, faults, draw), delay_s=step.delay_s)
-    return Plan(reset_before=isinstance(step, ResetBefore), call_error=step if isinstance(step, CallError) else None,
-                reset_after=isinstance(step, ResetAfter), entry_codes=step.codes if isinstance(step, EntryErrors) else None)
+    return Plan(reset_before=isinstance(step, ResetBefore | ResetOnArrival),
+                call_error=step if isinstance(step, CallError) else None, reset_after=isinstance(step, ResetAfter),
+                entry_codes=step.codes if isinstance(step, EntryErrors) else None)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import threading
 import time
 from collections import Counter
@@ -21,10 +24,11 @@ from tests.fake_kinesis import (
     Normal,
     ResetAfter,
     ResetBefore,
+    ResetOnArrival,
     Slow,
 )
 from tests.fakes import Reply
-from tests.test_fake_kinesis import four_shard_fake, keyed, put
+from tests.test_fake_kinesis import four_shard_fake, keyed, put, raw_post
 
 SLOW_S = 0.3  # long enough to measure, short enough for a fast suite
 SHORT_READ_TIMEOUT_S = 0.1  # below SLOW_S: the client gives up before the held-back answer comes
@@ -255,3 +259,21 @@ def test_closed_shard_range_answers_resource_not_found_for_a_while() -> None:
         assert put(client, fake, [(b"later", "k")], ExplicitHashKey=str(closed.start))["FailedRecordCount"] == 0
         assert [r.data for r in fake.records()] == [b"elsewhere", b"later"]
         assert fake.stats().injected["closed_shard"] == 1
+
+
+def test_a_reset_on_arrival_fails_a_large_send(fake: FakeKinesis) -> None:
+    """ResetOnArrival: the body stays unread, so a client sending a body larger than the socket buffers has its
+    send fail (it knows the request was not taken); nothing is stored; the next call is processed."""
+    fake.script(ResetOnArrival())
+    records = [{"Data": base64.b64encode(b"x" * 900_000).decode(), "PartitionKey": f"big-{i}"} for i in range(5)]
+    body = json.dumps({"StreamName": fake.stream, "Records": records}).encode()
+    connection = http.client.HTTPConnection(fake.url.removeprefix("http://"), timeout=5)
+    try:
+        with pytest.raises(OSError) as caught:
+            connection.request("POST", "/", body, {"X-Amz-Target": "Kinesis_20131202.PutRecords"})
+            connection.getresponse()
+    finally:
+        connection.close()
+    assert isinstance(caught.value, BrokenPipeError | ConnectionResetError), caught.value
+    assert fake.records() == [] and fake.stats().injected["reset_on_arrival"] == 1 and fake.pending_steps() == 0
+    assert len(raw_post(fake, "PutRecords", body)[2]["Records"]) == 5
