@@ -201,10 +201,12 @@ class FakeKinesis:
     endpoint_url = url
 
     def close(self) -> None:
-        """Stops listening; answers still held back by a slow fault are dropped (reset)."""
+        """Stops listening and resets every open connection, as a dying endpoint does; answers still held
+        back by a slow fault are dropped (reset). Afterwards, connecting is refused."""
         self._closing.set()
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
 
     def __enter__(self) -> FakeKinesis:
         return self

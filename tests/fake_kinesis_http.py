@@ -16,16 +16,42 @@ from tests.fake_kinesis_types import CONTENT_TYPE, SHUTDOWN_POLL_S, Answer, RawR
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-class _Server(ThreadingHTTPServer):
+class FakeServer(ThreadingHTTPServer):
+    """A threading HTTP server that can also drop its open keep-alive connections, as a dying endpoint does."""
+
     daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Connections the fake resets on purpose (or clients abandon) are expected: no traceback on stderr.
         return
 
+    def opened(self, connection: socket.socket) -> None:
+        with self._open_lock:
+            self._open.add(connection)
+
+    def finished(self, connection: socket.socket) -> None:
+        with self._open_lock:
+            self._open.discard(connection)
+
+    def close_connections(self) -> None:
+        """Resets every open connection: a client's next request on one fails instead of being answered."""
+        with self._open_lock:
+            connections, self._open = list(self._open), set()
+        for connection in connections:
+            try:
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by its handler
+                pass
+
 
 def serve(handle: Callable[[RawRequest], Answer], closing: threading.Event, on_connection: Callable[[], None],
-          reset_on_arrival: Callable[[str], bool]) -> ThreadingHTTPServer:
+          reset_on_arrival: Callable[[str], bool]) -> FakeServer:
     """Starts a server on 127.0.0.1:0 answering each POST with ``handle(request)``, or resetting the connection
     before reading the body when ``reset_on_arrival(X-Amz-Target)`` says so.
 
@@ -39,7 +65,12 @@ def serve(handle: Callable[[RawRequest], Answer], closing: threading.Event, on_c
 
         def setup(self) -> None:
             super().setup()
+            server.opened(self.connection)
             on_connection()
+
+        def finish(self) -> None:
+            server.finished(self.connection)
+            super().finish()
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
             return
@@ -69,6 +100,6 @@ def serve(handle: Callable[[RawRequest], Answer], closing: threading.Event, on_c
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             self.connection.close()
 
-    server = _Server(("127.0.0.1", 0), _Handler)
+    server = FakeServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL_S,), name="fake-kinesis", daemon=True).start()
     return server

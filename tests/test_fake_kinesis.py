@@ -287,3 +287,23 @@ def test_wait_for_user_records_wakes_when_records_land(fake: FakeKinesis, client
     assert outcome and outcome[0][0] and outcome[0][1] - stored_at < 5
     assert not fake.wait_for_user_records(4, timeout_s=0.1)
     assert fake.wait_until(lambda f: f.stats().calls["PutRecords"] == 1, timeout_s=0)
+
+
+def test_close_drops_open_connections_and_refuses_new_ones() -> None:
+    """After close, a kept-alive connection is not answered any more and connecting is refused."""
+    fake = FakeKinesis(1)
+    body = json.dumps({"StreamName": fake.stream}).encode()
+    headers = {"X-Amz-Target": "Kinesis_20131202.DescribeStreamSummary"}
+    connection = http.client.HTTPConnection(fake.url.removeprefix("http://"), timeout=5)
+    try:
+        connection.request("POST", "/", body, headers)
+        assert connection.getresponse().read()
+        fake.close()
+        with pytest.raises(OSError):
+            connection.request("POST", "/", body, headers)
+            connection.getresponse().read()
+    finally:
+        connection.close()
+    with pytest.raises(ConnectionRefusedError):
+        raw_post(fake, "DescribeStreamSummary", body)
+    assert fake.stats().calls["DescribeStreamSummary"] == 1
