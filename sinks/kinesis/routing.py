@@ -5,7 +5,6 @@ Used under the engine's lock. The ShardMap itself is listed outside it (ListShar
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 
 from sinks.kinesis.config import ShardLimitsConfig
@@ -26,7 +25,6 @@ class Router:
         self.limits = limits
         self.queues: dict[str, ShardQueue] = {}
         self.order: list[ShardQueue] = []  # by hash-key range
-        self._starts: list[int] = []
         self._generation = -1
 
     def sync(self) -> int:
@@ -47,7 +45,6 @@ class Router:
                 queue = ShardQueue(shard, limiter) if queue is None else _moved(queue, shard)
             self.queues[shard.shard_id] = queue
         self.order = list(self.queues.values())
-        self._starts = [q.shard.start for q in self.order]
         moved = 0
         for shard_id, queue in old.items():
             if self.queues.get(shard_id) is not queue:
@@ -58,7 +55,12 @@ class Router:
         return moved
 
     def route(self, hash_key: int) -> ShardQueue:
-        return self.order[max(0, bisect.bisect_right(self._starts, hash_key) - 1)]
+        """The queue of the shard the map routes `hash_key` to (following the map first if it changed)."""
+        queue = self.queues.get(self.map.route(hash_key).shard_id)
+        while queue is None:  # the map changed since the last sync
+            self.sync()
+            queue = self.queues.get(self.map.route(hash_key).shard_id)
+        return queue
 
     def requeue(self, queue: ShardQueue, entries: Sequence[KinesisEntry]) -> None:
         """Records going again: to the front of their queue, or re-routed (in order) if the shard is gone."""
@@ -80,10 +82,10 @@ class Router:
 
     def holds(self, shard_id: str, hash_key: int) -> bool | None:
         """Whether `shard_id`'s range holds `hash_key` in the current map; None if the shard is unknown."""
-        queue = self.queues.get(shard_id)
-        if queue is None:
+        shard = self.map.get(shard_id)
+        if shard is None:
             return None
-        return queue.shard.start <= hash_key <= queue.shard.end
+        return shard.start <= hash_key <= shard.end
 
     def queued(self) -> int:
         return sum(len(q.entries) for q in self.order)

@@ -25,7 +25,7 @@ from sinks.kinesis.records import EntryBuilder, KinesisEntry
 from sinks.kinesis.retry import Backoff
 from sinks.kinesis.routing import UNKNOWN_SHARD, Router
 from sinks.kinesis.service import KinesisService
-from sinks.kinesis.shards import Shard, ShardMap, list_open_shards
+from sinks.kinesis.shards import Shard, ShardMap, ShardMapError, list_open_shards
 from sinks.kinesis.wire import PutRecordsClient
 
 # Refreshes on evidence (misroutes, a possibly closed shard) at most this often: a burst of misrouted
@@ -125,7 +125,7 @@ class KinesisSink(Sink[KinesisEntry]):
         """ListShards; when it fails, the last good answer (or one stand-in shard): sending goes on."""
         try:
             shards = self._lister()
-        except (ClientError, BotoCoreError):
+        except (ClientError, BotoCoreError, ShardMapError):
             shards = []
         if shards:
             self._last_listed = shards

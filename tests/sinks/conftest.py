@@ -30,6 +30,8 @@ STREAM = "tweets-under-test"
 # fake fails the test quickly instead of hanging it.
 TINY_RETRY = {"initial_backoff": 0.001, "max_backoff": 0.004}
 FAST_TIMEOUTS = {"connect_timeout": 2.0, "read_timeout": 5.0}
+# Per-shard limits no test reaches (the scripted endpoint enforces none).
+UNLIMITED_SHARDS = {"records_per_second": 1e6, "bytes_per_second": 1e10}
 
 PutReply = Callable[[dict[str, Any]], Reply | dict[str, Any]]
 
@@ -241,12 +243,17 @@ def kinesis_fake(_kinesis_server: ScriptedKinesis) -> Callable[..., ScriptedKine
 
 @pytest.fixture
 def make_sink(events: RecordingEvents) -> Iterator[Callable[..., KinesisSink]]:
-    """Builds a KinesisSink for an endpoint with tiny backoff and a seeded RNG; closed after the test."""
+    """Builds a KinesisSink for an endpoint with tiny backoff and a seeded RNG; closed after the test.
+
+    The scripted endpoint has no per-shard limit, and its tests reason in whole requests: the sink's shard
+    limits are raised far above what a test sends unless the test sets them.
+    """
     sinks: list[KinesisSink] = []
 
     def make(endpoint_url: str | None = None, seed: int = 7, **overrides: Any) -> KinesisSink:
         retry = TINY_RETRY | overrides.pop("retry", {})
-        fields = {"stream": STREAM, "endpoint_url": endpoint_url, "retry": retry} | FAST_TIMEOUTS | overrides
+        fields = {"stream": STREAM, "endpoint_url": endpoint_url, "retry": retry, "shard_limits": UNLIMITED_SHARDS}
+        fields = fields | FAST_TIMEOUTS | overrides
         sink = KinesisSink(KinesisSinkConfig.model_validate(fields), events, rng=random.Random(seed))
         sinks.append(sink)
         return sink

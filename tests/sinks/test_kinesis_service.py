@@ -113,9 +113,19 @@ def test_a_refused_connection_is_retriable() -> None:
 def test_an_entry_botocore_refuses_is_dead_lettered_alone_and_the_rest_sent(
     kinesis_fake: Callable[..., ScriptedKinesis], make_sink: Callable[..., KinesisSink], events: RecordingEvents
 ) -> None:
-    """ParamValidationError (an empty key got past prepare): only that entry is put_rejected; the other 499 of
-    the batch go out in the next request, at once."""
-    fake = kinesis_fake()
+    """An empty key got past prepare: botocore's path refuses it (ParamValidationError naming it); the wire
+    path sends it and Kinesis answers a ValidationException naming it: only that entry is put_rejected, the
+    other 499 of the batch go out in the next request, at once."""
+
+    def refuse_empty_keys(body: dict[str, Any]) -> Reply | dict[str, Any]:
+        empty = [i for i, r in enumerate(body["Records"]) if not r["PartitionKey"]]
+        if not empty:
+            return accept_all(body)
+        message = "; ".join(f"Value '' at 'records.{i + 1}.member.partitionKey' failed to satisfy constraint: "
+                            "Member must have length greater than or equal to 1" for i in empty)
+        return Reply.error("ValidationException", 400, f"{len(empty)} validation error detected: {message}")
+
+    fake = kinesis_fake(refuse_empty_keys, refuse_empty_keys)
     sink = make_sink(fake.server.endpoint_url)
     good = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(499)]
     record: Record = tweet_record(tweet_id="bad")
@@ -127,11 +137,12 @@ def test_an_entry_botocore_refuses_is_dead_lettered_alone_and_the_rest_sent(
     result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert [(e, reason) for e, reason, _ in result.failed] == [(bad, REASON_PUT_REJECTED)]
-    assert "PartitionKey" in result.failed[0][2]
+    assert "partitionKey" in result.failed[0][2]
     assert result.sent == good
-    assert fake.requests() == [[(e.record.data, e.partition_key) for e in good]]
+    wire = [[(e.record.data, e.partition_key) for e in request] for request in (batch, good)]
+    assert fake.requests() == wire
     assert [e["result"] for e in events.named("put_requested")] == ["invalid", "success"]
-    assert [(e["code"], e["records"]) for e in events.named("put_failed")] == [("ParamValidationError", 1)]
+    assert [(e["code"], e["records"]) for e in events.named("put_failed")] == [("ValidationException", 1)]
     assert events.named("records_retried") == []
 
 
