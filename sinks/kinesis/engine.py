@@ -15,9 +15,7 @@ import math
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 from typing import Protocol
 
 from sinks.base import Completion, Deadline, SinkEvents
@@ -28,9 +26,8 @@ from sinks.kinesis.records import KinesisEntry
 from sinks.kinesis.retry import Backoff, Decision, decide
 from sinks.kinesis.routing import Router
 from sinks.kinesis.service import CallFailed, FailureKind, PutOutcome
-from sinks.kinesis.settle import Budget, Verdict, judge, report_request
+from sinks.kinesis.settle import UNSENT_AT_SHUTDOWN, Budget, Verdict, judge, report_outcomes, report_request
 
-UNSENT_AT_SHUTDOWN = "not delivered before the shutdown deadline"
 # The sink holds (queued + in flight) at most this many requests' worth per in-flight slot: enough to keep
 # every slot busy while the next requests fill; the daemon's buffer is the main memory bound.
 HELD_REQUESTS_PER_SLOT = 2
@@ -41,7 +38,6 @@ DEADLINE_POLL_S = 0.05
 ANSWER_GRACE_S = 1.0
 THREAD_JOIN_S = 5.0
 RESOURCE_NOT_FOUND = "ResourceNotFoundException"
-_attempts = attrgetter("attempts")
 
 
 class Transport(Protocol):
@@ -322,7 +318,8 @@ class Engine:
             self._release(done)
             count = self._in_flight
             self._cond.notify_all()
-        self._report(verdict, unsent, announcements, throttles, count)
+        assert self._completion is not None, "start() was not called"
+        report_outcomes(self.events, self._completion, verdict, unsent, announcements, throttles, count)
         if isinstance(outcome, CallFailed) and outcome.maybe_delivered and verdict.again() > len(unsent):
             self.events.duplicates_possible(records=verdict.again() - len(unsent), reason="answer_lost")
         with self._cond:
@@ -376,26 +373,6 @@ class Engine:
         if again:
             self.events.duplicates_possible(records=len(again), reason="misrouted_aggregate")
             verdict.reroute.extend(again)
-
-    def _report(self, verdict: Verdict, unsent: list[KinesisEntry], announcements: list[tuple[int, int, float, str]],
-                throttles: list[tuple[str, int]], in_flight: int) -> None:
-        completion = self._completion
-        assert completion is not None, "start() was not called"
-        self.events.requests_in_flight(count=in_flight)
-        for shard_id, records in throttles:
-            self.events.shard_throttled(shard_id=shard_id, records=records)
-        for records, attempt, delay, reason in announcements:
-            self.events.records_retried(records=records, attempt=attempt, delay_s=delay, reason=reason)
-        if verdict.sent:
-            completion.sent(verdict.sent)
-        if verdict.failed:
-            completion.failed(verdict.failed)
-        if verdict.sent or verdict.failed:
-            attempts = Counter(map(_attempts, verdict.sent))
-            attempts.update(e.attempts for e, _, _ in verdict.failed)
-            self.events.records_settled(attempts=attempts)
-        if unsent:
-            completion.unsent(unsent, UNSENT_AT_SHUTDOWN)
 
     def _report_unsent(self, entries: list[KinesisEntry]) -> None:
         if not entries:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 
-from sinks.base import SinkEvents
+from sinks.base import Completion, SinkEvents
 from sinks.kinesis.queues import Part, Request
 from sinks.kinesis.records import KinesisEntry
 from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED, Decision
 from sinks.kinesis.service import THROTTLING_ERROR_CODES, CallFailed, PutOutcome, PutResponse
 
+UNSENT_AT_SHUTDOWN = "not delivered before the shutdown deadline"
+_attempts = attrgetter("attempts")
 # The routing of the stand-in shard used while the shard map cannot be listed: no misroute can be told.
 UNKNOWN_SHARD_ID = "*"
 
@@ -161,3 +164,30 @@ def report_request(events: SinkEvents, outcome: PutOutcome, decision: Decision, 
     messages = {f.code: f.message for f in reversed(outcome.failures)}  # the first message of each code
     for code, count in sorted(decision.codes.items()):
         events.put_failed(code=code, records=count, detail=f"entries refused in a partial response: {messages[code]}")
+
+
+def report_outcomes(
+    events: SinkEvents,
+    completion: Completion[KinesisEntry],
+    verdict: Verdict,
+    unsent: list[KinesisEntry],
+    announcements: list[tuple[int, int, float, str]],
+    throttles: list[tuple[str, int]],
+    in_flight: int,
+) -> None:
+    """One settled request's completions and events (per request and shard, never per record)."""
+    events.requests_in_flight(count=in_flight)
+    for shard_id, records in throttles:
+        events.shard_throttled(shard_id=shard_id, records=records)
+    for records, attempt, delay, reason in announcements:
+        events.records_retried(records=records, attempt=attempt, delay_s=delay, reason=reason)
+    if verdict.sent:
+        completion.sent(verdict.sent)
+    if verdict.failed:
+        completion.failed(verdict.failed)
+    if verdict.sent or verdict.failed:
+        attempts = Counter(map(_attempts, verdict.sent))
+        attempts.update(e.attempts for e, _, _ in verdict.failed)
+        events.records_settled(attempts=attempts)
+    if unsent:
+        completion.unsent(unsent, UNSENT_AT_SHUTDOWN)
