@@ -161,6 +161,16 @@ class Aggregator:
     def __len__(self) -> int:
         return len(self._members)
 
+    @property
+    def size(self) -> int:
+        """The exact `size` of what flush() would return now (0 when empty), for request and rate budgets."""
+        if not self._members:
+            return 0
+        first = self._members[0]
+        if len(self._members) == 1 and not first.record.data.startswith(KPL_MAGIC):
+            return len(first.record.data) + len(first.partition_key.encode("utf-8"))
+        return self._size
+
     def add(self, entry: KinesisEntry) -> Aggregate | None:
         """Take `entry`; when it does not fit the aggregate being filled, return that one full and start anew.
 
