@@ -36,7 +36,8 @@ number, arrival order, ``stored_at`` on ``clock``); ``user_records()`` opens KPL
 aws_kinesis_agg's deaggregator (``UserRecord``, each with the shard its Kinesis record landed in; a record
 with the magic but a bad MD5 stays whole);
 ``misrouted_user_records()`` are members whose own hash (their explicit hash key if they have one, else MD5
-of their key) lies outside that shard's range; ``data_counts()`` is a Counter of user data bytes.
+of their key) lies outside that shard's range; ``data_counts()`` is a Counter of user data bytes;
+``data_by_key()`` lists each partition key's user data in stream order (for ordering checks).
 ``keys_in_shard(shard_id, n)`` gives partition keys that route to a shard; ``stream_status`` (ACTIVE) is
 what DescribeStreamSummary reports; ``ManualClock`` is a clock a test moves by hand (``clock=``).
 
@@ -258,7 +259,12 @@ class FakeKinesis:
 
     def wait_for_user_records(self, count: int, timeout_s: float) -> bool:
         """Whether at least `count` user records (aggregates opened) are stored within `timeout_s`."""
-        return self.wait_until(lambda fake: len(fake.user_records()) >= count, timeout_s)
+        return self.wait_until(lambda fake: fake._user_record_count() >= count, timeout_s)
+
+    def _user_record_count(self) -> int:
+        with self._users_lock:
+            self._open_new_records()
+            return len(self._users)
 
     def _reset_state(self) -> None:
         self._rng = random.Random(self._seed)
@@ -352,13 +358,17 @@ class FakeKinesis:
         """Every user record, in arrival order: KPL aggregates opened with aws_kinesis_agg's deaggregator
         (each stored record is opened once, so calling this while waiting stays cheap)."""
         with self._users_lock:
-            with self._lock:
-                if self._users_epoch != self._epoch:
-                    self._users, self._users_upto, self._users_epoch = [], 0, self._epoch
-                new = self._records[self._users_upto:]
-                self._users_upto = len(self._records)
-            self._users.extend(user for stored in new for user in deaggregate(stored))
+            self._open_new_records()
             return list(self._users)
+
+    def _open_new_records(self) -> None:
+        # Under _users_lock: deaggregates the records stored since the last call onto the cache.
+        with self._lock:
+            if self._users_epoch != self._epoch:
+                self._users, self._users_upto, self._users_epoch = [], 0, self._epoch
+            new = self._records[self._users_upto:]
+            self._users_upto = len(self._records)
+        self._users.extend(user for stored in new for user in deaggregate(stored))
 
     def misrouted_user_records(self) -> list[UserRecord]:
         """User records whose own hash key lies outside the range of the shard their Kinesis record landed in
@@ -366,6 +376,14 @@ class FakeKinesis:
         with self._lock:
             ranges = {s.shard_id: (s.start, s.end) for s in self._shards}
         return [u for u in self.user_records() if not ranges[u.shard_id][0] <= u.hash_key <= ranges[u.shard_id][1]]
+
+    def data_by_key(self) -> dict[str, list[bytes]]:
+        """Each partition key's user data in stream order (per shard, by sequence number and position inside
+        an aggregate): for checking that records of one key arrived in source order."""
+        by_key: dict[str, list[bytes]] = {}
+        for user in sorted(self.user_records(), key=lambda u: (u.shard_id, int(u.sequence_number), u.sub_index or 0)):
+            by_key.setdefault(user.partition_key, []).append(user.data)
+        return by_key
 
     def data_counts(self) -> Counter[bytes]:
         """How often each user record's bytes are in the stream: compare with Counter(input) for exactly-once."""

@@ -194,3 +194,13 @@ def test_an_aggregate_from_aws_kinesis_agg_is_opened_too(fake: FakeKinesis, clie
     assert [(u.partition_key, u.data, u.hash_key, u.shard_id) for u in users] == [
         (key, f"lib-{i}".encode(), shard.start + i, shard.shard_id) for i, key in enumerate(keys)]
     assert fake.misrouted_user_records() == []
+
+
+def test_data_by_key_follows_the_stream_order(fake: FakeKinesis, client: Any) -> None:
+    """data_by_key: per partition key, plain and aggregated user records in sequence order, members in place."""
+    shard = fake.shards()[0]
+    first, second = fake.keys_in_shard(shard.shard_id, 2)
+    put(client, fake, [(b"a1", first), (b"b1", second)])
+    put(client, fake, [(kpl_aggregate([(first, b"a2"), (second, b"b2"), (first, b"a3")]), first)])
+    put(client, fake, [(b"a4", first)])
+    assert fake.data_by_key() == {first: [b"a1", b"a2", b"a3", b"a4"], second: [b"b1", b"b2"]}
