@@ -320,8 +320,8 @@ class FakeKinesis(KinesisStream):
         return [u for u in self.user_records() if not ranges[u.shard_id][0] <= u.hash_key <= ranges[u.shard_id][1]]
 
     def data_by_key(self) -> dict[str, list[bytes]]:
-        """Each partition key's user data in stream order (per shard, by sequence number and position inside
-        an aggregate): for checking that records of one key arrived in source order."""
+        """Each partition key's user data in stream order (by sequence number and position inside an aggregate,
+        a closed parent's records before its children's, as a consumer reads them): for per-key order checks."""
         by_key: dict[str, list[bytes]] = {}
         for user in sorted(self.user_records(), key=lambda u: (u.shard_id, int(u.sequence_number), u.sub_index or 0)):
             by_key.setdefault(user.partition_key, []).append(user.data)

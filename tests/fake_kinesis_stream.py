@@ -261,7 +261,8 @@ class KinesisStream:
             if code is not None:
                 failed += 1
                 self._refused[code] += 1
-                message = _ENTRY_MESSAGES.get(code, code).format(shard=shard.shard_id, stream=self.stream)
+                known = _ENTRY_MESSAGES.get(code)
+                message = known.format(shard=shard.shard_id, stream=self.stream) if known else code
                 results.append({"ErrorCode": code, "ErrorMessage": message})
                 continue
             sequence = shard.sequence(shard.next_seq)
