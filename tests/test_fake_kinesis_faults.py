@@ -262,8 +262,7 @@ def test_closed_shard_range_answers_resource_not_found_for_a_while() -> None:
 
 
 def test_a_reset_on_arrival_fails_a_large_send(fake: FakeKinesis) -> None:
-    """ResetOnArrival: the body stays unread, so a client sending a body larger than the socket buffers has its
-    send fail (it knows the request was not taken); nothing is stored; the next call is processed."""
+    """ResetOnArrival: with the body unread, a send larger than the socket buffers fails; nothing stored; next call fine."""
     fake.script(ResetOnArrival())
     records = [{"Data": base64.b64encode(b"x" * 900_000).decode(), "PartitionKey": f"big-{i}"} for i in range(5)]
     body = json.dumps({"StreamName": fake.stream, "Records": records}).encode()
