@@ -295,6 +295,8 @@ class FileSource(Source):
         if cursor.broken or key in self._broken:
             return 0
         self._reading = key
+        if cursor.csv is None and self.config.format == "jsonl" and pacer is None and not limiter.interval:
+            return self._drain_jsonl(cursor, ctx, final or cursor.opened.compressed)
         count = 0
         while True:
             try:
@@ -306,6 +308,33 @@ class FileSource(Source):
                 return count
             if not self._hand_over(cursor, raw, ctx, limiter, pacer):
                 return None
+            count += 1
+
+    def _drain_jsonl(self, cursor: Cursor, ctx: SourceContext, final: bool) -> int | None:
+        """`drain` for JSON lines at full speed (no rate, no pacing): the hot path, in one loop.
+
+        The same steps as `_hand_over` for each line, without its per-line dispatch. No stop check before
+        `emit` (the limiter's, with no rate): `emit` itself refuses a record once the daemon is stopping.
+        """
+        read, emit, progress, name = cursor.reader.read, ctx.emit, cursor.progress, cursor.name
+        limit = self.config.max_line_bytes
+        count = 0
+        while True:
+            try:
+                raw = read(final)
+            except GZIP_ERRORS as exc:
+                self._report_gzip(cursor, ctx, exc)
+                return count
+            if raw is None:
+                return count
+            decoded = decode_jsonl(raw, limit)
+            if isinstance(decoded, Rejection):
+                ctx.reject(raw.data, f"{name}:{raw.line}", decoded.reason, decoded.detail)
+            elif emit(raw.data, decoded[1], f"{name}:{raw.line}"):
+                self.emitted += 1
+            else:
+                return None
+            progress.at = (raw.end, raw.line + 1)  # one line per input: the reader's next line number
             count += 1
 
     def _next_raw(self, reader: LineReader, csv: bool, final: bool) -> RawInput | None:
