@@ -131,14 +131,14 @@ def parse_json_record(data: bytes, max_bytes: int, *, truncated: bool = False) -
     A returned value is never a `Rejection` (JSON has no such type), so `isinstance` tells them apart.
     The outcome is `_parse_slow`'s for every input; orjson only makes the common case cheaper.
     """
-    size = len(data)
-    if not truncated and size <= max_bytes:
-        checked = data.translate(_PRECHECK_CHARS)
-        if _RISKY_INTEGER not in checked and (size <= _DEEP_MIN_BYTES or checked.count(b"[") <= MAX_NESTING_DEPTH):
-            try:
+    try:
+        size = len(data)
+        if not truncated and size <= max_bytes:
+            checked = data.translate(_PRECHECK_CHARS)
+            if _RISKY_INTEGER not in checked and (size <= _DEEP_MIN_BYTES or checked.count(b"[") <= MAX_NESTING_DEPTH):
                 return _loads_fast(data)
-            except Exception:  # noqa: BLE001, S110 - refused (or failed): the stdlib path decides and says why
-                pass
+    except Exception:  # noqa: BLE001, S110 - refused (or failed): the stdlib path decides and says why
+        pass
     return _parse_slow(data, max_bytes, truncated=truncated)
 
 

@@ -115,6 +115,12 @@ def test_a_failing_fast_decoder_falls_back_to_the_stdlib(monkeypatch: pytest.Mon
     assert parse_json_record(b'{"a": [1]}', LIMIT) == {"a": [1]}
 
 
+@pytest.mark.parametrize("data", ["{}", memoryview(b"{}"), bytearray(b'{"a": 1}'), None, 7])
+def test_payloads_of_other_types_get_the_stdlib_outcome_and_never_raise(data: Any) -> None:
+    """A caller's type slip (str, memoryview, None...) is the stdlib path's outcome (parse_error), not an exception."""
+    assert_agrees(data)
+
+
 def test_limits_are_checked_before_either_decoder() -> None:
     """Too long or truncated payloads are line_too_long on the fast path too, with the same detail."""
     assert parse_json_record(b"[1, 2]", 5) == _parse_slow(b"[1, 2]", 5) == Rejection("line_too_long", "line longer than 5 bytes")
