@@ -37,7 +37,7 @@ class NullContext:
     def __init__(self) -> None:
         self.emitted = 0
 
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
+    def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
         self.emitted += 1
         return True
 

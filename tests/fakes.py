@@ -241,7 +241,7 @@ class RecordingContext:
     def stopping(self) -> bool:
         return self.stop.is_set()
 
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
+    def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
         if self.block_emits_until_stop:
             self.emit_blocked.set()
             self.stop.wait()
