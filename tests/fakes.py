@@ -129,7 +129,7 @@ class FakeAwsServer:
             region_name="us-east-1",
             aws_access_key_id="fake",
             aws_secret_access_key="fake",  # noqa: S106 - a dummy for the fake endpoint
-            config=Config(**({"retries": {"max_attempts": 1, "mode": "standard"}} | config)),
+            config=Config(**({"retries": {"total_max_attempts": 1, "mode": "standard"}} | config)),
         )
 
 
