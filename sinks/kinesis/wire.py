@@ -9,8 +9,8 @@ is replaced by code that knows PutRecords. Nothing is validated on the way out: 
 entry with a ValidationException naming its position, which maps to INVALID with that position.
 
 Measured (500 x 1 KB per request, a null endpoint in another process, CPU time of the sending process,
-two runs on a loaded 2-core machine): 3.0-3.7 ms per request against 14.2-16.8 ms for boto3's
-`put_records`, about 0.23x. Of that, building the body is about half (base64 alone a quarter), the
+three runs on a loaded 2-core machine): 3.0-3.7 ms per request against 13.0-16.8 ms for boto3's
+`put_records` in the same runs, 0.21-0.26x. Of that, building the body is about half (base64 alone a quarter), the
 signature about 15 % (mostly the SHA-256 of the body, which SigV4 needs), urllib3/http.client about 15 %,
 reading the answer about 15 % (orjson half of it).
 
