@@ -27,9 +27,9 @@ class Router:
         self.order: list[ShardQueue] = []  # by hash-key range
         self._generation = -1
 
-    def sync(self) -> int:
+    def sync(self, force: bool = False) -> int:
         """Follow the map if it changed: queues for new shards, records of gone ones re-routed (returned count)."""
-        if self._generation == self.map.generation and self.order:
+        if self._generation == self.map.generation and self.order and not force:
             return 0
         self._generation = self.map.generation
         shards = sorted(self.map.shards, key=lambda s: s.start) or [UNKNOWN_SHARD]
@@ -57,8 +57,8 @@ class Router:
     def route(self, hash_key: int) -> ShardQueue:
         """The queue of the shard the map routes `hash_key` to (following the map first if it changed)."""
         queue = self.queues.get(self.map.route(hash_key).shard_id)
-        while queue is None:  # the map changed since the last sync
-            self.sync()
+        while queue is None:  # the map changed since the last sync (its generation may not show it yet)
+            self.sync(force=True)
             queue = self.queues.get(self.map.route(hash_key).shard_id)
         return queue
 
