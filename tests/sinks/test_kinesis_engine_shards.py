@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from sinks.base import Deadline
 from sinks.kinesis import KinesisSink
 from sinks.kinesis.queues import WireItem
@@ -127,3 +129,35 @@ def test_per_shard_limits_keep_throttled_attempts_rare(engine_sink: EngineSink, 
     throttled = sum(e["records"] for e in events.named("shard_throttled"))
     assert throttled / 1000 <= 0.05, f"{throttled} throttled attempts"
     assert sorted(transport.stored_data()) == sorted(e.data for e in entries)
+
+
+def test_a_failing_listshards_falls_back_to_one_unlimited_stand_in_shard(engine_sink: EngineSink) -> None:
+    """ListShards refused (e.g. no kinesis:ListShards in the policy): the sink still delivers everything, as
+    through one shard without a rate limit, and takes the real map once a listing works."""
+    transport = FakeTransport(shards_of(2))
+    calls = {"n": 0}
+
+    def denied_then_listed() -> list[Shard]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no ListShards"}}, "ListShards")
+        return transport.list_shards()
+
+    sink = engine_sink(transport, linger=0)
+    sink._lister = denied_then_listed
+    entries = [sink.prepare(tweet_record(f"fallback {i}", author_id=str(i))) for i in range(50)]
+    result = deliver(sink, entries, WAIT_S)
+    assert len(result.sent) == 50
+    assert [s.shard_id for s in sink.shard_map.shards] == ["*"]
+    assert sorted(transport.stored_data()) == sorted(e.data for e in entries)
+    assert sink._refresh("periodic") and len(sink.shard_map.shards) == 2
+
+
+def test_a_lone_record_goes_unaggregated(engine_sink: EngineSink) -> None:
+    """aggregation on, one record for its shard: it is sent as itself, not framed as a one-member aggregate."""
+    transport = FakeTransport(shards_of(1))
+    sink = engine_sink(transport, linger=0, aggregation={"enabled": True})
+    entry = sink.prepare(tweet_record("alone"))
+    result = deliver(sink, [entry], WAIT_S)
+    assert result.sent == [entry]
+    assert transport.calls == [[entry]]
