@@ -7,6 +7,7 @@ daemon's `shutdown_complete` totals. Waits are on the fake's put calls (wait_unt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -125,14 +126,17 @@ def line_number(origin: str) -> int:
 
 
 def deliver_all(
-    daemon_factory: Any, tmp_path: Path, fake: FakeKinesis, lines: list[bytes], sink_extra: str = ""
-) -> dict[str, Any]:
-    """Runs the daemon over `lines` until the fake holds as many user records, then stops it: its summary."""
+    daemon_factory: Any, tmp_path: Path, fake: FakeKinesis, lines: list[bytes], sink_extra: str = "", deliverable: int = 0
+) -> tuple[DaemonProcess, dict[str, Any]]:
+    """Runs the daemon over `lines` until the fake holds `deliverable` user records (default: one per line),
+    then stops it: the daemon and its summary."""
+    deliverable = deliverable or len(lines)
     replay = write_lines(tmp_path / "tweets.jsonl", lines)
     daemon = start(daemon_factory, config_body(replay, fake, sink_extra=sink_extra))
     daemon.wait_for_event("all_sources_finished", timeout=LAND_TIMEOUT_S)
-    assert fake.wait_for_user_records(len(lines), timeout_s=LAND_TIMEOUT_S), f"{len(fake.user_records())} of {len(lines)} stored"
-    return stop(daemon)
+    stored = fake.wait_for_user_records(deliverable, timeout_s=LAND_TIMEOUT_S)
+    assert stored, f"{len(fake.user_records())} of {deliverable} stored"
+    return daemon, stop(daemon)
 
 
 @pytest.mark.slow  # ~12 s: 20,000 records through a real process, each refused 30 % of the time
@@ -185,7 +189,7 @@ def test_500s_slow_answers_and_resets_lose_nothing_and_duplicate_only_records_wh
         slow_s, read_timeout_s = 1.0, 0.3
         fake.set_faults(call_failure_rate=0.1, reset_before_rate=0.1, reset_after_rate=0.08, slow_rate=0.05, slow_delay_s=slow_s)
         extra = f"  max_batch_records: 100\n  read_timeout: {read_timeout_s}\n"
-        summary = deliver_all(daemon_factory, tmp_path, fake, lines, sink_extra=extra)
+        _, summary = deliver_all(daemon_factory, tmp_path, fake, lines, sink_extra=extra)
         counts = fake.data_counts()
         unanswered = Counter(fake.stored_unanswered)
         injected = fake.stats().injected
@@ -233,3 +237,53 @@ def test_stream_down_at_sigterm_every_record_in_the_stream_or_dead_lettered_unse
     assert {d["reason"] for d in dead} == {REASON_UNSENT} and len(dead) == unsent
     # The file is read in order: the daemon received its first `received` lines, each in exactly one place.
     assert sorted([*in_stream, *(line_number(d["origin"]) for d in dead)]) == list(range(1, received + 1))
+
+
+MAX_RECORD_BYTES = 2048
+# Keys Kinesis would refuse (1-256 characters) or that are no key at all; none may make the stream refuse a call.
+OVERLONG_KEY = "k" * 300
+
+
+def awkward_lines() -> tuple[list[tuple[bytes, str]], list[tuple[bytes, str]]]:
+    """(line, reason) for lines the daemon must dead-letter, and (line, partition key it must be stored under)
+    for lines whose key Kinesis could not take as it is."""
+    oversize = json.dumps({"data": {"id": "big", "author_id": "a1", "text": "x" * (MAX_RECORD_BYTES + 100)}}).encode()
+    lone_surrogate = b'{"data": {"id": "ls", "author_id": "\\ud800", "text": "a key that is no Unicode text"}}'
+    dead = [(oversize, "record_too_large")] * 2 + [(lone_surrogate, "invalid_unicode")] * 2
+    overlong = json.dumps({"data": {"id": "long", "author_id": OVERLONG_KEY, "text": "t"}}).encode()
+    not_text = json.dumps({"data": {"id": "bool", "author_id": True, "text": "t"}}).encode()
+    empty = json.dumps({"data": {"id": "empty", "author_id": "", "text": "t"}}).encode()
+    stand_ins = [
+        (overlong, hashlib.sha256(OVERLONG_KEY.encode()).hexdigest()),  # records.py: SHA-256 of the whole key
+        (not_text, hashlib.md5(not_text, usedforsecurity=False).hexdigest()),  # no usable key: MD5 of the record's bytes
+        (empty, hashlib.md5(empty, usedforsecurity=False).hexdigest()),
+    ]
+    return dead, stand_ins
+
+
+def test_oversize_and_bad_key_records_are_dead_lettered_with_reasons_or_sent_under_a_stand_in_key(
+    tmp_path: Path, daemon_factory: Any, fake: FakeKinesis
+) -> None:
+    """Oversize (record_too_large) and lone-surrogate-key (invalid_unicode) lines are dead-lettered with their
+    line and never stored; overlong, empty or non-text keys go under their stand-in key; the rest arrive once."""
+    good = tweet_lines(1000)
+    dead, stand_ins = awkward_lines()
+    lines = list(good)
+    for index, (line, _) in enumerate(dead):
+        lines.insert(100 + 200 * index, line)
+    for index, (line, _) in enumerate(stand_ins):
+        lines.insert(150 + 200 * index, line)
+    reason_of = dict(dead)
+    expected_dead = sorted((number, reason_of[line]) for number, line in enumerate(lines, start=1) if line in reason_of)
+    assert len(expected_dead) == len(dead)
+    delivered = good + [line for line, _ in stand_ins]
+    extra = f"  max_record_bytes: {MAX_RECORD_BYTES}\n"
+    daemon, summary = deliver_all(daemon_factory, tmp_path, fake, lines, sink_extra=extra, deliverable=len(delivered))
+
+    assert fake.data_counts() == Counter(delivered)
+    keys = {r.data: r.partition_key for r in fake.records()}
+    assert [keys[line] for line, _ in stand_ins] == [key for _, key in stand_ins]
+    assert sorted((line_number(d["origin"]), d["reason"]) for d in dead_letters(tmp_path)) == expected_dead
+    assert fake.stats().refused_entries.total() == 0
+    assert not [e for e in daemon.logs() if e.get("event") == "put_failed"], "the stream refused an entry"
+    assert totals(summary) == (len(lines), len(delivered), len(dead), 0, 0)
