@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, DaemonProcess
-from tests.fake_kinesis import INTERNAL_FAILURE, THROTTLED, FakeKinesis
+from tests.fake_kinesis import INTERNAL_FAILURE, KPL_MAGIC, THROTTLED, FakeKinesis
 
 SHARDS = 4
 AUTHORS = 200
@@ -287,3 +287,83 @@ def test_oversize_and_bad_key_records_are_dead_lettered_with_reasons_or_sent_und
     assert fake.stats().refused_entries.total() == 0
     assert not [e for e in daemon.logs() if e.get("event") == "put_failed"], "the stream refused an entry"
     assert totals(summary) == (len(lines), len(delivered), len(dead), 0, 0)
+
+
+AGGREGATION = "  aggregation:\n    enabled: true\n"
+ORDERED = "  ordered: true\n"
+PARENT = "shardId-000000000000"
+# For this long after the split, a call with an entry in the closed parent's range is refused
+# (ResourceNotFoundException), as Kinesis may briefly do.
+REJECT_CLOSED_S = 0.5
+
+
+def skip_unless_accepted(tmp_path: Path, fake: FakeKinesis, sink_extra: str) -> None:
+    """Skips the test while the daemon's config refuses `sink_extra` (keys of the delivery engine, not yet merged)."""
+    refusal = check_config_refusal(tmp_path, config_body(tmp_path / "tweets.jsonl", fake, sink_extra=sink_extra))
+    if refusal is not None:
+        pytest.skip(f"check-config refuses {sink_extra.strip()!r}: {refusal.splitlines()[0]}")
+
+
+@pytest.mark.parametrize("sink_extra", ["", AGGREGATION], ids=["plain", "aggregated"])
+def test_a_split_during_the_run_loses_nothing_and_misroutes_no_user_record(
+    tmp_path: Path, daemon_factory: Any, sink_extra: str
+) -> None:
+    """Shard 0 splits while records flow: every record stored, on both sides of the split, none outside its shard."""
+    lines = tweet_lines(6000)
+    fake = FakeKinesis(SHARDS, seed=16, reject_closed_for_s=REJECT_CLOSED_S)
+    with fake:
+        if sink_extra:
+            skip_unless_accepted(tmp_path, fake, sink_extra)
+        replay = write_lines(tmp_path / "tweets.jsonl", lines)
+        daemon = start(daemon_factory, config_body(replay, fake, rate=2000, sink_extra=sink_extra))
+        assert fake.wait_until(lambda f: len(f.user_records()) >= len(lines) // 4, LAND_TIMEOUT_S)
+        children = fake.split(PARENT)
+        assert fake.wait_for_user_records(len(lines), LAND_TIMEOUT_S), f"{len(fake.user_records())} of {len(lines)} stored"
+        summary = stop(daemon)
+        users = fake.user_records()
+        misrouted = fake.misrouted_user_records()
+        assert fake.stats().internal_errors == ()
+
+    landed = Counter(u.shard_id for u in users)
+    assert landed[PARENT] > 0 and all(landed[child] > 0 for child in children), landed
+    # A plain record the stream took is never sent again; an aggregate resent after a misroute could repeat one.
+    counts = Counter(u.data for u in users)
+    assert set(counts) == set(lines)
+    if not sink_extra:
+        assert counts == Counter(lines)
+    assert misrouted == []
+    assert totals(summary) == (len(lines), len(lines), 0, 0, 0)
+
+
+def test_aggregated_records_deaggregate_to_the_input_each_aggregate_of_its_shard(
+    tmp_path: Path, daemon_factory: Any, fake: FakeKinesis
+) -> None:
+    """aggregation on, 20 % entry failures: deaggregated, the stream is the input once each, in few Kinesis records."""
+    skip_unless_accepted(tmp_path, fake, AGGREGATION)
+    lines = tweet_lines(10_000)
+    fake.set_faults(entry_failure_rate=0.2)
+    _, summary = deliver_all(daemon_factory, tmp_path, fake, lines, sink_extra=AGGREGATION)
+
+    assert fake.data_counts() == Counter(lines)
+    assert fake.misrouted_user_records() == []
+    stored = fake.records()
+    assert all(r.data.startswith(KPL_MAGIC) for r in stored[:10])
+    assert len(stored) < len(lines) / 20, "records were not packed into aggregates"
+    assert totals(summary) == (len(lines), len(lines), 0, 0, 0)
+
+
+def test_ordered_keeps_each_keys_file_order_in_the_stream_under_entry_failures(
+    tmp_path: Path, daemon_factory: Any, fake: FakeKinesis
+) -> None:
+    """ordered: true, 20 % entry failures: per partition key the stream holds the file's records in file order, once."""
+    skip_unless_accepted(tmp_path, fake, ORDERED)
+    lines = tweet_lines(4000, authors=40)
+    fake.set_faults(entry_failure_rate=0.2)
+    _, summary = deliver_all(daemon_factory, tmp_path, fake, lines, sink_extra=ORDERED)
+
+    expected: dict[str, list[bytes]] = {}
+    for line in lines:
+        expected.setdefault(json.loads(line)["data"]["author_id"], []).append(line)
+    assert fake.data_by_key() == expected
+    assert fake.stats().refused_entries.total() > 0
+    assert totals(summary) == (len(lines), len(lines), 0, 0, 0)
