@@ -36,6 +36,7 @@ STOP_TIMEOUT_S = FLUSH_DEADLINE_S + EXIT_MARGIN_S + 20
 FAST_RETRY = "  retry:\n    initial_backoff: 0.01\n    max_backoff: 0.1\n"
 DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "AKIAFAKEKINESIS00001", "AWS_SECRET_ACCESS_KEY": "fake-secret"}
 REASON_UNSENT = "unsent_at_shutdown"
+UNLIMITED_SHARDS = "  shard_limits:\n    records_per_second: 1000000\n    bytes_per_second: 1073741824\n    adaptive: false\n"
 
 
 @pytest.fixture
@@ -97,6 +98,14 @@ def check_config_refusal(tmp_path: Path, body: str) -> str | None:
     return None if out.returncode == 0 else (out.stdout + out.stderr).decode(errors="replace").strip()
 
 
+def unpaced(tmp_path: Path, fake: FakeKinesis) -> str:
+    """Sink lines lifting the engine's per-shard pacing where the daemon knows the key, else nothing: Kinesis's
+    1,000 records/s per shard, cut further at each injected throttle, would make these fault tests (whose fake
+    enforces no limit) take several times longer without changing what they prove."""
+    refusal = check_config_refusal(tmp_path, config_body(tmp_path / "tweets.jsonl", fake, sink_extra=UNLIMITED_SHARDS))
+    return UNLIMITED_SHARDS if refusal is None else ""
+
+
 def start(daemon_factory: Any, body: str) -> DaemonProcess:
     daemon: DaemonProcess = daemon_factory(body, embedded=False).start(DUMMY_AWS)
     daemon.wait_for_event("daemon_started", timeout=START_TIMEOUT_S)
@@ -147,7 +156,7 @@ def test_30_percent_entry_failures_every_record_in_the_stream_exactly_once(
     lines = tweet_lines(20_000)
     fake.set_faults(entry_failure_rate=0.3, entry_failure_code=THROTTLED)
     replay = write_lines(tmp_path / "tweets.jsonl", lines)
-    daemon = start(daemon_factory, config_body(replay, fake))
+    daemon = start(daemon_factory, config_body(replay, fake, sink_extra=unpaced(tmp_path, fake)))
     # Half-way the refusals change kind, so both codes meet the sink's retry path.
     assert fake.wait_until(lambda f: len(f.records()) >= len(lines) // 2, LAND_TIMEOUT_S)
     fake.set_faults(entry_failure_code=INTERNAL_FAILURE)
@@ -359,7 +368,7 @@ def test_ordered_keeps_each_keys_file_order_in_the_stream_under_entry_failures(
     skip_unless_accepted(tmp_path, fake, ORDERED)
     lines = tweet_lines(4000, authors=40)
     fake.set_faults(entry_failure_rate=0.2)
-    _, summary = deliver_all(daemon_factory, tmp_path, fake, lines, sink_extra=ORDERED)
+    _, summary = deliver_all(daemon_factory, tmp_path, fake, lines, sink_extra=ORDERED + unpaced(tmp_path, fake))
 
     expected: dict[str, list[bytes]] = {}
     for line in lines:
