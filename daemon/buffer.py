@@ -8,6 +8,7 @@ dropped: what a buffered record costs is its bytes, its key and origin, and the 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 from sinks.base import Entry
@@ -36,6 +37,7 @@ class RecordBuffer:
         self._bytes = 0
         self._blocked = 0  # producers waiting for room
         self._waiting_getters = 0  # the worker waiting for a first entry: notified only then
+        self._fill_target = 0  # entries the worker is gathering towards (0: not gathering)
         self._closed = False
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
@@ -73,9 +75,22 @@ class RecordBuffer:
                 return False
             items.append((entry, size))
             self._bytes += size
-            if self._waiting_getters:
+            if self._waiting_getters or (self._fill_target and len(items) >= self._fill_target):
                 self._not_empty.notify()
             return True
+
+    def _gather(self, wanted: int, fill_s: float) -> None:
+        """With the lock held: wait until `wanted` entries are in, the buffer is full, it closed, or `fill_s` passed."""
+        end = time.monotonic() + fill_s
+        self._fill_target = wanted
+        try:
+            while len(self._items) < wanted and not self._closed and not self._blocked:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._not_empty.wait(remaining)
+        finally:
+            self._fill_target = 0
 
     def _wait_for_room(self, size: int, stopping: threading.Event) -> bool:
         """With the lock held: wait until `size` fits; False once stopping or closed."""
@@ -83,6 +98,8 @@ class RecordBuffer:
         while items and (len(items) >= self.max_records or self._bytes + size > self.max_bytes):
             if stopping.is_set() or self._closed:
                 return False
+            if self._fill_target:  # a consumer gathering a chunk must not wait for room that will never come
+                self._not_empty.notify()
             self._blocked += 1
             try:
                 self._not_full.wait(_BLOCKED_PUT_RECHECK_S)
@@ -95,8 +112,10 @@ class RecordBuffer:
         taken = self.get_many(1, timeout)
         return taken[0] if taken else None
 
-    def get_many(self, max_entries: int, timeout: float) -> list[Entry]:
-        """Take up to `max_entries` of the oldest entries, waiting up to `timeout` seconds for a first one."""
+    def get_many(self, max_entries: int, timeout: float, fill_s: float = 0.0) -> list[Entry]:
+        """Take up to `max_entries` of the oldest entries, waiting up to `timeout` seconds for a first one and
+        then up to `fill_s` more for `max_entries` to gather: a consumer woken for every single record would
+        pay its per-batch work per record."""
         with self._lock:
             if not self._items and timeout > 0:
                 self._waiting_getters += 1
@@ -104,6 +123,8 @@ class RecordBuffer:
                     self._not_empty.wait(timeout)
                 finally:
                     self._waiting_getters -= 1
+            if fill_s > 0 and self._items and len(self._items) < max_entries:
+                self._gather(max_entries, fill_s)
             items = self._items
             taken: list[Entry] = []
             freed = 0
@@ -122,6 +143,7 @@ class RecordBuffer:
         with self._lock:
             self._closed = True
             self._not_full.notify_all()
+            self._not_empty.notify_all()  # a worker gathering a chunk takes what is there
 
     def drain(self) -> list[Entry]:
         """Take everything left (at shutdown, for accounting)."""

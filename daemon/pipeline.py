@@ -45,6 +45,9 @@ __all__ = [
 _IDLE_POLL_S = 0.2
 # Entries moved from the buffer into the sink at once: one lock round per chunk, not per record.
 _SUBMIT_CHUNK = 500
+# How long the worker lets a chunk gather once a first entry is in: small against the sink's own linger,
+# long enough that a fast source is moved in chunks rather than record by record.
+_SUBMIT_FILL_S = 0.005
 UNSENT_DETAIL = "not delivered before the shutdown deadline"
 
 
@@ -197,7 +200,10 @@ class SinkWorker:
         try:
             while True:
                 closing = self._closing.is_set()
-                entries = self.buffer.get_many(_SUBMIT_CHUNK, 0.0 if closing else _IDLE_POLL_S)
+                if closing:
+                    entries = self.buffer.get_many(_SUBMIT_CHUNK, 0.0)
+                else:
+                    entries = self.buffer.get_many(_SUBMIT_CHUNK, _IDLE_POLL_S, _SUBMIT_FILL_S)
                 if entries:
                     self._submit(entries)
                 elif closing:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sinks.base import Record, RecordRejected
-from sinks.kinesis.records import MAX_PARTITION_KEY_CHARS, EntryBuilder, key_fits
+from sinks.kinesis.records import MAX_PARTITION_KEY_CHARS, EntryBuilder, hash_key_of, key_fits
 
 PATHS = ["data.author_id", "user.id_str", "author_id"]
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -82,3 +82,12 @@ def test_a_string_key_is_kept_when_it_fits_and_hashed_whole_otherwise(key: str) 
         assert got == hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
         other = builder.build(Record(b"x", {"author_id": key + "!"}, "prop", "prop:1")).partition_key
         assert other != got
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.text(st.characters(codec="utf-8"), min_size=0, max_size=300))
+def test_the_fast_paths_agree_with_the_definitions(key: str) -> None:
+    """hash_key_of is MD5 of the UTF-8 key, big-endian, and key_fits' ASCII shortcut gives the counted answer."""
+    assert hash_key_of(key) == int.from_bytes(hashlib.md5(key.encode("utf-8"), usedforsecurity=False).digest(), "big")
+    units = len(key.encode("utf-16-le")) // 2
+    assert key_fits(key) == (0 < len(key) <= MAX_PARTITION_KEY_CHARS and units <= MAX_PARTITION_KEY_CHARS)
