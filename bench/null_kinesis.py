@@ -1,0 +1,440 @@
+"""A fast multi-shard Kinesis endpoint for the benchmark, meant to run in a process of its own.
+
+It answers DescribeStreamSummary, ListShards, PutRecords and PutRecord the way Kinesis does (JSON 1.1 over
+HTTP keep-alive), routes every entry by its ExplicitHashKey or MD5(partition key) to one of N shards of equal
+hash-key ranges and answers that shard's id with a 56-digit sequence number. It stores nothing: it counts
+what it accepted (Kinesis records, user records, bytes, PUT payload units) and what it throttled. For a record
+in the KPL aggregated format it counts the user records (field 3 of the protobuf) without deaggregating.
+
+With limits on, each shard takes at most `records_per_second` records and `bytes_per_second` bytes (data +
+partition key) over any rolling second; entries beyond are refused with ProvisionedThroughputExceededException
+inside a 200 answer, as Kinesis does.
+
+Control API for the bench driver (same port; Kinesis calls are POSTs to `/` with X-Amz-Target):
+- `GET /stats`: the counters as JSON;
+- `POST /reset` with an optional JSON body `{"limits": bool, "expect": N}`: zero the counters, switch the
+  limits, and mark the moment `expect` user records have been accepted;
+- `GET /wait?timeout=S`: block up to S seconds until that moment; answers the stats.
+
+    python -m bench.null_kinesis --shards 4 --port 0     # prints {"url": ...} on its first line
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import bisect
+import hashlib
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+try:  # orjson parses a 500-entry body several times faster; the endpoint must stay faster than the producers
+    import orjson
+
+    _loads: Callable[[bytes], Any] = orjson.loads
+    _dumps: Callable[[Any], bytes] = orjson.dumps
+except ImportError:  # pragma: no cover - depends on the environment
+    _loads = json.loads
+
+    def _dumps(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+DEFAULT_SHARDS = 4
+STREAM = "bench-Stream"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+MAX_HASH_KEY = 2**128 - 1
+# Kinesis's write limits per shard (API reference), enforced only with limits on.
+SHARD_RECORDS_PER_S = 1000
+SHARD_BYTES_PER_S = 1024 * 1024
+LIMIT_WINDOW_S = 1.0
+# Billing: a PUT payload unit is a 25 KB chunk of a record (data + partition key); the pricing page counts
+# KB as 1,024 bytes ("rounded up to the nearest 1 KB (1,024 bytes)"), so 25,600 bytes a unit.
+PUT_PAYLOAD_UNIT_BYTES = 25 * 1024
+KPL_MAGIC = b"\xf3\x89\x9a\xc2"
+# base64 of the magic's first bytes: 3 bytes -> "84ma", the 4th byte's top 6 bits -> "w". A record whose
+# base64 does not start so is not an aggregate, and is never decoded.
+_KPL_MAGIC_B64 = "84maw"
+_KPL_MD5_BYTES = 16
+_PROTOBUF_RECORDS_FIELD = 3
+_WIRE_VARINT, _WIRE_FIXED64, _WIRE_LENGTH, _WIRE_FIXED32 = 0, 1, 2, 5
+# Sequence numbers as long as Kinesis's, so clients parse answers of a realistic size.
+_SEQUENCE_BASE = 49_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
+THROTTLE_CODE = "ProvisionedThroughputExceededException"
+CONTENT_TYPE = "application/x-amz-json-1.1"
+
+
+def count_kpl_records(blob: bytes) -> int | None:
+    """User records in a KPL aggregate (magic, AggregatedRecord protobuf, MD5 of it), or None when `blob` is
+    not a well-formed aggregate (no magic, a bad MD5, a protobuf that does not parse): it is then one record."""
+    if len(blob) < len(KPL_MAGIC) + _KPL_MD5_BYTES or not blob.startswith(KPL_MAGIC):
+        return None
+    body = blob[len(KPL_MAGIC) : -_KPL_MD5_BYTES]
+    if hashlib.md5(body, usedforsecurity=False).digest() != blob[-_KPL_MD5_BYTES:]:
+        return None
+    count, position, end = 0, 0, len(body)
+    while position < end:
+        key, position = _varint(body, position)
+        if position < 0:
+            return None
+        field, wire = key >> 3, key & 7
+        if wire == _WIRE_LENGTH:
+            length, position = _varint(body, position)
+            if position < 0 or position + length > end:
+                return None
+            position += length
+            count += field == _PROTOBUF_RECORDS_FIELD
+        elif wire == _WIRE_VARINT:
+            _, position = _varint(body, position)
+            if position < 0:
+                return None
+        elif wire in (_WIRE_FIXED64, _WIRE_FIXED32):
+            position += 8 if wire == _WIRE_FIXED64 else 4
+            if position > end:
+                return None
+        else:
+            return None
+    return count
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    """(value, next position), or (0, -1) when the varint runs past the end or over 10 bytes."""
+    value, shift, end = 0, 0, len(data)
+    while position < end and shift < 70:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+    return 0, -1
+
+
+def decoded_length(data_b64: str) -> int:
+    """Bytes a base64 string decodes to, without decoding it."""
+    length = len(data_b64)
+    if length == 0:
+        return 0
+    padding = (data_b64[-1] == "=") + (length > 1 and data_b64[-2] == "=")
+    return length * 3 // 4 - padding
+
+
+def put_payload_units(size: int) -> int:
+    """PUT payload units one Kinesis record of `size` bytes (data + partition key) costs."""
+    return max(1, -(-size // PUT_PAYLOAD_UNIT_BYTES))
+
+
+class Shards:
+    """N open shards splitting the hash-key space evenly, with rolling-second write windows."""
+
+    def __init__(self, count: int) -> None:
+        step = (MAX_HASH_KEY + 1) // count
+        self.starts = [i * step for i in range(count)]
+        self.ids = [f"shardId-{i:012d}" for i in range(count)]
+        self.ends = [*(s - 1 for s in self.starts[1:]), MAX_HASH_KEY]
+        self.sequence = [0] * count
+        # Per shard: (time, records, bytes) of what each request put there, and their running sums.
+        self.window: list[deque[tuple[float, int, int]]] = [deque() for _ in range(count)]
+        self.window_records = [0] * count
+        self.window_bytes = [0] * count
+
+    def route(self, partition_key: str, explicit_hash_key: str | None) -> int:
+        if explicit_hash_key is not None:
+            hash_key = int(explicit_hash_key)
+        else:
+            hash_key = int.from_bytes(hashlib.md5(partition_key.encode(), usedforsecurity=False).digest(), "big")
+        return bisect.bisect_right(self.starts, hash_key) - 1
+
+    def expire(self, now: float) -> None:
+        for index, window in enumerate(self.window):
+            while window and window[0][0] <= now - LIMIT_WINDOW_S:
+                _, records, size = window.popleft()
+                self.window_records[index] -= records
+                self.window_bytes[index] -= size
+
+    def next_sequence(self, shard: int) -> str:
+        self.sequence[shard] += 1
+        return f"{_SEQUENCE_BASE + shard * 10**30 + self.sequence[shard]:056d}"
+
+
+class Stats:
+    """What the endpoint accepted and refused since the last reset (guarded by NullKinesis.lock)."""
+
+    def __init__(self, shards: int) -> None:
+        self.requests: dict[str, int] = {}
+        self.kinesis_records = 0
+        self.user_records = 0
+        self.aggregates = 0
+        self.bytes = 0
+        self.put_payload_units = 0
+        self.throttled_entries = 0
+        self.throttled_user_records = 0
+        self.per_shard = [0] * shards
+        self.first_accepted_at: float | None = None
+        self.last_accepted_at: float | None = None
+        self.reached_at: float | None = None
+        # Accepted per whole second since the first accepted entry: [kinesis records, user records, bytes].
+        self.seconds: list[list[int]] = []
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "kinesis_records": self.kinesis_records,
+            "user_records": self.user_records,
+            "aggregates": self.aggregates,
+            "bytes": self.bytes,
+            "put_payload_units": self.put_payload_units,
+            "throttled_entries": self.throttled_entries,
+            "throttled_user_records": self.throttled_user_records,
+            "per_shard": list(self.per_shard),
+            "first_accepted_at": self.first_accepted_at,
+            "last_accepted_at": self.last_accepted_at,
+            "reached_at": self.reached_at,
+            "seconds": [list(s) for s in self.seconds],
+        }
+
+
+class NullKinesis:
+    """The endpoint's state; `serve()` runs the HTTP server on 127.0.0.1 (port 0 = ephemeral)."""
+
+    def __init__(
+        self, shards: int = DEFAULT_SHARDS, *, limits: bool = False, port: int = 0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.shard_count = shards
+        # CLOCK_MONOTONIC is system-wide on Linux: the driver compares these times with its own.
+        self.clock = clock
+        self.limits = limits
+        self.lock = threading.Lock()
+        self.reached = threading.Event()
+        self.expect: int | None = None
+        self.shards = Shards(shards)
+        self.stats = Stats(shards)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self.server.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def reset(self, limits: bool | None, expect: int | None) -> None:
+        with self.lock:
+            if limits is not None:
+                self.limits = limits
+            self.expect = expect
+            self.reached.clear()
+            self.shards = Shards(self.shard_count)
+            self.stats = Stats(self.shard_count)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            answer = self.stats.as_dict()
+        answer.update(shards=self.shard_count, limits=self.limits, expect=self.expect, now=self.clock())
+        return answer
+
+    def put(self, entries: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """Accept or throttle each entry; the answer's entries in request order."""
+        results: list[dict[str, str]] = []
+        with self.lock:
+            now = self.clock()
+            shards, stats, limits = self.shards, self.stats, self.limits
+            if limits:
+                shards.expire(now)
+            taken_records = [0] * self.shard_count
+            taken_bytes = [0] * self.shard_count
+            accepted = users = size_total = units = 0
+            for entry in entries:
+                key = entry["PartitionKey"]
+                data = entry["Data"]
+                shard = shards.route(key, entry.get("ExplicitHashKey"))
+                size = decoded_length(data) + len(key.encode())
+                counted = None
+                if data.startswith(_KPL_MAGIC_B64):
+                    try:
+                        counted = count_kpl_records(base64.b64decode(data))
+                    except (binascii.Error, ValueError):
+                        counted = None
+                members = 1 if counted is None else counted
+                if limits and (
+                    shards.window_records[shard] + taken_records[shard] + 1 > SHARD_RECORDS_PER_S
+                    or shards.window_bytes[shard] + taken_bytes[shard] + size > SHARD_BYTES_PER_S
+                ):
+                    stats.throttled_entries += 1
+                    stats.throttled_user_records += members
+                    results.append(
+                        {
+                            "ErrorCode": THROTTLE_CODE,
+                            "ErrorMessage": f"Rate exceeded for shard {shards.ids[shard]} in stream {STREAM} "
+                            f"under account {ACCOUNT}.",
+                        }
+                    )
+                    continue
+                taken_records[shard] += 1
+                taken_bytes[shard] += size
+                accepted += 1
+                users += members
+                size_total += size
+                units += put_payload_units(size)
+                stats.aggregates += counted is not None
+                stats.per_shard[shard] += 1
+                results.append({"SequenceNumber": shards.next_sequence(shard), "ShardId": shards.ids[shard]})
+            if limits:
+                for shard in range(self.shard_count):
+                    if taken_records[shard]:
+                        shards.window[shard].append((now, taken_records[shard], taken_bytes[shard]))
+                        shards.window_records[shard] += taken_records[shard]
+                        shards.window_bytes[shard] += taken_bytes[shard]
+            if accepted:
+                self._count(now, accepted, users, size_total, units)
+        return results
+
+    def _count(self, now: float, accepted: int, users: int, size: int, units: int) -> None:
+        stats = self.stats
+        if stats.first_accepted_at is None:
+            stats.first_accepted_at = now
+        stats.last_accepted_at = now
+        stats.kinesis_records += accepted
+        stats.user_records += users
+        stats.bytes += size
+        stats.put_payload_units += units
+        second = int(now - stats.first_accepted_at)
+        while len(stats.seconds) <= second:
+            stats.seconds.append([0, 0, 0])
+        bucket = stats.seconds[second]
+        bucket[0] += accepted
+        bucket[1] += users
+        bucket[2] += size
+        if self.expect is not None and stats.reached_at is None and stats.user_records >= self.expect:
+            stats.reached_at = now
+            self.reached.set()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "StreamDescriptionSummary": {
+                "StreamName": STREAM,
+                "StreamARN": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{STREAM}",
+                "StreamStatus": "ACTIVE",
+                "StreamModeDetails": {"StreamMode": "PROVISIONED"},
+                "RetentionPeriodHours": 24,
+                "StreamCreationTimestamp": 1764590400.0,
+                "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+                "EncryptionType": "NONE",
+                "OpenShardCount": self.shard_count,
+                "ConsumerCount": 0,
+            }
+        }
+
+    def list_shards(self) -> dict[str, Any]:
+        shards = self.shards
+        return {
+            "Shards": [
+                {
+                    "ShardId": shards.ids[i],
+                    "HashKeyRange": {"StartingHashKey": str(shards.starts[i]), "EndingHashKey": str(shards.ends[i])},
+                    "SequenceNumberRange": {"StartingSequenceNumber": f"{_SEQUENCE_BASE + i * 10**30:056d}"},
+                }
+                for i in range(self.shard_count)
+            ]
+        }
+
+    def serve(self, poll_interval: float = 0.5) -> None:
+        self.server.serve_forever(poll_interval)
+
+
+def _handler(owner: NullKinesis) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without this, delayed ACKs add ~40 ms a request.
+        disable_nagle_algorithm = True
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            return
+
+        def _answer(self, status: int, value: Any) -> None:
+            data = _dumps(value)
+            self.send_response(status)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> bytes:
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/stats":
+                self._answer(200, owner.snapshot())
+            elif url.path == "/wait":
+                timeout = float(parse_qs(url.query).get("timeout", ["1"])[0])
+                owner.reached.wait(timeout)
+                self._answer(200, owner.snapshot())
+            else:
+                self._answer(404, {"message": f"no such path {url.path}"})
+
+        def do_POST(self) -> None:
+            raw = self._body()
+            target = self.headers.get("X-Amz-Target")
+            if target is None:
+                if self.path == "/reset":
+                    options = json.loads(raw or b"{}")
+                    owner.reset(options.get("limits"), options.get("expect"))
+                    self._answer(200, {"reset": True})
+                else:
+                    self._answer(404, {"message": f"no such path {self.path}"})
+                return
+            operation = target.rsplit(".", 1)[-1]
+            with owner.lock:
+                requests = owner.stats.requests
+                requests[operation] = requests.get(operation, 0) + 1
+            try:
+                body = _loads(raw)
+            except ValueError:
+                self._answer(400, {"__type": "SerializationException", "message": "the body is not JSON"})
+                return
+            if operation == "PutRecords":
+                results = owner.put(body["Records"])
+                failed = sum("ErrorCode" in r for r in results)
+                self._answer(200, {"FailedRecordCount": failed, "Records": results})
+            elif operation == "PutRecord":
+                (result,) = owner.put([body])
+                if "ErrorCode" in result:
+                    self._answer(400, {"__type": result["ErrorCode"], "message": result["ErrorMessage"]})
+                else:
+                    self._answer(200, result)
+            elif operation == "DescribeStreamSummary":
+                self._answer(200, owner.describe())
+            elif operation == "ListShards":
+                self._answer(200, owner.list_shards())
+            else:
+                self._answer(400, {"__type": "UnknownOperationException", "message": f"{operation} is not served"})
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS)
+    parser.add_argument("--port", type=int, default=0, help="0 = an ephemeral port")
+    parser.add_argument("--limits", action="store_true", help="enforce the per-shard write limits from the start")
+    args = parser.parse_args(argv)
+    endpoint = NullKinesis(args.shards, limits=args.limits, port=args.port)
+    # The driver reads the URL from the first line; flushed at once, since stdout is a pipe.
+    print(json.dumps({"url": endpoint.url, "orjson": _loads is not json.loads}), flush=True)
+    try:
+        endpoint.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        endpoint.server.server_close()
+
+
+if __name__ == "__main__":
+    main()
