@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.kinesis_cases import REGION, STREAM, tweets_file
+from bench.kinesis_cases import REGION, STREAM, shard_shares, tweets_file
 from bench.kinesis_report import write_throttled, write_throughput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +80,7 @@ class CaseResult:
     ok: bool = False
     error: str = ""
     seconds: float = 0.0
+    first_record_s: float = 0.0  # from spawn to the first accepted record: start-up, roughly
     cpu_s: float = 0.0
     peak_rss_mib: float = 0.0  # VmHWM
     maxrss_mib: float = 0.0  # wait4's ru_maxrss, kept for reference
@@ -289,6 +290,8 @@ def run_case(endpoint: Endpoint, work: Path, case: str, tweets: Path, records: i
     finally:
         child.stop()
     result.stats = endpoint.stats()
+    if result.stats["first_accepted_at"] is not None:
+        result.first_record_s = result.stats["first_accepted_at"] - started
     _measure(child, result)
     if result.ok and child.status not in (0, -signal.SIGTERM):
         result.ok, result.error = False, f"delivered everything but exited {child.status}: {child.first_error()}"
@@ -360,7 +363,8 @@ def _print_throughput(results: list[CaseResult]) -> None:
         if r.ok:
             print(
                 f"{r.case:18} {r.records:>8,} rec {r.rate:>10,.0f} rec/s {r.cpu_per_100k:6.2f} CPU s/100k "
-                f"{r.peak_rss_mib:6.0f} MiB {r.stats['put_payload_units']:>9,} PUT units",
+                f"{r.peak_rss_mib:6.0f} MiB {r.stats['put_payload_units']:>9,} PUT units; first record after "
+                f"{r.first_record_s:.2f} s; endpoint CPU {r.stats['endpoint_cpu_s']:.1f} s",
                 flush=True,
             )
         else:
@@ -387,12 +391,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.throttled:
         # Enough for the whole run at the record limit (the byte limit lets fewer ~1 KB tweets through).
         records = max(records, SHARDS * SHARD_RECORDS_PER_S * (THROTTLED_WARMUP_S + THROTTLED_WINDOW_S + THROTTLED_SLACK_S))
-    tweets, average = tweets_file(work / "tweets.jsonl", records)
+    tweets, average = tweets_file(work / "tweets.jsonl", records, spread_keys=args.throttled)
+    shares = shard_shares(tweets, SHARDS)
     endpoint = Endpoint(SHARDS)
     print(f"endpoint {endpoint.url} (orjson: {endpoint.orjson}); {records:,} tweets of {average:,.0f} bytes on average; "
           f"work dir {work}", flush=True)  # fmt: skip
     command = "python -m bench.kinesis " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
-    report: dict[str, Any] = {"command": command, "records": records, "average_bytes": average, "orjson": endpoint.orjson}
+    report: dict[str, Any] = {
+        "command": command,
+        "records": records,
+        "average_bytes": average,
+        "orjson": endpoint.orjson,
+        "shard_shares": shares,
+        "spread_keys": args.throttled,
+    }
+    print(f"records per shard: {', '.join(f'{100 * s:.1f} %' for s in shares)}", flush=True)
     try:
         if args.throttled:
             throttled = [run_throttled(endpoint, work, case, tweets, records) for case in cases]

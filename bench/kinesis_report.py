@@ -28,6 +28,10 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")[:MAX_ERROR_CHARS]
 
 
+def _shares(shares: list[float]) -> str:
+    return " / ".join(f"{100 * share:.1f} %" for share in shares)
+
+
 def _verdict(met: bool) -> str:
     return "met" if met else "**missed**"
 
@@ -45,15 +49,18 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
         "system time of the process and its threads (`os.wait4`), peak RSS its VmHWM (`ru_maxrss` would include "
         "the driver's). PUT payload units: "
         "each Kinesis record costs ceil((data + partition key) / 25,600 bytes) (25 KB, KB = 1,024 bytes as on "
-        "the pricing page). 2-core machine, shared with other work during the run: only same-run ratios compare.",
+        "the pricing page). Records per shard (MD5 of `data.author_id`): "
+        f'{_shares(report["shard_shares"])}. "first record after": from spawn to the first record the endpoint '
+        "took (start-up). \"Endpoint CPU\": the endpoint's own, near the case's time would mean it bounds the case. "
+        "2-core machine, shared with other work during the run: only same-run ratios compare.",
         "",
         "| case | records | records/s | × boto3 loop | CPU s per 100k | × boto3 loop | peak RSS (MiB) "
-        "| Kinesis records per 100k | PUT payload units per 100k |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Kinesis records per 100k | PUT payload units per 100k | first record after (s) | endpoint CPU (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if not r.ok:
-            lines.append(f"| {r.case} | failed: {_cell(r.error)} | | | | | | | |")
+            lines.append(f"| {r.case} | failed: {_cell(r.error)} | | | | | | | | | |")
             continue
         rate_x = f"{r.rate / base.rate:.2f}×" if base else "–"
         cpu_x = f"{r.cpu_per_100k / base.cpu_per_100k:.2f}×" if base and base.cpu_per_100k else "–"
@@ -61,7 +68,8 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
         units = r.stats["put_payload_units"] * PER / r.records
         lines.append(
             f"| {r.case} | {r.records:,} | {r.rate:,.0f} | {rate_x} | {r.cpu_per_100k:.2f} | {cpu_x} "
-            f"| {r.peak_rss_mib:.0f} | {kinesis:,.0f} | {units:,.0f} |"
+            f"| {r.peak_rss_mib:.0f} | {kinesis:,.0f} | {units:,.0f} | {r.first_record_s:.2f} "
+            f"| {r.stats.get('endpoint_cpu_s', 0.0):.1f} |"
         )
     lines += ["", *_throughput_verdicts(by_case), ""]
     return lines
@@ -119,7 +127,10 @@ def throttled_lines(command: str, report: dict[str, Any], results: list[Throttle
         f"`{command.strip()}` — one run; the null endpoint enforces Kinesis's write limits on each of its 4 shards "
         "(1,000 records/s and 1 MiB/s over any rolling second; entries beyond are refused with "
         "ProvisionedThroughputExceededException in a 200 answer). Each case runs in its own process on the same "
-        f"{report['records']:,} tweets ({report['average_bytes']:,.0f} bytes on average) and is measured over "
+        f"{report['records']:,} tweets ({report['average_bytes']:,.0f} bytes on average), each with an author of "
+        f"its own so that the keys spread evenly (records per shard: {_shares(report['shard_shares'])}; the "
+        "sample's 240 authors would put about 31 % on one shard and cap any in-order producer near 80 % of the "
+        f"capacity), and is measured over "
         f"{window} s, from 2 s after its first accepted record. Goodput: accepted in the window as % of the "
         "4 shards' capacity (Kinesis records against 4 × 1,000/s or bytes against 4 × 1 MiB/s, whichever binds: "
         "the larger share). Throttled attempts per record: throttled entries per accepted Kinesis record over the "
