@@ -67,8 +67,7 @@ _KPL_MAGIC_B64 = "84maw"
 _KPL_MD5_BYTES = 16
 _PROTOBUF_RECORDS_FIELD = 3
 _WIRE_VARINT, _WIRE_FIXED64, _WIRE_LENGTH, _WIRE_FIXED32 = 0, 1, 2, 5
-# Sequence numbers as long as Kinesis's, so clients parse answers of a realistic size.
-_SEQUENCE_BASE = 49_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
+_MAX_CACHED_ROUTES = 500_000
 THROTTLE_CODE = "ProvisionedThroughputExceededException"
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
@@ -142,6 +141,10 @@ class Shards:
         self.ids = [f"shardId-{i:012d}" for i in range(count)]
         self.ends = [*(s - 1 for s in self.starts[1:]), MAX_HASH_KEY]
         self.sequence = [0] * count
+        # 35 digits naming the shard, then a 21-digit counter: formatting a small int is cheap, a 56-digit one not.
+        self.sequence_prefix = [f"49{i:033d}" for i in range(count)]
+        # Partition key -> shard: the same authors come back all the time; bounded for keys that never repeat.
+        self.routes: dict[str, int] = {}
         # Per shard: (time, records, bytes) of what each request put there, and their running sums.
         self.window: list[deque[tuple[float, int, int]]] = [deque() for _ in range(count)]
         self.window_records = [0] * count
@@ -149,10 +152,15 @@ class Shards:
 
     def route(self, partition_key: str, explicit_hash_key: str | None) -> int:
         if explicit_hash_key is not None:
-            hash_key = int(explicit_hash_key)
-        else:
+            return bisect.bisect_right(self.starts, int(explicit_hash_key)) - 1
+        shard = self.routes.get(partition_key)
+        if shard is None:
             hash_key = int.from_bytes(hashlib.md5(partition_key.encode(), usedforsecurity=False).digest(), "big")
-        return bisect.bisect_right(self.starts, hash_key) - 1
+            shard = bisect.bisect_right(self.starts, hash_key) - 1
+            if len(self.routes) >= _MAX_CACHED_ROUTES:
+                self.routes.clear()
+            self.routes[partition_key] = shard
+        return shard
 
     def expire(self, now: float) -> None:
         for index, window in enumerate(self.window):
@@ -163,7 +171,7 @@ class Shards:
 
     def next_sequence(self, shard: int) -> str:
         self.sequence[shard] += 1
-        return f"{_SEQUENCE_BASE + shard * 10**30 + self.sequence[shard]:056d}"
+        return f"{self.sequence_prefix[shard]}{self.sequence[shard]:021d}"
 
 
 class Stats:
@@ -268,11 +276,12 @@ class NullKinesis:
                 shards.expire(now)
             taken_records = [0] * self.shard_count
             taken_bytes = [0] * self.shard_count
-            accepted = users = size_total = units = 0
+            accepted = users = size_total = units = aggregates = 0
+            route, next_sequence, ids = shards.route, shards.next_sequence, shards.ids
             for entry in entries:
                 key = entry["PartitionKey"]
                 data = entry["Data"]
-                shard = shards.route(key, entry.get("ExplicitHashKey"))
+                shard = route(key, entry.get("ExplicitHashKey"))
                 size = decoded_length(data) + len(key.encode())
                 counted = None
                 if data.startswith(_KPL_MAGIC_B64):
@@ -290,26 +299,26 @@ class NullKinesis:
                     results.append(
                         {
                             "ErrorCode": THROTTLE_CODE,
-                            "ErrorMessage": f"Rate exceeded for shard {shards.ids[shard]} in stream {STREAM} "
-                            f"under account {ACCOUNT}.",
+                            "ErrorMessage": f"Rate exceeded for shard {ids[shard]} in stream {STREAM} under account {ACCOUNT}.",
                         }
                     )
                     continue
                 taken_records[shard] += 1
                 taken_bytes[shard] += size
-                accepted += 1
                 users += members
                 size_total += size
                 units += put_payload_units(size)
-                stats.aggregates += counted is not None
-                stats.per_shard[shard] += 1
-                results.append({"SequenceNumber": shards.next_sequence(shard), "ShardId": shards.ids[shard]})
-            if limits:
-                for shard in range(self.shard_count):
-                    if taken_records[shard]:
+                aggregates += counted is not None
+                results.append({"SequenceNumber": next_sequence(shard), "ShardId": ids[shard]})
+            for shard in range(self.shard_count):
+                if taken_records[shard]:
+                    accepted += taken_records[shard]
+                    stats.per_shard[shard] += taken_records[shard]
+                    if limits:
                         shards.window[shard].append((now, taken_records[shard], taken_bytes[shard]))
                         shards.window_records[shard] += taken_records[shard]
                         shards.window_bytes[shard] += taken_bytes[shard]
+            stats.aggregates += aggregates
             if accepted:
                 self._count(now, accepted, users, size_total, units)
         return results
@@ -357,7 +366,8 @@ class NullKinesis:
                 {
                     "ShardId": shards.ids[i],
                     "HashKeyRange": {"StartingHashKey": str(shards.starts[i]), "EndingHashKey": str(shards.ends[i])},
-                    "SequenceNumberRange": {"StartingSequenceNumber": f"{_SEQUENCE_BASE + i * 10**30:056d}"},
+                    # 56 digits, as long as Kinesis's, so clients parse answers of a realistic size.
+                    "SequenceNumberRange": {"StartingSequenceNumber": f"{shards.sequence_prefix[i]}{0:021d}"},
                 }
                 for i in range(self.shard_count)
             ]
