@@ -295,6 +295,7 @@ def run_case(endpoint: Endpoint, work: Path, case: str, tweets: Path, records: i
     _measure(child, result)
     if result.ok and child.status not in (0, -signal.SIGTERM):
         result.ok, result.error = False, f"delivered everything but exited {child.status}: {child.first_error()}"
+    result.error = result.error.replace(f"{work}/", "")  # the temp dir's name says nothing
     return result
 
 
@@ -333,7 +334,7 @@ def run_throttled(endpoint: Endpoint, work: Path, case: str, tweets: Path, recor
             if stats["reached_at"] is not None:
                 break
             if child.exited() or time.monotonic() - started > DEFAULT_CASE_TIMEOUT_S:
-                result.error = f"no record accepted (exit {child.status}): {child.first_error()}"
+                result.error = f"no record accepted (exit {child.status}): {child.first_error()}".replace(f"{work}/", "")
                 return result
         end_at = stats["reached_at"] + THROTTLED_WARMUP_S + THROTTLED_WINDOW_S + 0.5
         while time.monotonic() < end_at and not child.exited():
@@ -344,6 +345,7 @@ def run_throttled(endpoint: Endpoint, work: Path, case: str, tweets: Path, recor
         child.stop()
     result.stats = stats
     _measure(child, result)
+    result.error = result.error.replace(f"{work}/", "")
     seconds = stats["seconds"][THROTTLED_WARMUP_S : THROTTLED_WARMUP_S + THROTTLED_WINDOW_S]
     if len(seconds) < THROTTLED_WINDOW_S:
         result.error = f"ran out after {len(stats['seconds'])}s (exit {child.status}): {child.first_error()}"
@@ -404,27 +406,31 @@ def main(argv: list[str] | None = None) -> int:
         "orjson": endpoint.orjson,
         "shard_shares": shares,
         "spread_keys": args.throttled,
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg()[0],
     }
     print(f"records per shard: {', '.join(f'{100 * s:.1f} %' for s in shares)}", flush=True)
+    throttled: list[ThrottledResult] = []
+    results: list[CaseResult] = []
     try:
         if args.throttled:
             throttled = [run_throttled(endpoint, work, case, tweets, records) for case in cases]
             for t in throttled:
                 print(json.dumps({k: v for k, v in asdict(t).items() if k != "stats"}), flush=True)
             report["throttled"] = [asdict(t) for t in throttled]
-            if args.write:
-                write_throttled(REPO / "docs" / "benchmarks.md", command, report, throttled)
         else:
-            results = []
             for case in cases:
                 count = min(records, args.sample_records) if case == "aws-sample" else records
                 results.append(run_case(endpoint, work, case, tweets, count, args.timeout))
                 _print_throughput(results[-1:])
             report["throughput"] = [asdict(r) for r in results]
-            if args.write:
-                write_throughput(REPO / "docs" / "benchmarks.md", command, report, results)
     finally:
         endpoint.stop()
+    report["load_after"] = os.getloadavg()[0]
+    if args.write and args.throttled:
+        write_throttled(REPO / "docs" / "benchmarks.md", command, report, throttled)
+    elif args.write:
+        write_throughput(REPO / "docs" / "benchmarks.md", command, report, results)
     (work / "results.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     print(f"results: {work / 'results.json'}", flush=True)
     return 0

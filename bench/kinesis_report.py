@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +23,30 @@ TARGET_THROTTLED_PER_RECORD = 0.05
 MIB = 1024**2
 MAX_ERROR_CHARS = 200
 PER = 100_000
+WRAP_WIDTH = 110
 
 
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")[:MAX_ERROR_CHARS]
+
+
+def _machine(report: dict[str, Any]) -> str:
+    return (
+        f"Machine: {report.get('cpus')} CPUs, load average {report.get('load_before', 0):.1f} when the run started and "
+        f"{report.get('load_after', 0):.1f} when it ended (other work ran beside it): absolute figures move with "
+        "that; compare the ratios of one run."
+    )
+
+
+def _wrap(lines: list[str]) -> list[str]:
+    """Paragraphs wrapped for a readable diff; table rows, headings and list items kept whole."""
+    out: list[str] = []
+    for line in lines:
+        if line.startswith(("|", "#", "- ")) or len(line) <= WRAP_WIDTH:
+            out.append(line)
+        else:
+            out.extend(textwrap.wrap(line, WRAP_WIDTH, break_long_words=False, break_on_hyphens=False))
+    return out
 
 
 def _shares(shares: list[float]) -> str:
@@ -52,7 +73,7 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
         "the pricing page). Records per shard (MD5 of `data.author_id`): "
         f'{_shares(report["shard_shares"])}. "first record after": from spawn to the first record the endpoint '
         "took (start-up). \"Endpoint CPU\": the endpoint's own, near the case's time would mean it bounds the case. "
-        "2-core machine, shared with other work during the run: only same-run ratios compare.",
+        f"{_machine(report)}",
         "",
         "| case | records | records/s | × boto3 loop | CPU s per 100k | × boto3 loop | peak RSS (MiB) "
         "| Kinesis records per 100k | PUT payload units per 100k | first record after (s) | endpoint CPU (s) |",
@@ -135,7 +156,8 @@ def throttled_lines(command: str, report: dict[str, Any], results: list[Throttle
         "4 shards' capacity (Kinesis records against 4 × 1,000/s or bytes against 4 × 1 MiB/s, whichever binds: "
         "the larger share). Throttled attempts per record: throttled entries per accepted Kinesis record over the "
         "whole run (for aggregates: aggregates refused per aggregate accepted; the user records they carried per "
-        "user record delivered in the last column). The boto3 loop re-sends failed entries at once, without backoff.",
+        "user record delivered in the last column). The boto3 loop re-sends failed entries at once, without backoff. "
+        f"{_machine(report)}",
         "",
         "| case | goodput (% of capacity) | binds | user records/s | throttled attempts per record "
         "| throttled user records per user record | CPU s | peak RSS (MiB) |",
@@ -164,11 +186,11 @@ def throttled_lines(command: str, report: dict[str, Any], results: list[Throttle
 
 
 def write_throughput(path: Path, command: str, report: dict[str, Any], results: list[CaseResult]) -> None:
-    replace_section(path, THROUGHPUT_HEADING, "\n".join(throughput_lines(command, report, results)))
+    replace_section(path, THROUGHPUT_HEADING, "\n".join(_wrap(throughput_lines(command, report, results))))
 
 
 def write_throttled(path: Path, command: str, report: dict[str, Any], results: list[ThrottledResult]) -> None:
-    replace_section(path, THROTTLED_HEADING, "\n".join(throttled_lines(command, report, results)))
+    replace_section(path, THROTTLED_HEADING, "\n".join(_wrap(throttled_lines(command, report, results))))
 
 
 def replace_section(path: Path, heading: str, text: str) -> None:
