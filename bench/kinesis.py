@@ -308,6 +308,7 @@ class ThrottledResult:
     records_pct: float = 0.0  # Kinesis records accepted in the window, % of 4 x 1,000/s
     bytes_pct: float = 0.0  # bytes accepted in the window, % of 4 x 1 MiB/s
     user_records_per_s: float = 0.0
+    requests_per_s: float = 0.0  # PutRecords calls a second, whole run: a producer's own pace shows here
     throttled_per_record: float = 0.0  # throttled entries per accepted Kinesis record, whole run
     throttled_user_per_user: float = 0.0  # user records inside throttled entries per accepted user record
     cpu_s: float = 0.0
@@ -355,6 +356,8 @@ def run_throttled(endpoint: Endpoint, work: Path, case: str, tweets: Path, recor
     result.records_pct = 100 * sum(s[0] for s in seconds) / (window * SHARDS * SHARD_RECORDS_PER_S)
     result.bytes_pct = 100 * sum(s[2] for s in seconds) / (window * SHARDS * SHARD_BYTES_PER_S)
     result.user_records_per_s = sum(s[1] for s in seconds) / window
+    elapsed = max(1e-9, stats["now"] - stats["first_accepted_at"])
+    result.requests_per_s = sum(stats["requests"].get(op, 0) for op in ("PutRecords", "PutRecord")) / elapsed
     result.throttled_per_record = stats["throttled_entries"] / max(1, stats["kinesis_records"])
     result.throttled_user_per_user = stats["throttled_user_records"] / max(1, stats["user_records"])
     return result

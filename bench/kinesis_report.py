@@ -160,17 +160,17 @@ def throttled_lines(command: str, report: dict[str, Any], results: list[Throttle
         f"{_machine(report)}",
         "",
         "| case | goodput (% of capacity) | binds | user records/s | throttled attempts per record "
-        "| throttled user records per user record | CPU s | peak RSS (MiB) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| throttled user records per user record | requests/s | CPU s | peak RSS (MiB) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if not r.ok:
-            lines.append(f"| {r.case} | failed: {_cell(r.error)} | | | | | | |")
+            lines.append(f"| {r.case} | failed: {_cell(r.error)} | | | | | | | |")
             continue
         binds = "bytes" if r.bytes_pct >= r.records_pct else "records"
         lines.append(
             f"| {r.case} | {r.capacity_pct:.1f} % | {binds} | {r.user_records_per_s:,.0f} | {r.throttled_per_record:.3f} "
-            f"| {r.throttled_user_per_user:.3f} | {r.cpu_s:.1f} | {r.peak_rss_mib:.0f} |"
+            f"| {r.throttled_user_per_user:.3f} | {r.requests_per_s:.1f} | {r.cpu_s:.1f} | {r.peak_rss_mib:.0f} |"
         )
     verdicts = []
     for r in results:
