@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.kinesis_cases import REGION, STREAM, shard_shares, tweets_file
+from bench.kinesis_profile import Sampler, pyspy, summarise
 from bench.kinesis_report import write_throttled, write_throughput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -264,16 +265,23 @@ def _measure(child: Child, result: CaseResult | ThrottledResult) -> None:
         result.maxrss_mib = child.rusage.ru_maxrss / KIB  # KiB on Linux; inflated by the driver's, see sample_rss
 
 
-def run_case(endpoint: Endpoint, work: Path, case: str, tweets: Path, records: int, timeout_s: float) -> CaseResult:
-    """Spawn the case, wait until the endpoint counted `records` user records, stop it, measure it."""
+def run_case(
+    endpoint: Endpoint, work: Path, case: str, tweets: Path, records: int, timeout_s: float, profile_to: Path | None = None
+) -> CaseResult:
+    """Spawn the case, wait until the endpoint counted `records` user records, stop it, measure it.
+    With `profile_to`, py-spy samples the case from its first accepted record on, into that file."""
     result = CaseResult(case, records)
     endpoint.reset(limits=False, expect=records)
     started = time.monotonic()  # CLOCK_MONOTONIC is system-wide: comparable with the endpoint's timestamps
     child = Child(case_argv(work, case, endpoint.url, tweets, records), case_env(work), work, work / case)
+    sampler: Sampler | None = None
+    executable = pyspy() if profile_to is not None else None
     try:
         while True:
             stats = endpoint.wait(WAIT_SLICE_S)
             child.sample_rss()
+            if executable and profile_to and sampler is None and stats["first_accepted_at"] is not None:
+                sampler = Sampler(executable, child.process.pid, profile_to)
             if stats["reached_at"] is not None:
                 result.ok, result.seconds = True, stats["reached_at"] - started
                 break
@@ -288,6 +296,10 @@ def run_case(endpoint: Endpoint, work: Path, case: str, tweets: Path, records: i
                 result.error = f"timed out after {timeout_s:g}s with {stats['user_records']:,} of {records:,} delivered"
                 break
     finally:
+        if sampler is not None:
+            problem = sampler.stop()
+            if problem:
+                print(f"{case}: py-spy failed: {problem}", flush=True)
         child.stop()
     result.stats = endpoint.stats()
     if result.stats["first_accepted_at"] is not None:
@@ -376,6 +388,25 @@ def _print_throughput(results: list[CaseResult]) -> None:
             print(f"{r.case:18} FAILED: {r.error}", flush=True)
 
 
+def _profiles(
+    endpoint: Endpoint, work: Path, tweets: Path, records: int, timeout_s: float, results: list[CaseResult]
+) -> dict[str, Any]:
+    """Each daemon case that ran, once more with py-spy attached: where its CPU goes."""
+    if pyspy() is None:
+        print("--profile: py-spy is not installed (pip install py-spy); no profiles", flush=True)
+        return {}
+    profiles: dict[str, Any] = {}
+    for result in results:
+        if result.ok and result.case in DAEMON_SINK_EXTRA:
+            raw = work / f"{result.case}.pyspy.txt"
+            run_case(endpoint, work, result.case, tweets, records, timeout_s, profile_to=raw)
+            if raw.exists():
+                profiles[result.case] = summarise(raw)
+                top = ", ".join(f"{name} {100 * share:.0f} %" for name, share in profiles[result.case]["areas"][:6])
+                print(f"profile {result.case}: {top}", flush=True)
+    return profiles
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=DEFAULT_RECORDS, help="tweets per case (default 100,000)")
@@ -384,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S, help="seconds a case may take")
     parser.add_argument("--throttled", action="store_true", help="run against the per-shard limits instead")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    parser.add_argument(
+        "--profile", action="store_true", help="then run each daemon case again under py-spy (untimed) and summarise it"
+    )
     args = parser.parse_args(argv)
     cases = args.cases or (THROTTLED_CASES if args.throttled else THROUGHPUT_CASES)
     unknown = set(cases) - set(THROTTLED_CASES if args.throttled else THROUGHPUT_CASES)
@@ -427,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_case(endpoint, work, case, tweets, count, args.timeout))
                 _print_throughput(results[-1:])
             report["throughput"] = [asdict(r) for r in results]
+            if args.profile:
+                report["profiles"] = _profiles(endpoint, work, tweets, records, args.timeout, results)
     finally:
         endpoint.stop()
     report["load_after"] = os.getloadavg()[0]

@@ -6,6 +6,8 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.kinesis_profile import profile_lines
+
 if TYPE_CHECKING:
     from bench.kinesis import CaseResult, ThrottledResult
 
@@ -93,6 +95,8 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
             f"| {r.stats.get('endpoint_cpu_s', 0.0):.1f} |"
         )
     lines += ["", *_throughput_verdicts(by_case), ""]
+    for case, summary in report.get("profiles", {}).items():
+        lines += profile_lines(case, summary)
     return lines
 
 
