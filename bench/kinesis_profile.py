@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TypedDict
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_DIRS = ("cli", "daemon", "sinks", "sources", "embedded", "bench")
@@ -77,7 +78,13 @@ def _area(path: str) -> tuple[str, bool]:
     return first.removesuffix(".py") or "(unknown)", False
 
 
-def summarise(raw: Path) -> dict[str, object]:
+class ProfileSummary(TypedDict):
+    samples: int
+    areas: list[tuple[str, float]]  # (area, share of all samples), largest first
+    functions: list[tuple[str, float]]  # (leaf function (area), share)
+
+
+def summarise(raw: Path) -> ProfileSummary:
     """Samples by area (see the module docstring) and by leaf function, as shares of all samples."""
     areas: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
@@ -109,10 +116,8 @@ def summarise(raw: Path) -> dict[str, object]:
     }
 
 
-def profile_lines(case: str, summary: dict[str, object]) -> list[str]:
-    areas = summary["areas"]
-    functions = summary["functions"]
-    assert isinstance(areas, list) and isinstance(functions, list)
+def profile_lines(case: str, summary: ProfileSummary) -> list[str]:
+    areas, functions = summary["areas"], summary["functions"]
     lines = [
         f"Where `{case}`'s CPU went (py-spy, {summary['samples']:,} samples of running threads at "
         f"{SAMPLE_RATE_HZ} Hz, in a separate untimed run): charged to the first library or stdlib module the "

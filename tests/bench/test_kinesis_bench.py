@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench import kinesis
 from bench.kinesis import CaseResult, Endpoint, run_case
 from bench.kinesis_cases import tweets_file
+from bench.kinesis_profile import summarise
 from bench.kinesis_report import replace_section, throughput_lines
 
 RECORDS = 20
@@ -69,3 +72,30 @@ def test_replace_section_rewrites_only_its_own_section(tmp_path: Path) -> None:
     assert doc.read_text(encoding="utf-8") == "# Benchmarks\n\n## A\n\nold a\n\n## Kinesis sink: x\n\nnew\n\n## B\n\nb\n"
     replace_section(doc, "## Kinesis sink: y", "## Kinesis sink: y\n\nadded\n")
     assert doc.read_text(encoding="utf-8").endswith("## B\n\nb\n\n## Kinesis sink: y\n\nadded\n")
+
+
+def test_profile_charges_each_sample_to_the_first_library_the_project_called(tmp_path: Path) -> None:
+    """Thread carriers are skipped; a stack through botocore is botocore's; an all-project stack is its leaf file's."""
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "Thread._bootstrap (threading.py:1);SinkWorker._run (daemon/pipeline.py:3);_api_call (botocore/client.py:5);"
+        "send (http/client.py:9) 6\n"
+        "Thread._bootstrap (threading.py:1);FileSource.run (sources/file.py:2);LineReader.read (sources/file_read.py:7) 3\n"
+        "<module> (<frozen runpy>:1);raw_decode (json/decoder.py:4) 1\n"
+        "not a stack line\n",
+        encoding="utf-8",
+    )
+    summary = summarise(raw)
+    assert summary["samples"] == 10
+    assert summary["areas"] == [("botocore", 0.6), ("sources/file_read.py", 0.3), ("json", 0.1)]
+    assert summary["functions"][0] == ("send (http)", 0.6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300))
+def test_profile_summary_never_raises_on_any_text(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    """Whatever py-spy wrote, the summary is a count and shares, never an exception."""
+    raw = tmp_path_factory.mktemp("raw") / "raw.txt"
+    raw.write_text(text, encoding="utf-8", errors="replace")
+    summary = summarise(raw)
+    assert isinstance(summary["samples"], int)
