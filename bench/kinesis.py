@@ -86,6 +86,7 @@ class CaseResult:
     peak_rss_mib: float = 0.0  # VmHWM
     maxrss_mib: float = 0.0  # wait4's ru_maxrss, kept for reference
     exit_code: int | None = None
+    dead_lettered: int = 0  # lines in a daemon case's dead-letter file
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -308,6 +309,10 @@ def run_case(
     if result.ok and child.status not in (0, -signal.SIGTERM):
         result.ok, result.error = False, f"delivered everything but exited {child.status}: {child.first_error()}"
     result.error = result.error.replace(f"{work}/", "")  # the temp dir's name says nothing
+    dead_letters = work / f"{case}.dead-letter.jsonl"
+    if dead_letters.exists():
+        with dead_letters.open("rb") as lines:
+            result.dead_lettered = sum(1 for _ in lines)
     return result
 
 

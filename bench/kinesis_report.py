@@ -94,7 +94,7 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
             f"| {r.peak_rss_mib:.0f} | {kinesis:,.0f} | {units:,.0f} | {r.first_record_s:.2f} "
             f"| {r.stats.get('endpoint_cpu_s', 0.0):.1f} |"
         )
-    lines += ["", *_throughput_verdicts(by_case), ""]
+    lines += ["", *_throughput_verdicts(by_case), *_anomalies(results), ""]
     for case, summary in report.get("profiles", {}).items():
         lines += profile_lines(case, summary)
     return lines
@@ -142,6 +142,19 @@ def _throughput_verdicts(by_case: dict[str, CaseResult]) -> list[str]:
     if ordered and plain:
         verdicts.append(f"- `ordered: true` costs {100 * (1 - ordered.rate / plain.rate):.0f} % of the unaggregated records/s.")
     return ["Targets (issue 14), from this run:", "", *verdicts]
+
+
+def _anomalies(results: list[CaseResult]) -> list[str]:
+    """What a reader must know to trust a row: duplicates, dead letters, options the daemon did not know."""
+    notes = []
+    for r in results:
+        if r.ok and r.stats.get("user_records", r.records) != r.records:
+            notes.append(f"- {r.case}: the endpoint counted {r.stats['user_records']:,} user records for {r.records:,} sent.")
+        if r.dead_lettered:
+            notes.append(f"- {r.case}: {r.dead_lettered:,} records were dead-lettered.")
+        if not r.ok and "unknown key" in r.error:
+            notes.append(f"- {r.case}: the daemon under test does not know this case's option yet (exit 2), so no figures.")
+    return ["", "Notes:", "", *notes] if notes else []
 
 
 def throttled_lines(command: str, report: dict[str, Any], results: list[ThrottledResult]) -> list[str]:

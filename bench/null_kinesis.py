@@ -395,6 +395,15 @@ def _handler(owner: NullKinesis) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _body(self) -> bytes:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                # No producer here is known to stream a body, but a client that does must not hang the bench.
+                parts = []
+                while size := int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16):
+                    parts.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
         def do_GET(self) -> None:

@@ -150,3 +150,18 @@ def test_limits_refuse_what_exceeds_a_shards_records_per_second() -> None:
     assert (stats["kinesis_records"], stats["throttled_entries"]) == (600 + 400 + 600 + 600, 800)
     assert stats["per_shard"] == [1600, 0, 0, 600]
     endpoint.server.server_close()
+
+
+def test_a_chunked_body_is_read_whole(endpoint: NullKinesis) -> None:
+    """A PutRecords body sent with chunked transfer encoding is answered like one with a length."""
+    import http.client
+    import json
+
+    body = json.dumps({"StreamName": STREAM, "Records": [{"Data": "ZA==", "PartitionKey": "k"}] * 3}).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", endpoint.server.server_address[1], timeout=5)
+    headers = {"X-Amz-Target": "Kinesis_20131202.PutRecords", "Content-Type": "application/x-amz-json-1.1"}
+    connection.request("POST", "/", body=iter([body[:10], body[10:]]), headers=headers, encode_chunked=True)
+    answer = json.loads(connection.getresponse().read())
+    connection.close()
+    assert answer["FailedRecordCount"] == 0 and len(answer["Records"]) == 3
+    assert endpoint.snapshot()["kinesis_records"] == 3
