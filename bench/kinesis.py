@@ -212,7 +212,38 @@ class Child:
         return "(no output)"
 
 
-def case_env(work: Path) -> dict[str, str]:
+@dataclass(frozen=True)
+class DaemonUnderTest:
+    """The checkout whose daemon the daemon cases run (default: this one), and the interpreter to run it."""
+
+    repo: Path = REPO
+    python: str = sys.executable
+
+    @classmethod
+    def at(cls, repo: Path) -> DaemonUnderTest:
+        venv = repo / ".venv" / "bin" / "python"
+        return cls(repo.resolve(), str(venv) if venv.exists() else sys.executable)
+
+    def describe(self) -> str:
+        """`<repo> at <commit>` (with `+changes` when the work tree differs from it)."""
+        try:
+            commit = self._git("rev-parse", "--short", "HEAD")
+            dirty = self._git("status", "--porcelain", "--untracked-files=no")
+        except (OSError, subprocess.CalledProcessError):
+            return str(self.repo)
+        where = "this checkout" if self.repo == REPO else str(self.repo)
+        return f"{where} at {commit}{' +changes' if dirty else ''}"
+
+    def _git(self, *args: str) -> str:
+        command = ["git", "-C", str(self.repo), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+# The daemon cases' checkout: one per run, chosen on the command line (--daemon-repo).
+DAEMON = DaemonUnderTest()
+
+
+def case_env(work: Path, daemon: DaemonUnderTest = DAEMON) -> dict[str, str]:
     """The environment of every case: dummy static keys, no profile, no instance metadata, repo on the path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
@@ -222,7 +253,9 @@ def case_env(work: Path) -> dict[str, str]:
         AWS_CONFIG_FILE=str(work / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(work / "no-aws-credentials"),
         AWS_EC2_METADATA_DISABLED="true",
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=str(daemon.repo),
+        # Another checkout's daemon must not leave bytecode in it.
+        PYTHONDONTWRITEBYTECODE="1",
     )
     return env
 
@@ -254,8 +287,14 @@ def daemon_config(work: Path, case: str, endpoint_url: str, tweets: Path) -> Pat
 
 def case_argv(work: Path, case: str, endpoint_url: str, tweets: Path, records: int) -> list[str]:
     if case in DAEMON_SINK_EXTRA:
-        return [sys.executable, "-m", "cli.main", "run", "--config", str(daemon_config(work, case, endpoint_url, tweets))]
+        config = daemon_config(work, case, endpoint_url, tweets)
+        return [DAEMON.python, "-m", "cli.main", "run", "--config", str(config)]
     return [sys.executable, "-m", "bench.kinesis_cases", case, endpoint_url, str(tweets), str(records)]
+
+
+def _env_for(work: Path, case: str) -> dict[str, str]:
+    """The daemon cases import the daemon under test; the reference producers this checkout's bench code."""
+    return case_env(work, DAEMON if case in DAEMON_SINK_EXTRA else DaemonUnderTest())
 
 
 def _measure(child: Child, result: CaseResult | ThrottledResult) -> None:
@@ -274,7 +313,7 @@ def run_case(
     result = CaseResult(case, records)
     endpoint.reset(limits=False, expect=records)
     started = time.monotonic()  # CLOCK_MONOTONIC is system-wide: comparable with the endpoint's timestamps
-    child = Child(case_argv(work, case, endpoint.url, tweets, records), case_env(work), work, work / case)
+    child = Child(case_argv(work, case, endpoint.url, tweets, records), _env_for(work, case), work, work / case)
     sampler: Sampler | None = None
     executable = pyspy() if profile_to is not None else None
     try:
@@ -344,7 +383,7 @@ def run_throttled(endpoint: Endpoint, work: Path, case: str, tweets: Path, recor
     """Run the case against the per-shard limits for the warm-up plus the window, then stop it."""
     result = ThrottledResult(case)
     endpoint.reset(limits=True, expect=1)  # the first accepted record starts the clock
-    child = Child(case_argv(work, case, endpoint.url, tweets, records), case_env(work), work, work / f"throttled-{case}")
+    child = Child(case_argv(work, case, endpoint.url, tweets, records), _env_for(work, case), work, work / f"throttled-{case}")
     try:
         started = time.monotonic()
         while True:
@@ -421,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throttled", action="store_true", help="run against the per-shard limits instead")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     parser.add_argument(
+        "--daemon-repo", type=Path, default=None, help="run the daemon of this checkout (its .venv if it has one)"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="then run each daemon case again under py-spy (untimed) and summarise it"
     )
     args = parser.parse_args(argv)
@@ -429,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case(s) for this mode: {', '.join(sorted(unknown))}")
 
+    global DAEMON
+    if args.daemon_repo is not None:
+        DAEMON = DaemonUnderTest.at(args.daemon_repo)
     WORK.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kinesis-", dir=WORK))
     records = args.records
@@ -448,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         "orjson": endpoint.orjson,
         "shard_shares": shares,
         "spread_keys": args.throttled,
+        "daemon": DAEMON.describe(),
         "cpus": os.cpu_count(),
         "load_before": os.getloadavg()[0],
     }

@@ -65,7 +65,8 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
     lines = [
         THROUGHPUT_HEADING,
         "",
-        f"`{command.strip()}` — one run; one null Kinesis endpoint (`bench/null_kinesis.py`, 4 shards, its own "
+        f"`{command.strip()}` — daemon: {report.get('daemon', 'this checkout')}. "
+        "One run; one null Kinesis endpoint (`bench/null_kinesis.py`, 4 shards, its own "
         f"process, orjson {'on' if report['orjson'] else 'off'}); the same {report['records']:,} sample X v2 tweets "
         f"(`cli/sample.py`, {report['average_bytes']:,.0f} bytes on average). Each case runs in its own process, "
         "timed from spawn (start-up included) until the endpoint counted all its user records; CPU is user + "
@@ -162,7 +163,8 @@ def throttled_lines(command: str, report: dict[str, Any], results: list[Throttle
     lines = [
         THROTTLED_HEADING,
         "",
-        f"`{command.strip()}` — one run; the null endpoint enforces Kinesis's write limits on each of its 4 shards "
+        f"`{command.strip()}` — daemon: {report.get('daemon', 'this checkout')}. "
+        "One run; the null endpoint enforces Kinesis's write limits on each of its 4 shards "
         "(1,000 records/s and 1 MiB/s over any rolling second; entries beyond are refused with "
         "ProvisionedThroughputExceededException in a 200 answer). Each case runs in its own process on the same "
         f"{report['records']:,} tweets ({report['average_bytes']:,.0f} bytes on average), each with an author of "
