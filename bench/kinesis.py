@@ -425,7 +425,7 @@ def _print_throughput(results: list[CaseResult]) -> None:
             print(
                 f"{r.case:18} {r.records:>8,} rec {r.rate:>10,.0f} rec/s {r.cpu_per_100k:6.2f} CPU s/100k "
                 f"{r.peak_rss_mib:6.0f} MiB {r.stats['put_payload_units']:>9,} PUT units; first record after "
-                f"{r.first_record_s:.2f} s; endpoint CPU {r.stats['endpoint_cpu_s']:.1f} s",
+                f"{r.first_record_s:.2f} s; endpoint CPU {r.stats['endpoint_cpu_s']:.1f} s; requests {r.stats['requests']}",
                 flush=True,
             )
         else:

@@ -51,6 +51,12 @@ def _wrap(lines: list[str]) -> list[str]:
     return out
 
 
+def _per_request(stats: dict[str, Any]) -> float:
+    """User records per PutRecords (or PutRecord) call: how full the requests were."""
+    requests = sum(stats.get("requests", {}).get(op, 0) for op in ("PutRecords", "PutRecord"))
+    return float(stats.get("user_records", 0)) / max(1, requests)
+
+
 def _shares(shares: list[float]) -> str:
     return " / ".join(f"{100 * share:.1f} %" for share in shares)
 
@@ -79,12 +85,13 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
         f"{_machine(report)}",
         "",
         "| case | records | records/s | × boto3 loop | CPU s per 100k | × boto3 loop | peak RSS (MiB) "
-        "| Kinesis records per 100k | PUT payload units per 100k | first record after (s) | endpoint CPU (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Kinesis records per 100k | PUT payload units per 100k | user records per request | first record after (s) "
+        "| endpoint CPU (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if not r.ok:
-            lines.append(f"| {r.case} | failed: {_cell(r.error)} | | | | | | | | | |")
+            lines.append(f"| {r.case} | failed: {_cell(r.error)} | | | | | | | | | | |")
             continue
         rate_x = f"{r.rate / base.rate:.2f}×" if base else "–"
         cpu_x = f"{r.cpu_per_100k / base.cpu_per_100k:.2f}×" if base and base.cpu_per_100k else "–"
@@ -92,7 +99,7 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
         units = r.stats["put_payload_units"] * PER / r.records
         lines.append(
             f"| {r.case} | {r.records:,} | {r.rate:,.0f} | {rate_x} | {r.cpu_per_100k:.2f} | {cpu_x} "
-            f"| {r.peak_rss_mib:.0f} | {kinesis:,.0f} | {units:,.0f} | {r.first_record_s:.2f} "
+            f"| {r.peak_rss_mib:.0f} | {kinesis:,.0f} | {units:,.0f} | {_per_request(r.stats):,.1f} | {r.first_record_s:.2f} "
             f"| {r.stats.get('endpoint_cpu_s', 0.0):.1f} |"
         )
     lines += ["", *_throughput_verdicts(by_case), *_anomalies(results), ""]
