@@ -22,6 +22,7 @@ from daemon.telemetry import Telemetry
 from infra.settings import StackSettings
 from sinks import SINK_TYPES, SinkConfig
 from sources import SOURCE_TYPES
+from sources.base import Source
 
 # Sources check their stop flag at least this often (buffer waits, rate limiter); joining them is quick.
 _SOURCE_STOP_TIMEOUT_S = 5.0
@@ -120,12 +121,14 @@ class Daemon:
             dead_letters = DeadLetterFile(config.dead_letter.path, telemetry.sink)
         cleanup.callback(dead_letters.close)
         buffer = RecordBuffer(config.buffer.max_records, config.buffer.max_bytes)
-        worker = SinkWorker(sink, buffer, telemetry, dead_letters, fatal)
+        sources: dict[str, Source] = {}
+        worker = SinkWorker(sink, buffer, telemetry, dead_letters, fatal, Acknowledger(sources, telemetry))
         supervisors = []
         for source_config in config.sources:
             name = source_config.name or source_config.type
             with _step(f"source {name}"):
                 source = SOURCE_TYPES[source_config.type](source_config)
+            sources[name] = source
             supervisors.append(
                 SourceSupervisor(
                     source,
@@ -197,6 +200,23 @@ def watch_threads(fatal: FatalStop, worker: SinkWorker, supervisors: list[Source
     for supervisor in supervisors:
         if supervisor.thread.ident is not None and not supervisor.thread.is_alive() and not supervisor.ended_cleanly.is_set():
             fatal.trigger(f"source supervisor {supervisor.context.name}", RuntimeError("the source's supervisor thread died"))
+
+
+class Acknowledger:
+    """Hands the tokens of settled records back to the source that emitted them (from the sink's threads)."""
+
+    def __init__(self, sources: dict[str, Source], telemetry: Telemetry) -> None:
+        self.sources = sources
+        self.telemetry = telemetry
+
+    def __call__(self, source: str, tokens: list[Any]) -> None:
+        target = self.sources.get(source)
+        if target is None:
+            return
+        try:
+            target.acknowledge(tokens)
+        except Exception as exc:  # noqa: BLE001 - a source's bug must not stop delivery for everyone
+            self.telemetry.acknowledge_failed(source, exc, len(tokens))
 
 
 def _embedded_stack_class() -> Any:

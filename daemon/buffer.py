@@ -87,6 +87,23 @@ class RecordBuffer:
             self._not_full.notify()
             return entry
 
+    def get_many(self, max_entries: int, timeout: float) -> list[Entry]:
+        """Take up to `max_entries` of the oldest entries, waiting up to `timeout` seconds for a first one."""
+        with self._not_empty:
+            if not self._items and timeout > 0:
+                self._not_empty.wait(timeout)
+            items = self._items
+            taken: list[Entry] = []
+            freed = 0
+            while items and len(taken) < max_entries:
+                entry, size = items.popleft()
+                taken.append(entry)
+                freed += size
+            if taken:
+                self._bytes -= freed
+                self._not_full.notify_all()
+            return taken
+
     def close(self) -> None:
         """Refuse every later `put` (at shutdown, once the sources were stopped or abandoned)."""
         with self._lock:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter as _Tally
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from daemon.logs import RateLimitedLog, get_logger
 from daemon.telemetry_sink import SinkEngineTelemetry
+
+_wall_clock = time.time
 
 # Up to the 500 records one PutRecords call may carry.
 _BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 400, 500)
@@ -38,22 +41,74 @@ class Ledger:
     While running, received also counts the records in the buffer and in flight.
     """
 
-    received: _Tally[str] = field(default_factory=_Tally)
+    tallies: dict[str, ReceivedTally] = field(default_factory=dict)  # source -> records received
     sent: _Tally[str] = field(default_factory=_Tally)
     dead_lettered: _Tally[str] = field(default_factory=_Tally)
     unsent: _Tally[str] = field(default_factory=_Tally)
     lost: _Tally[str] = field(default_factory=_Tally)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def received(self) -> _Tally[str]:
+        """Records received, per source."""
+        with self.lock:
+            tallies = list(self.tallies.items())
+        return _Tally({source: tally.count for source, tally in tallies})
+
     def totals(self) -> dict[str, int]:
         with self.lock:
-            return {
-                "received": sum(self.received.values()),
+            outcomes = {
                 "sent": sum(self.sent.values()),
                 "dead_lettered": sum(self.dead_lettered.values()),
                 "unsent": sum(self.unsent.values()),
                 "lost": sum(self.lost.values()),
             }
+            tallies = list(self.tallies.values())
+        # Read after the outcomes: a record is counted received before any outcome, so received >= their sum.
+        return {"received": sum(t.count for t in tallies), **outcomes}
+
+
+class ReceivedTally:
+    """Records one source handed over, and when it last did: a lock and two stores per record, where a
+    labelled Prometheus counter and gauge cost several calls and locks; scrapes read it (ReceivedCollector)."""
+
+    __slots__ = ("_lock", "count", "last_at")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last_at = 0.0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+            self.last_at = _wall_clock()
+
+
+class ReceivedCollector:
+    """Exposes the received tallies as `tweet_producer_records_received_total{source}` and
+    `tweet_producer_source_last_event_timestamp_seconds{source}` (alert when it stops moving)."""
+
+    def __init__(self, tallies: dict[str, ReceivedTally]) -> None:
+        self.tallies = tallies
+
+    def collect(self) -> Iterator[Metric]:
+        received = CounterMetricFamily("tweet_producer_records_received", "Records handed over by a source.", labels=["source"])
+        last = GaugeMetricFamily(
+            "tweet_producer_source_last_event_timestamp_seconds",
+            "Unix time a source last handed over a record (alert when it stops moving).",
+            labels=["source"],
+        )
+        for source, tally in list(self.tallies.items()):
+            received.add_metric([source], tally.count)
+            if tally.last_at:
+                last.add_metric([source], tally.last_at)
+        yield received
+        yield last
+
+    def value(self, source: str) -> int:
+        tally = self.tallies.get(source)
+        return 0 if tally is None else tally.count
 
 
 class Telemetry(SinkEngineTelemetry):
@@ -80,7 +135,8 @@ class Telemetry(SinkEngineTelemetry):
         )
         # Registered after the outcome counters on purpose: a scrape collects in registration order, and a
         # record is counted received before any outcome, so a scrape always sees sent+failed+unsent+lost <= received.
-        self.received = Counter("tweet_producer_records_received", "Records handed over by a source.", ["source"], registry=r)
+        self.received = ReceivedCollector(self.ledger.tallies)
+        r.register(self.received)
         self.refused = Counter(
             "tweet_producer_inputs_refused",
             "Input a source abandoned at shutdown handed over after its context was closed (not taken, logged).",
@@ -113,24 +169,20 @@ class Telemetry(SinkEngineTelemetry):
             "tweet_producer_source_restarts", "Source crashes followed by a restart.", ["source"], registry=r
         )
         self.sources_running = Gauge("tweet_producer_sources_running", "Sources currently running.", registry=r)
-        self._received_by_source: dict[str, tuple[Any, Any]] = {}
         self.source_connected = Gauge(
             "tweet_producer_source_connected", "1 while a live source is connected to its server.", ["source"], registry=r
         )
         self.source_reconnects = Counter(
             "tweet_producer_source_reconnects", "Reconnections of a live source, by reason.", ["source", "reason"], registry=r
         )
-        self.source_last_event = Gauge(
-            "tweet_producer_source_last_event_timestamp_seconds",
-            "Unix time a source last handed over a record (alert when it stops moving).",
-            ["source"],
-            registry=r,
-        )
         self.source_protocol_messages = Counter(
             "tweet_producer_source_protocol_messages",
             "Protocol messages that are not records (in-band errors, notices, unknown kinds), by kind.",
             ["source", "kind"],
             registry=r,
+        )
+        self.acknowledge_errors = Counter(
+            "tweet_producer_source_acknowledge_errors", "Times a source's acknowledge() raised.", ["source"], registry=r
         )
         # Reconnect loops and in-band notices can repeat every few seconds for hours.
         self.source_log_limiter = RateLimitedLog(_REPEATED_SOURCE_LOG_INTERVAL_S)
@@ -159,17 +211,16 @@ class Telemetry(SinkEngineTelemetry):
 
     # --- records -------------------------------------------------------------------------------
 
-    def record_received(self, source: str) -> None:
-        children = self._received_by_source.get(source)
-        if children is None:
-            children = self._received_by_source[source] = (
-                self.received.labels(source=source),
-                self.source_last_event.labels(source=source),
-            )
-        children[0].inc()
-        children[1].set(time.time())
+    def received_tally(self, source: str) -> ReceivedTally:
+        """The received counter of `source`, for its context to count into without a metric call per record."""
         with self.ledger.lock:
-            self.ledger.received[source] += 1
+            tally = self.ledger.tallies.get(source)
+            if tally is None:
+                tally = self.ledger.tallies[source] = ReceivedTally()
+            return tally
+
+    def record_received(self, source: str) -> None:
+        self.received_tally(source).add()
 
     def records_sent(self, by_source: _Tally[str], batch_size: int) -> None:
         total = sum(by_source.values())
@@ -311,6 +362,14 @@ class Telemetry(SinkEngineTelemetry):
             reason=reason,
             delay_s=round(delay_s, 3),
             detail=detail,
+        )
+
+    def acknowledge_failed(self, source: str, error: BaseException, records: int) -> None:
+        """A source's `acknowledge` raised: its checkpoint may lag (the records themselves are accounted)."""
+        self.acknowledge_errors.labels(source=source).inc()
+        self.source_log_limiter.emit(
+            ("acknowledge_failed", source), self.log.error, "acknowledge_failed",
+            source=source, records=records, error=f"{type(error).__name__}: {error}",
         )
 
     def source_protocol_message(self, source: str, kind: str, detail: str) -> None:

@@ -1,14 +1,14 @@
-"""Sink plugins: each writes batches of records to one destination.
+"""Sink plugins: each delivers records to one destination.
 
 A sink registers its class under the `type:` name used in config.yaml. Sinks never import the daemon or
-a source: the daemon hands each one its config, batches of prepared entries and an event observer.
+a source: the daemon hands each one its config, prepared entries, a completion path and an event observer.
 """
 
 from __future__ import annotations
 
 from sinks.base import (
     SINK_TYPES,
-    BatchLimits,
+    Completion,
     Deadline,
     Entry,
     Record,
@@ -16,13 +16,15 @@ from sinks.base import (
     Sink,
     SinkConfig,
     SinkEvents,
-    WriteResult,
     register_sink,
 )
+from sinks.batch import BatchLimits, BatchSink, WriteResult
 
 __all__ = [
     "SINK_TYPES",
     "BatchLimits",
+    "BatchSink",
+    "Completion",
     "Deadline",
     "Entry",
     "Record",

@@ -6,7 +6,7 @@ deadline)` as they come; the sink groups them as its destination wants, keeps as
 as it likes and reports each entry's end exactly once through `completion`: sent, failed (dead-letter,
 with a reason) or unsent (not delivered by the deadline). `finish(deadline)` ends it.
 
-`BatchSink` (sinks/batch.py) keeps the older, simpler shape for sinks that write one batch at a time.
+`BatchSink` (sinks/batch.py) gives that contract to sinks that just write one batch at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,28 +79,6 @@ class RecordRejected(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class BatchLimits:
-    """How the daemon groups entries for this sink: a batch is flushed when full or `linger_s` old."""
-
-    max_records: int
-    max_bytes: int
-    linger_s: float
-
-
-@dataclass
-class WriteResult(Generic[E]):
-    """What became of each entry of a batch. Every entry handed to `write` is in exactly one list, once.
-
-    The daemon checks this: an entry missing, listed twice or in two lists is reported as a sink error and
-    accounted once (dead-lettered when its fate is unclear).
-    """
-
-    sent: list[E] = field(default_factory=list)
-    failed: list[tuple[E, str, str]] = field(default_factory=list)  # (entry, reason, detail): dead-letter
-    unsent: list[E] = field(default_factory=list)  # not delivered before the deadline; not dead
-
-
 class Deadline:
     """When a write must give up. The daemon can bring it forward (on shutdown) while a write is running."""
 
@@ -111,6 +89,11 @@ class Deadline:
     def set(self, at: float) -> None:
         self._at = at
         self._changed.set()
+
+    @property
+    def at(self) -> float | None:
+        """The time.monotonic() value it passes at, or None without a deadline."""
+        return self._at
 
     def remaining(self) -> float | None:
         """Seconds left, or None without a deadline."""
@@ -151,6 +134,10 @@ class SinkEvents(Protocol):
 
     def sink_health(self, *, healthy: bool, reason: str, detail: str) -> None:
         """The destination turned unusable (`reason`: the error code; records are held) or usable again."""
+        ...
+
+    def sink_error(self, stage: str, error: BaseException, records: int) -> None:
+        """The sink broke its own contract at `stage` (raised, or reported entries wrongly)."""
         ...
 
     def requests_in_flight(self, *, count: int) -> None:
@@ -213,31 +200,22 @@ class Sink(ABC, Generic[E]):
         (None) by the time the entry is submitted.
         """
 
+    @abstractmethod
     def start(self, completion: Completion[E]) -> None:
         """Start delivering: called once, before the first `submit`; `completion` hears every entry's end."""
-        raise NotImplementedError
 
+    @abstractmethod
     def submit(self, entries: Sequence[E], deadline: Deadline) -> int:
         """Take `entries` (in order) for delivery; blocks while the sink holds as much as it may.
 
         Returns how many it took: all of them, unless `deadline` passed while waiting for room (the
         daemon accounts the rest as unsent). Never raises for delivery failures.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def finish(self, deadline: Deadline) -> None:
         """No `submit` follows. Deliver what is held until `deadline`, report what is left as unsent, and
         return once every submitted entry was reported through the completion exactly once."""
-        raise NotImplementedError
-
-    # The one-batch-at-a-time shape (being moved to sinks/batch.py `BatchSink`).
-    @property
-    def limits(self) -> BatchLimits:
-        raise NotImplementedError
-
-    def write(self, batch: list[E], deadline: Deadline) -> WriteResult[E]:
-        """Deliver a batch, retrying as the destination allows, until `deadline` passes (BatchSink shape)."""
-        raise NotImplementedError
 
     def check(self) -> None:
         """Verify before any data flows that the destination exists and accepts this sink's writes.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -32,11 +32,13 @@ class SourceContext(Protocol):
         """True once the daemon asked the source to stop."""
         ...
 
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
+    def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
         """Hand one record over; blocks while the buffer is full.
 
         `data` is what will be shipped, `event` its parsed form (sinks read keys from it), `origin` where
-        it came from (`path:line`). Returns False when the daemon is stopping: the source must then stop.
+        it came from (`path:line`). `token`, if given, is handed back to `Source.acknowledge` once the
+        record reached its end (the stream, or the dead-letter file). Returns False when the daemon is
+        stopping: the source must then stop.
         The record was either not taken, or taken and kept as unsent in the dead-letter file (it is
         accounted either way); do not emit it again in this run.
         """
@@ -109,6 +111,15 @@ class Source(ABC):
 
         Returns that input's raw bytes and origin, for the dead-letter file, or None when it cannot be
         skipped (no such input, or it cannot be read): the daemon then keeps restarting with backoff.
+        """
+        return None
+
+    def acknowledge(self, tokens: Sequence[Any]) -> None:
+        """The records emitted with these tokens reached their end: delivered, or dead-lettered with a reason.
+
+        Tokens come in batches, in no particular order (requests complete out of order), from the sink's
+        threads: keep this short and thread-safe. A source with checkpoints moves them past the records
+        acknowledged so far. Records unsent at shutdown are not acknowledged. The default ignores them.
         """
         return None
 

@@ -135,7 +135,8 @@ class FakeAwsServer:
 
 # --- a scripted sink, for the daemon's own tests -------------------------------------------------
 
-from sinks.base import BatchLimits, Deadline, Record, RecordRejected, Sink, SinkConfig, WriteResult  # noqa: E402
+from sinks.base import Deadline, Record, RecordRejected, SinkConfig  # noqa: E402
+from sinks.batch import BatchLimits, BatchSink, WriteResult  # noqa: E402
 
 
 @dataclass
@@ -148,7 +149,7 @@ class ScriptedSinkConfig(SinkConfig):
     type: str = "scripted"
 
 
-class ScriptedSink(Sink[FakeEntry]):
+class ScriptedSink(BatchSink[FakeEntry]):
     """A sink whose answer per entry comes from `decide(record) -> "sent" | "failed" | "unsent" | "lost"`.
 
     `reject_when(record)` makes `prepare` reject a record; `block` holds every write until set (or the
@@ -162,8 +163,10 @@ class ScriptedSink(Sink[FakeEntry]):
         limits: BatchLimits,
         decide: Callable[[Record], str] = lambda _r: "sent",
         reject_when: Callable[[Record], bool] = lambda _r: False,
+        events: Any = None,
     ) -> None:
-        super().__init__(ScriptedSinkConfig(), events=None)  # type: ignore[arg-type]
+        # Without events of its own, the sink reports to the daemon telemetry its worker is built with.
+        super().__init__(ScriptedSinkConfig(), events=events)
         self._limits = limits
         self.decide = decide
         self.reject_when = reject_when
@@ -174,6 +177,11 @@ class ScriptedSink(Sink[FakeEntry]):
     @property
     def limits(self) -> BatchLimits:
         return self._limits
+
+    def start(self, completion: Any) -> None:
+        if self.events is None:
+            self.events = getattr(completion, "telemetry", None)
+        super().start(completion)
 
     def prepare(self, record: Record) -> FakeEntry:
         if self.reject_when(record):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import random
 
-from sinks.base import BatchLimits, Deadline, Record, Sink, SinkEvents, WriteResult, register_sink
+from sinks.base import Deadline, Record, SinkEvents, register_sink
+from sinks.batch import BatchLimits, BatchSink, WriteResult
 from sinks.kinesis.config import KinesisSinkConfig
 from sinks.kinesis.health import STARTUP_CHECK_TIMEOUT_S, check_stream, describe_target
 from sinks.kinesis.records import EntryBuilder, KinesisEntry
@@ -20,7 +21,7 @@ from sinks.kinesis.service import CallFailed, KinesisService, PutOutcome, PutRes
 
 
 @register_sink
-class KinesisSink(Sink[KinesisEntry]):
+class KinesisSink(BatchSink[KinesisEntry]):
     config_model = KinesisSinkConfig
     config: KinesisSinkConfig
 

@@ -13,7 +13,8 @@ from daemon.buffer import RECORD_OVERHEAD_BYTES, RecordBuffer, entry_bytes
 from daemon.deadletter import DeadLetterFile
 from daemon.pipeline import SourceContext
 from daemon.telemetry import Telemetry
-from sinks.base import BatchLimits, Record
+from sinks.base import Record
+from sinks.batch import BatchLimits
 from sinks.kinesis.config import DEFAULT_MAX_RECORD_BYTES, DEFAULT_PARTITION_KEY_PATHS
 from sinks.kinesis.records import EntryBuilder, KinesisEntry
 from sources.file import FileSource, FileSourceConfig

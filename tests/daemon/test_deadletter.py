@@ -18,7 +18,7 @@ from daemon.logs import get_logger
 from daemon.pipeline import FatalStop, SinkWorker, SourceContext
 from daemon.supervisor import SourceSupervisor
 from daemon.telemetry import Telemetry
-from sinks.base import BatchLimits
+from sinks.batch import BatchLimits
 from sources.base import Source, SourceConfig
 from sources.base import SourceContext as SourceContextProtocol
 from tests.fakes import ScriptedSink

@@ -14,7 +14,7 @@ from daemon.deadletter import DeadLetterFile
 from daemon.pipeline import COMPONENT_SINK_WORKER, FatalStop, SinkWorker, SourceContext
 from daemon.supervisor import SourceSupervisor
 from daemon.telemetry import Telemetry
-from sinks.base import BatchLimits
+from sinks.batch import BatchLimits
 from sources.base import Source, SourceConfig
 from sources.base import SourceContext as SourceContextProtocol
 from tests.fakes import ScriptedSink

@@ -19,7 +19,7 @@ from daemon.deadletter import DeadLetterFile
 from daemon.pipeline import FatalStop, SinkWorker, SourceContext
 from daemon.supervisor import REASON_SOURCE_CRASH, SourceSupervisor
 from daemon.telemetry import Telemetry
-from sinks.base import BatchLimits
+from sinks.batch import BatchLimits
 from sources.base import SOURCE_TYPES, SkippedInput, Source, SourceConfig, register_source
 from sources.base import SourceContext as SourceContextProtocol
 from sources.file import FileSource, FileSourceConfig

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from sinks.base import Record, WriteResult
+from sinks.base import Record
+from sinks.batch import WriteResult
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
 from sinks.kinesis.records import KinesisEntry
 from tests.fakes import FakeAwsServer, Reply

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from sinks.base import BatchLimits, Deadline, Record, RecordRejected
+from sinks.base import Deadline, Record, RecordRejected
+from sinks.batch import BatchLimits
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
 from sinks.kinesis.records import MAX_PARTITION_KEY_CHARS, REASON_INVALID_DATA, REASON_RECORD_TOO_LARGE, EntryBuilder
 from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, assert_accounted, tweet_record
