@@ -225,10 +225,11 @@ class DaemonUnderTest:
         return cls(repo.resolve(), str(venv) if venv.exists() else sys.executable)
 
     def describe(self) -> str:
-        """`<repo> at <commit>` (with `+changes` when the work tree differs from it)."""
+        """`<repo> at <commit>` (with `+changes` when the daemon's code in the work tree differs from it)."""
         try:
             commit = self._git("rev-parse", "--short", "HEAD")
-            dirty = self._git("status", "--porcelain", "--untracked-files=no")
+            # Only the daemon's own code counts: a bench run rewrites docs/ and the bench may be edited.
+            dirty = self._git("status", "--porcelain", "--untracked-files=no", "--", *DAEMON_CODE)
         except (OSError, subprocess.CalledProcessError):
             return str(self.repo)
         where = "this checkout" if self.repo == REPO else str(self.repo)
@@ -239,6 +240,7 @@ class DaemonUnderTest:
         return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
 
 
+DAEMON_CODE = ("cli", "daemon", "sinks", "sources", "embedded", "infra", "processor", "pyproject.toml")
 # The daemon cases' checkout: one per run, chosen on the command line (--daemon-repo).
 DAEMON = DaemonUnderTest()
 
