@@ -227,13 +227,14 @@ class DaemonUnderTest:
     def describe(self) -> str:
         """`<repo> at <commit>` (with `+changes` when the daemon's code in the work tree differs from it)."""
         try:
-            commit = self._git("rev-parse", "--short", "HEAD")
+            # The last commit that changed the daemon's code: the same daemon gives the same name.
+            commit = self._git("log", "-1", "--format=%h", "--", *DAEMON_CODE)
             # Only the daemon's own code counts: a bench run rewrites docs/ and the bench may be edited.
             dirty = self._git("status", "--porcelain", "--untracked-files=no", "--", *DAEMON_CODE)
         except (OSError, subprocess.CalledProcessError):
             return str(self.repo)
         where = "this checkout" if self.repo == REPO else str(self.repo)
-        return f"{where} at {commit}{' +changes' if dirty else ''}"
+        return f"{where}, daemon code as of {commit}{' +changes' if dirty else ''}"
 
     def _git(self, *args: str) -> str:
         command = ["git", "-C", str(self.repo), *args]
@@ -453,6 +454,18 @@ def _profiles(
     return profiles
 
 
+def _render(path: Path) -> int:
+    """Write the section of a finished run again from its results.json (after a change of wording)."""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    doc = REPO / "docs" / "benchmarks.md"
+    if "throttled" in report:
+        write_throttled(doc, report["command"], report, [ThrottledResult(**t) for t in report["throttled"]])
+    else:
+        write_throughput(doc, report["command"], report, [CaseResult(**r) for r in report["throughput"]])
+    print(f"{doc}: section written from {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=DEFAULT_RECORDS, help="tweets per case (default 100,000)")
@@ -461,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S, help="seconds a case may take")
     parser.add_argument("--throttled", action="store_true", help="run against the per-shard limits instead")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    parser.add_argument(
+        "--render", type=Path, default=None, metavar="RESULTS", help="only rewrite the section from a saved results.json"
+    )
     parser.add_argument(
         "--daemon-repo", type=Path, default=None, help="run the daemon of this checkout (its .venv if it has one)"
     )
@@ -473,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case(s) for this mode: {', '.join(sorted(unknown))}")
 
+    if args.render is not None:
+        return _render(args.render)
     global DAEMON
     if args.daemon_repo is not None:
         DAEMON = DaemonUnderTest.at(args.daemon_repo)
