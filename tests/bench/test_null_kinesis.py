@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,6 @@ from bench.null_kinesis import (
     THROTTLE_CODE,
     NullKinesis,
     count_kpl_records,
-    decoded_length,
     put_payload_units,
 )
 
@@ -83,12 +83,13 @@ def test_a_corrupted_aggregate_is_not_counted_as_one() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=100))
-def test_decoded_length_matches_base64(data: bytes) -> None:
-    """The size counted from the base64 text equals the decoded length."""
-    import base64
-
-    assert decoded_length(base64.b64encode(data).decode()) == len(data)
+@given(st.lists(st.tuples(st.binary(max_size=100), st.text(min_size=1, max_size=10)), min_size=1, max_size=5))
+def test_counted_bytes_are_data_and_key_sizes(entries: list[tuple[bytes, str]]) -> None:
+    """The bytes counted from the base64 text equal the decoded data plus the key's UTF-8, whatever the lengths."""
+    endpoint = NullKinesis(4)
+    endpoint.put([{"Data": base64.b64encode(data).decode(), "PartitionKey": key} for data, key in entries])
+    assert endpoint.snapshot()["bytes"] == sum(len(data) + len(key.encode()) for data, key in entries)
+    endpoint.server.server_close()
 
 
 def test_put_payload_units_are_25_kib_chunks() -> None:
