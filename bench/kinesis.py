@@ -121,8 +121,12 @@ class Endpoint:
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = CONTROL_TIMEOUT_S) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310 - our own 127.0.0.1 URL
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
-            return json.loads(answer.read())
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+                return json.loads(answer.read())
+        except OSError as exc:  # URLError, refused, reset, timed out
+            state = f"exited {self.process.poll()}" if self.process.poll() is not None else "still running"
+            raise RuntimeError(f"the null Kinesis endpoint did not answer {method} {path} ({state}): {exc}") from exc
 
     def reset(self, *, limits: bool, expect: int | None) -> None:
         self._call("POST", "/reset", {"limits": limits, "expect": expect})
