@@ -87,6 +87,7 @@ class CaseResult:
     maxrss_mib: float = 0.0  # wait4's ru_maxrss, kept for reference
     exit_code: int | None = None
     dead_lettered: int = 0  # lines in a daemon case's dead-letter file
+    rates: list[float] = field(default_factory=list)  # records/s of every repeat (--repeat), this one's the median
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -426,6 +427,20 @@ def run_throttled(endpoint: Endpoint, work: Path, case: str, tweets: Path, recor
     return result
 
 
+def median_run(runs: list[CaseResult]) -> CaseResult:
+    """The run with the median records/s, carrying every run's rate; a case with a failed run is failed."""
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        first = failed[0]
+        if len(runs) > 1:
+            first.error = f"{len(failed)} of {len(runs)} runs failed; first: {first.error}"
+        return first
+    ordered = sorted(runs, key=lambda r: r.rate)
+    median = ordered[(len(ordered) - 1) // 2]
+    median.rates = [r.rate for r in runs]
+    return median
+
+
 def _print_throughput(results: list[CaseResult]) -> None:
     for r in results:
         if r.ok:
@@ -476,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-records", type=int, default=AWS_SAMPLE_RECORDS, help="tweets for the aws-sample case")
     parser.add_argument("--cases", nargs="+", default=None, help="run only these cases")
     parser.add_argument("--timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S, help="seconds a case may take")
+    parser.add_argument("--repeat", type=int, default=1, help="run every case N times, round by round; report the median")
     parser.add_argument("--throttled", action="store_true", help="run against the per-shard limits instead")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     parser.add_argument(
@@ -531,10 +547,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({k: v for k, v in asdict(t).items() if k != "stats"}), flush=True)
             report["throttled"] = [asdict(t) for t in throttled]
         else:
-            for case in cases:
-                count = min(records, args.sample_records) if case == "aws-sample" else records
-                results.append(run_case(endpoint, work, case, tweets, count, args.timeout))
-                _print_throughput(results[-1:])
+            runs: dict[str, list[CaseResult]] = {case: [] for case in cases}
+            # Round by round, so a change in the machine's load falls on every case alike.
+            for _ in range(args.repeat):
+                for case in cases:
+                    count = min(records, args.sample_records) if case == "aws-sample" else records
+                    runs[case].append(run_case(endpoint, work, case, tweets, count, args.timeout))
+                    _print_throughput(runs[case][-1:])
+            results = [median_run(runs[case]) for case in cases]
+            report["repeat"] = args.repeat
             report["throughput"] = [asdict(r) for r in results]
             if args.profile:
                 report["profiles"] = _profiles(endpoint, work, tweets, records, args.timeout, results)

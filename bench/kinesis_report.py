@@ -32,6 +32,16 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")[:MAX_ERROR_CHARS]
 
 
+def _repeats(report: dict[str, Any]) -> str:
+    repeat = int(report.get("repeat", 1))
+    if repeat <= 1:
+        return ""
+    return (
+        f"Every case ran {repeat} times, round by round; each row is its median run by records/s (all runs' "
+        "range in brackets), the ratios are of the medians. "
+    )
+
+
 def _machine(report: dict[str, Any]) -> str:
     return (
         f"Machine: {report.get('cpus')} CPUs, load average {report.get('load_before', 0):.1f} when the run started and "
@@ -82,7 +92,7 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
         "the pricing page). Records per shard (MD5 of `data.author_id`): "
         f'{_shares(report["shard_shares"])}. "first record after": from spawn to the first record the endpoint '
         "took (start-up). \"Endpoint CPU\": the endpoint's own, near the case's time would mean it bounds the case. "
-        f"{_machine(report)}",
+        f"{_repeats(report)}{_machine(report)}",
         "",
         "| case | records | records/s | × boto3 loop | CPU s per 100k | × boto3 loop | peak RSS (MiB) "
         "| Kinesis records per 100k | PUT payload units per 100k | user records per request | first record after (s) "
@@ -97,8 +107,9 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
         cpu_x = f"{r.cpu_per_100k / base.cpu_per_100k:.2f}×" if base and base.cpu_per_100k else "–"
         kinesis = r.stats["kinesis_records"] * PER / r.records
         units = r.stats["put_payload_units"] * PER / r.records
+        spread = f" ({min(r.rates):,.0f}–{max(r.rates):,.0f})" if len(r.rates) > 1 else ""
         lines.append(
-            f"| {r.case} | {r.records:,} | {r.rate:,.0f} | {rate_x} | {r.cpu_per_100k:.2f} | {cpu_x} "
+            f"| {r.case} | {r.records:,} | {r.rate:,.0f}{spread} | {rate_x} | {r.cpu_per_100k:.2f} | {cpu_x} "
             f"| {r.peak_rss_mib:.0f} | {kinesis:,.0f} | {units:,.0f} | {_per_request(r.stats):,.1f} | {r.first_record_s:.2f} "
             f"| {r.stats.get('endpoint_cpu_s', 0.0):.1f} |"
         )

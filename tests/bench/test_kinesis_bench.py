@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import kinesis
-from bench.kinesis import CaseResult, Endpoint, run_case
+from bench.kinesis import CaseResult, Endpoint, median_run, run_case
 from bench.kinesis_cases import tweets_file
 from bench.kinesis_profile import summarise
 from bench.kinesis_report import replace_section, throughput_lines
@@ -99,3 +99,13 @@ def test_profile_summary_never_raises_on_any_text(tmp_path_factory: pytest.TempP
     raw.write_text(text, encoding="utf-8", errors="replace")
     summary = summarise(raw)
     assert isinstance(summary["samples"], int)
+
+
+def test_repeats_report_the_median_run_and_a_failed_repeat_fails_the_case() -> None:
+    """Of three runs the one with the median records/s is reported with all three rates; one failed run fails it."""
+    runs = [_result("daemon", seconds=s, cpu_s=1.0, units=100_000) for s in (2.0, 1.0, 4.0)]
+    median = median_run(runs)
+    assert median is runs[0] and median.rates == [50_000.0, 100_000.0, 25_000.0]
+    broken = CaseResult("daemon", 100_000, error="exit 1: boom")
+    failed = median_run([runs[1], broken, runs[2]])
+    assert not failed.ok and failed.error == "1 of 3 runs failed; first: exit 1: boom"
