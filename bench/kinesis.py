@@ -60,6 +60,10 @@ THROTTLED_WINDOW_S = 20
 THROTTLED_SLACK_S = 5
 SHARD_RECORDS_PER_S = 1000
 SHARD_BYTES_PER_S = 1024 * 1024
+# Throughput mode: the null endpoint enforces no limits, so the daemon's own per-shard pacing (Kinesis's
+# 1,000 records/s and 1 MiB/s a shard by default) is lifted far out of reach; otherwise 4 shards would cap it
+# at 4,000 records/s and the figures would measure the pacing, not the producer.
+LIFTED_SHARD_LIMITS = {"shard_limits": {"records_per_second": 10_000_000, "bytes_per_second": 10_000_000_000}}
 # The daemon's flush deadline in the benchmark: what is unsent at SIGTERM in the throttled mode is dropped.
 BENCH_FLUSH_DEADLINE = "2s"
 KIB = 1024
@@ -249,6 +253,9 @@ class DaemonUnderTest:
 DAEMON_CODE = ("cli", "daemon", "sinks", "sources", "embedded", "infra", "processor", "pyproject.toml")
 # The daemon cases' checkout: one per run, chosen on the command line (--daemon-repo).
 DAEMON = DaemonUnderTest()
+# Added to every daemon case's sink config in this run (throughput mode: the lifted per-shard limits, when the
+# daemon under test has them).
+DAEMON_SINK_COMMON: dict[str, Any] = {}
 
 
 def case_env(work: Path, daemon: DaemonUnderTest = DAEMON) -> dict[str, str]:
@@ -275,6 +282,7 @@ def daemon_config(work: Path, case: str, endpoint_url: str, tweets: Path) -> Pat
         "stream": STREAM,
         "region": REGION,
         "endpoint_url": endpoint_url,
+        **DAEMON_SINK_COMMON,
         **DAEMON_SINK_EXTRA[case],
     }
     config = {
@@ -291,6 +299,27 @@ def daemon_config(work: Path, case: str, endpoint_url: str, tweets: Path) -> Pat
     # JSON is YAML: no YAML writer needed in the driver.
     path.write_text(json.dumps(config, indent=1), encoding="utf-8")
     return path
+
+
+def daemon_knows(work: Path, sink_extra: dict[str, Any]) -> bool:
+    """Whether the daemon under test accepts these sink keys (`check-config` exits 0 on a config with them)."""
+    config = {
+        "embedded": {"enabled": False},
+        "sources": [{"type": "file", "paths": [str(work / "none.jsonl")]}],
+        "sink": {"type": "kinesis", "stream": STREAM, "region": REGION, "endpoint_url": "http://127.0.0.1:9", **sink_extra},
+    }
+    (work / "none.jsonl").touch()
+    path = work / "probe.config.yaml"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    probe = subprocess.run(
+        [DAEMON.python, "-m", "cli.main", "check-config", "--config", str(path)],
+        cwd=work,
+        env=case_env(work, DAEMON),
+        capture_output=True,
+        timeout=CONTROL_TIMEOUT_S,
+        check=False,
+    )
+    return probe.returncode == 0
 
 
 def case_argv(work: Path, case: str, endpoint_url: str, tweets: Path, records: int) -> list[str]:
@@ -520,6 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.throttled:
         # Enough for the whole run at the record limit (the byte limit lets fewer ~1 KB tweets through).
         records = max(records, SHARDS * SHARD_RECORDS_PER_S * (THROTTLED_WARMUP_S + THROTTLED_WINDOW_S + THROTTLED_SLACK_S))
+    if not args.throttled and any(case in DAEMON_SINK_EXTRA for case in cases):
+        if daemon_knows(work, LIFTED_SHARD_LIMITS):
+            DAEMON_SINK_COMMON.update(LIFTED_SHARD_LIMITS)
+        else:
+            print("the daemon under test has no sink.shard_limits: its cases run without that key", flush=True)
     tweets, average = tweets_file(work / "tweets.jsonl", records, spread_keys=args.throttled)
     shares = shard_shares(tweets, SHARDS)
     endpoint = Endpoint(SHARDS)
@@ -534,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         "shard_shares": shares,
         "spread_keys": args.throttled,
         "daemon": DAEMON.describe(),
+        "daemon_sink_common": dict(DAEMON_SINK_COMMON),
         "cpus": os.cpu_count(),
         "load_before": os.getloadavg()[0],
     }

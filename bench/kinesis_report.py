@@ -32,6 +32,19 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")[:MAX_ERROR_CHARS]
 
 
+def _lifted(report: dict[str, Any]) -> str:
+    common = report.get("daemon_sink_common") or {}
+    limits = common.get("shard_limits")
+    if not limits:
+        return ""
+    return (
+        f"The daemon cases run with `sink.shard_limits` lifted to {limits['records_per_second']:,} records/s and "
+        f"{limits['bytes_per_second']:,} bytes/s a shard: the null endpoint enforces no limits, and with the "
+        "defaults (Kinesis's 1,000 records/s and 1 MiB/s) the sink paces 4 shards to at most 4,000 records/s, "
+        "so the figures would show the pacing instead of the producer's cost. "
+    )
+
+
 def _repeats(report: dict[str, Any]) -> str:
     repeat = int(report.get("repeat", 1))
     if repeat <= 1:
@@ -92,7 +105,7 @@ def throughput_lines(command: str, report: dict[str, Any], results: list[CaseRes
         "the pricing page). Records per shard (MD5 of `data.author_id`): "
         f'{_shares(report["shard_shares"])}. "first record after": from spawn to the first record the endpoint '
         "took (start-up). \"Endpoint CPU\": the endpoint's own, near the case's time would mean it bounds the case. "
-        f"{_repeats(report)}{_machine(report)}",
+        f"{_lifted(report)}{_repeats(report)}{_machine(report)}",
         "",
         "| case | records | records/s | × boto3 loop | CPU s per 100k | × boto3 loop | peak RSS (MiB) "
         "| Kinesis records per 100k | PUT payload units per 100k | user records per request | first record after (s) "
