@@ -17,6 +17,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sources import file_formats
 from sources.base import SkippedInput, Source, SourceConfig, SourceContext, register_source
 from sources.file_formats import CsvDecoder, Decoded, decode_jsonl, decode_text
 from sources.file_pace import Pacer
@@ -295,6 +296,8 @@ class FileSource(Source):
         if cursor.broken or key in self._broken:
             return 0
         self._reading = key
+        if cursor.csv is None and self.config.format == "jsonl" and pacer is None and not limiter.interval:
+            return self._drain_jsonl(cursor, ctx, final or cursor.opened.compressed)
         count = 0
         while True:
             try:
@@ -306,6 +309,36 @@ class FileSource(Source):
                 return count
             if not self._hand_over(cursor, raw, ctx, limiter, pacer):
                 return None
+            count += 1
+
+    def _drain_jsonl(self, cursor: Cursor, ctx: SourceContext, final: bool) -> int | None:
+        """`drain` for JSON lines at full speed (no rate, no pacing): the hot path, in one loop.
+
+        The same steps as `_hand_over` for each line, without its per-line dispatch. No stop check before
+        `emit` (the limiter's, with no rate): `emit` itself refuses a record once the daemon is stopping.
+        """
+        read, emit, progress, name = cursor.reader.read, ctx.emit, cursor.progress, cursor.name
+        limit = self.config.max_line_bytes
+        # decode_jsonl's call without its (data, event) tuple; looked up per drain, not bound at import, so a
+        # replaced parser (tests do that) applies here as it does there.
+        parse = file_formats.parse_json_record
+        count = 0
+        while True:
+            try:
+                raw = read(final)
+            except GZIP_ERRORS as exc:
+                self._report_gzip(cursor, ctx, exc)
+                return count
+            if raw is None:
+                return count
+            event = parse(raw.data, limit, truncated=raw.too_long)
+            if isinstance(event, Rejection):
+                ctx.reject(raw.data, f"{name}:{raw.line}", event.reason, event.detail)
+            elif emit(raw.data, event, f"{name}:{raw.line}"):
+                self.emitted += 1
+            else:
+                return None
+            progress.at = (raw.end, raw.line + 1)  # one line per input: the reader's next line number
             count += 1
 
     def _next_raw(self, reader: LineReader, csv: bool, final: bool) -> RawInput | None:

@@ -39,6 +39,10 @@ class RawInput(NamedTuple):
     too_long: bool  # longer than the limit: `data` holds only its first limit + 1 bytes
 
 
+# RawInput's own __new__ is Python code (a frame per line); tuple.__new__ builds the same tuple in C.
+_new_raw = tuple.__new__
+
+
 def identity(stat: os.stat_result) -> Identity:
     return stat.st_dev, stat.st_ino
 
@@ -112,16 +116,29 @@ class LineReader:
         self.offset, self.line, self._discarding = offset, line, False
 
     def read(self, final: bool) -> RawInput | None:
+        start = self.offset
+        raw = self.stream.readline(self.limit + 2)
+        # The common case first, in as few steps as possible: a whole line after the first one.
+        if start and raw.endswith(b"\n") and not self._discarding:
+            line = raw.rstrip(b"\r\n")
+            self.offset = end = start + len(raw)
+            number = self.line
+            self.line = number + 1
+            # A newline within limit + 2 bytes: at most limit + 1 bytes before it, nothing to cut off.
+            return _new_raw(RawInput, (start, end, number, line, len(line) > self.limit))
+        return self._read(raw, final)
+
+    def _read(self, raw: bytes, final: bool) -> RawInput | None:
         chunk = self.limit + 2
         while True:
             start = self.offset
-            raw = self.stream.readline(chunk)
             if not raw:
                 return None
             ended = raw.endswith(b"\n")
             if self._discarding:
                 self.offset += len(raw)
                 self._discarding = not ended
+                raw = self.stream.readline(chunk)
                 continue
             if not ended and len(raw) < chunk and not final:
                 self.stream.seek(start)  # a partial last line: wait for the rest

@@ -129,7 +129,7 @@ class FakeAwsServer:
             region_name="us-east-1",
             aws_access_key_id="fake",
             aws_secret_access_key="fake",  # noqa: S106 - a dummy for the fake endpoint
-            config=Config(**({"retries": {"max_attempts": 1, "mode": "standard"}} | config)),
+            config=Config(**({"retries": {"total_max_attempts": 1, "mode": "standard"}} | config)),
         )
 
 
@@ -241,7 +241,7 @@ class RecordingContext:
     def stopping(self) -> bool:
         return self.stop.is_set()
 
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
+    def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
         if self.block_emits_until_stop:
             self.emit_blocked.set()
             self.stop.wait()

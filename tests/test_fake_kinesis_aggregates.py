@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
+from aws_kinesis_agg.aggregator import RecordAggregator
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
@@ -178,3 +179,28 @@ def test_an_old_signature_has_expired() -> None:
     with pytest.raises(KinesisError, match="expired"):
         check_signature({KEY_ID: SECRET}, "us-east-1", method="POST", target_path="/", headers=lowered, body=body,
                         now=signed_at + MAX_CLOCK_SKEW_S + 1)
+
+
+def test_an_aggregate_from_aws_kinesis_agg_is_opened_too(fake: FakeKinesis, client: Any) -> None:
+    """An aggregate packed by aws_kinesis_agg's own aggregator, with explicit hash keys, opens to its members."""
+    shard = fake.shards()[2]
+    keys = fake.keys_in_shard(shard.shard_id, 3)
+    aggregator = RecordAggregator()
+    for i, key in enumerate(keys):
+        aggregator.add_user_record(key, f"lib-{i}".encode(), str(shard.start + i))
+    key, explicit, data = aggregator.clear_and_get().get_contents()
+    put(client, fake, [(data, key)], ExplicitHashKey=explicit or str(shard.start))
+    users = fake.user_records()
+    assert [(u.partition_key, u.data, u.hash_key, u.shard_id) for u in users] == [
+        (key, f"lib-{i}".encode(), shard.start + i, shard.shard_id) for i, key in enumerate(keys)]
+    assert fake.misrouted_user_records() == []
+
+
+def test_data_by_key_follows_the_stream_order(fake: FakeKinesis, client: Any) -> None:
+    """data_by_key: per partition key, plain and aggregated user records in sequence order, members in place."""
+    shard = fake.shards()[0]
+    first, second = fake.keys_in_shard(shard.shard_id, 2)
+    put(client, fake, [(b"a1", first), (b"b1", second)])
+    put(client, fake, [(kpl_aggregate([(first, b"a2"), (second, b"b2"), (first, b"a3")]), first)])
+    put(client, fake, [(b"a4", first)])
+    assert fake.data_by_key() == {first: [b"a1", b"a2", b"a3", b"a4"], second: [b"b1", b"b2"]}

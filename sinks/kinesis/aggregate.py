@@ -76,16 +76,16 @@ def _varint(value: int) -> bytes:
     return _SMALL_VARINTS[value] if value < _TWO_BYTE_LIMIT else _encode_varint(value)
 
 
+# The index prefixes of aggregates of up to the default max_records (1,000) keys, built once.
+_CACHED_INDICES = 1024
+_INDEX_PREFIXES = tuple(bytes((_TAG_PK_INDEX,)) + _varint(index) + bytes((_TAG_DATA,)) for index in range(_CACHED_INDICES))
+
+
 def _index_prefix(index: int) -> bytes:
     """What stands between a member's record length and its data length when its key has `index`."""
     if index < len(_INDEX_PREFIXES):
         return _INDEX_PREFIXES[index]
     return b"".join((bytes((_TAG_PK_INDEX,)), _encode_varint(index), bytes((_TAG_DATA,))))
-
-
-# The index prefixes of aggregates of up to the default max_records (1,000) keys, built once.
-_CACHED_INDICES = 1024
-_INDEX_PREFIXES = tuple(bytes((_TAG_PK_INDEX,)) + _varint(index) + bytes((_TAG_DATA,)) for index in range(_CACHED_INDICES))
 
 
 def _field(tag: int, payload: bytes) -> bytes:
@@ -160,6 +160,16 @@ class Aggregator:
 
     def __len__(self) -> int:
         return len(self._members)
+
+    @property
+    def size(self) -> int:
+        """The exact `size` of what flush() would return now (0 when empty), for request and rate budgets."""
+        if not self._members:
+            return 0
+        first = self._members[0]
+        if len(self._members) == 1 and not first.record.data.startswith(KPL_MAGIC):
+            return len(first.record.data) + len(first.partition_key.encode("utf-8"))
+        return self._size
 
     def add(self, entry: KinesisEntry) -> Aggregate | None:
         """Take `entry`; when it does not fit the aggregate being filled, return that one full and start anew.

@@ -293,7 +293,7 @@ class _Recorder:
         self.source = source
         self.handed: list[tuple[bytes, str, Hashable | None]] = []
 
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
+    def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
         self.handed.append((data, origin, self.source.position()))
         return True
 

@@ -138,23 +138,28 @@ def test_aggregate_all_packs_greedily(entries: list[KinesisEntry], max_bytes: in
 
 
 @EXAMPLES
-@given(entry_lists(explicit=False), st.integers(200, 3000), st.integers(1, 40))
+@given(entry_lists(), st.integers(1, 3000), st.integers(1, 40))
 def test_add_returns_the_full_aggregate_without_the_entry_that_did_not_fit(
     entries: list[KinesisEntry], max_bytes: int, max_records: int
 ) -> None:
-    """add() hands back a full aggregate exactly when the entry did not fit; that entry starts the next one."""
+    """add() hands back a full aggregate (of the announced size) exactly when the entry did not fit, then holds it."""
     aggregator = Aggregator(max_bytes, max_records)
     held: list[KinesisEntry] = []
     for entry in entries:
+        pending = aggregator.size
         full = aggregator.add(entry)
         if full is None:
             held.append(entry)
         else:
             assert full.members == held
+            assert full.size == pending  # what `size` announced is what came out
             held = [entry]
         assert len(aggregator) == len(held)
+    pending = aggregator.size
     last = aggregator.flush()
     assert (last.members if last else []) == held
+    assert (last.size if last else 0) == pending
+    assert aggregator.size == 0
     assert len(aggregator) == 0
     assert aggregator.flush() is None
 

@@ -146,7 +146,7 @@ def test_delay_for_is_exactly_the_wait_after_which_the_amount_may_go(
     assert limiter.delay_for(records, size) == 0  # exactly: a caller checks `> 0` before waiting again
 
 
-def test_a_full_bucket_allows_a_quarter_second_of_the_target_pace() -> None:
+def test_a_full_bucket_holds_burst_s_of_the_target_pace() -> None:
     """At start the budget is BURST_S of 97 % of the limits; spending it empties it; it refills at that pace."""
     limiter, clock = limiter_and_clock()
     records, size = limiter.available()
@@ -158,6 +158,34 @@ def test_a_full_bucket_allows_a_quarter_second_of_the_target_pace() -> None:
     clock.now += 0.1
     assert limiter.available()[0] == pytest.approx(97 + records - int(records), abs=0.01)
     assert limiter.rate == pytest.approx((RECORDS_PER_S * ratelimit.TARGET_FRACTION, MIB * ratelimit.TARGET_FRACTION))
+
+
+def test_after_a_pause_one_full_request_to_one_shard_goes_at_once() -> None:
+    """500 entries of ~1 KB (a full PutRecords) fit the budget of a rested shard: no split, no wait."""
+    limiter, clock = limiter_and_clock()
+    clock.now += 5.0
+    records, size = limiter.available()
+    assert records >= 500 and size >= 500 * SMALL_RECORD
+    assert limiter.delay_for(500, 500 * SMALL_RECORD) == 0
+
+
+def test_a_refund_gives_back_a_spend_that_went_nowhere() -> None:
+    """A request refused before it left (spent, then refunded) leaves the budget as it was: the next full
+    request goes at once; a partial refund gives back only its share of bucket and window."""
+    limiter, clock = limiter_and_clock()
+    clock.now += 5.0
+    before = limiter.available()
+    limiter.spend(500, 500 * SMALL_RECORD)
+    assert limiter.delay_for(499, 499 * SMALL_RECORD) > 0
+    limiter.refund(500, 500 * SMALL_RECORD)
+    assert limiter.available() == pytest.approx(before)
+    assert limiter.delay_for(499, 499 * SMALL_RECORD) == 0
+    limiter.spend(300, 300 * SMALL_RECORD)
+    limiter.spend(200, 200 * SMALL_RECORD)
+    limiter.refund(250, 250 * SMALL_RECORD)
+    assert limiter.available()[0] == pytest.approx(before[0] - 250)
+    clock.now += KINESIS_WINDOW_S + ratelimit.GUARD_S  # what stayed spent leaves the window like any send
+    assert limiter.available() == pytest.approx(before)
 
 
 def test_a_light_past_second_allows_a_burst_but_a_full_one_does_not() -> None:

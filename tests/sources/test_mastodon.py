@@ -137,7 +137,7 @@ def test_heartbeats_keep_a_quiet_stream_alive(fake: FakeMastodon) -> None:
 class SlowBufferContext(RecordingContext):
     """The first emit blocks as a full buffer would."""
 
-    def emit(self, data: bytes, event: Any, origin: str) -> bool:
+    def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
         if not self.emitted:
             self.stop.wait(1.0)
         return super().emit(data, event, origin)

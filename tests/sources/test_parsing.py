@@ -92,11 +92,12 @@ def test_too_long_and_truncated_payloads_are_rejected() -> None:
 
 
 def test_any_exception_of_the_decoder_becomes_a_parse_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An exception nobody foresaw (here MemoryError) is a parse_error rejection naming it, not a crash."""
+    """An exception nobody foresaw (here MemoryError, from both decoders) is a parse_error rejection naming it."""
 
-    def exhausted(text: str) -> Any:
+    def exhausted(text: str | bytes) -> Any:
         raise MemoryError("no room for \ud800")
 
+    monkeypatch.setattr(parsing, "_loads_fast", exhausted)
     monkeypatch.setattr(parsing, "_decode", exhausted)
     result = parse_json_record(b"{}", LIMIT)
     assert isinstance(result, Rejection) and result.reason == "parse_error"
