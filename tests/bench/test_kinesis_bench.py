@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import kinesis
-from bench.kinesis import CaseResult, Endpoint, median_run, run_case
+from bench.kinesis import CaseResult, median_run, run_case
 from bench.kinesis_cases import tweets_file
+from bench.kinesis_procs import Endpoint
 from bench.kinesis_profile import summarise
 from bench.kinesis_report import replace_section, throughput_lines
 

@@ -15,16 +15,8 @@ from botocore.config import Config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.null_kinesis import (
-    MAX_HASH_KEY,
-    PUT_PAYLOAD_UNIT_BYTES,
-    SHARD_RECORDS_PER_S,
-    STREAM,
-    THROTTLE_CODE,
-    NullKinesis,
-    count_kpl_records,
-    put_payload_units,
-)
+from bench.kpl_count import PUT_PAYLOAD_UNIT_BYTES, count_kpl_records, put_payload_units
+from bench.null_kinesis import MAX_HASH_KEY, SHARD_RECORDS_PER_S, STREAM, THROTTLE_CODE, NullKinesis
 
 
 @pytest.fixture
