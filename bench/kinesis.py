@@ -177,6 +177,8 @@ def run_case(
     """Spawn the case, wait until the endpoint counted `records` user records, stop it, measure it.
     With `profile_to`, py-spy samples the case from its first accepted record on, into that file."""
     result = CaseResult(case, records)
+    dead_letters = work / f"{case}.dead-letter.jsonl"
+    dead_letters.unlink(missing_ok=True)  # a repeat's or the profile run's count starts from nothing
     endpoint.reset(limits=False, expect=records)
     started = time.monotonic()  # CLOCK_MONOTONIC is system-wide: comparable with the endpoint's timestamps
     child = Child(case_argv(work, case, endpoint.url, tweets, records), _env_for(work, case), work, work / case)
@@ -214,7 +216,6 @@ def run_case(
     if result.ok and child.status not in (0, -signal.SIGTERM):
         result.ok, result.error = False, f"delivered everything but exited {child.status}: {child.first_error()}"
     result.error = result.error.replace(f"{work}/", "")  # the temp dir's name says nothing
-    dead_letters = work / f"{case}.dead-letter.jsonl"
     if dead_letters.exists():
         with dead_letters.open("rb") as lines:
             result.dead_lettered = sum(1 for _ in lines)
@@ -248,6 +249,7 @@ class ThrottledResult:
 def run_throttled(endpoint: Endpoint, work: Path, case: str, tweets: Path, records: int) -> ThrottledResult:
     """Run the case against the per-shard limits for the warm-up plus the window, then stop it."""
     result = ThrottledResult(case)
+    (work / f"{case}.dead-letter.jsonl").unlink(missing_ok=True)
     endpoint.reset(limits=True, expect=1)  # the first accepted record starts the clock
     child = Child(case_argv(work, case, endpoint.url, tweets, records), _env_for(work, case), work, work / f"throttled-{case}")
     try:
