@@ -34,7 +34,8 @@ class RecordBuffer:
         self.max_bytes = max_bytes
         self._items: deque[tuple[Entry, int]] = deque()
         self._bytes = 0
-        self._blocked = 0
+        self._blocked = 0  # producers waiting for room
+        self._waiting_getters = 0  # the worker waiting for a first entry: notified only then
         self._closed = False
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
@@ -57,41 +58,52 @@ class RecordBuffer:
 
     def put(self, entry: Entry, stopping: threading.Event) -> bool:
         """Append `entry`, waiting for room; returns False (entry not taken) once `stopping` is set or closed."""
-        size = entry_bytes(entry)
-        with self._not_full:
+        record = entry.record
+        data_size = len(record.data)
+        entry_size = entry.size
+        # entry_bytes(entry), inlined: this runs once per record.
+        size = (entry_size if entry_size > data_size else data_size) + len(record.origin) + RECORD_OVERHEAD_BYTES
+        with self._lock:
+            items = self._items
             # An entry larger than max_bytes is still let into an empty buffer, or it could never pass.
-            while self._items and (len(self._items) >= self.max_records or self._bytes + size > self.max_bytes):
-                if stopping.is_set() or self._closed:
-                    return False
-                self._blocked += 1
-                try:
-                    self._not_full.wait(_BLOCKED_PUT_RECHECK_S)
-                finally:
-                    self._blocked -= 1
+            full = items and (len(items) >= self.max_records or self._bytes + size > self.max_bytes)
+            if full and not self._wait_for_room(size, stopping):
+                return False
             if stopping.is_set() or self._closed:
                 return False
-            self._items.append((entry, size))
+            items.append((entry, size))
             self._bytes += size
-            self._not_empty.notify()
+            if self._waiting_getters:
+                self._not_empty.notify()
             return True
+
+    def _wait_for_room(self, size: int, stopping: threading.Event) -> bool:
+        """With the lock held: wait until `size` fits; False once stopping or closed."""
+        items = self._items
+        while items and (len(items) >= self.max_records or self._bytes + size > self.max_bytes):
+            if stopping.is_set() or self._closed:
+                return False
+            self._blocked += 1
+            try:
+                self._not_full.wait(_BLOCKED_PUT_RECHECK_S)
+            finally:
+                self._blocked -= 1
+        return True
 
     def get(self, timeout: float) -> Entry | None:
         """Take the oldest entry, waiting up to `timeout` seconds; None when still empty."""
-        with self._not_empty:
-            if not self._items and timeout > 0:
-                self._not_empty.wait(timeout)
-            if not self._items:
-                return None
-            entry, size = self._items.popleft()
-            self._bytes -= size
-            self._not_full.notify()
-            return entry
+        taken = self.get_many(1, timeout)
+        return taken[0] if taken else None
 
     def get_many(self, max_entries: int, timeout: float) -> list[Entry]:
         """Take up to `max_entries` of the oldest entries, waiting up to `timeout` seconds for a first one."""
-        with self._not_empty:
+        with self._lock:
             if not self._items and timeout > 0:
-                self._not_empty.wait(timeout)
+                self._waiting_getters += 1
+                try:
+                    self._not_empty.wait(timeout)
+                finally:
+                    self._waiting_getters -= 1
             items = self._items
             taken: list[Entry] = []
             freed = 0
@@ -101,7 +113,8 @@ class RecordBuffer:
                 freed += size
             if taken:
                 self._bytes -= freed
-                self._not_full.notify_all()
+                if self._blocked:
+                    self._not_full.notify_all()
             return taken
 
     def close(self) -> None:

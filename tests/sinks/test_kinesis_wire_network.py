@@ -137,6 +137,8 @@ def test_reset_after_the_answer_keeps_the_answer(server: WireServer, client_for:
     client = client_for(server.endpoint_url)
     outcome = client.put_records(STREAM, entries(3))
     assert isinstance(outcome, PutResponse) and outcome.failures == () and len(outcome.sequence_numbers) == 3
+    # The answer can reach the client before the server resets: the next request races the RST unless it waits.
+    assert server.reset_after_answer.wait(5.0), "the server never reset the connection"
     _next_request_works_on_a_new_connection(client, server)
 
 

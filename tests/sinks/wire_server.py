@@ -95,6 +95,14 @@ class WireServer:
         host, port = self._server.server_address[:2]
         return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
 
+    @property
+    def reset_after_answer(self) -> threading.Event:
+        """Set once an `answer_then_reset` connection was reset (its RST sent)."""
+        event: threading.Event | None = getattr(self, "_reset_after_answer", None)
+        if event is None:
+            event = self._reset_after_answer = threading.Event()
+        return event
+
     def next_answer(self) -> Answer:
         with self._lock:
             return self.script.pop(0) if self.script else self.default
@@ -147,6 +155,7 @@ class WireServer:
                 self.wfile.flush()
                 if answer.action == "answer_then_reset":
                     self._break()
+                    fake.reset_after_answer.set()
 
             def _break(self) -> None:
                 self.close_connection = True
