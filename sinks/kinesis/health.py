@@ -8,15 +8,17 @@ STARTUP_CHECK_TIMEOUT_S; then start-up fails, like it fails at once for a perman
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-from sinks.base import SinkUnavailable
+from sinks.base import SinkEvents, SinkUnavailable
 from sinks.kinesis.config import KinesisSinkConfig
-from sinks.kinesis.service import FailureKind, KinesisService, StreamSummary, classify
+from sinks.kinesis.retry import Decision
+from sinks.kinesis.service import FailureKind, KinesisService, PutOutcome, PutResponse, StreamSummary, classify
 
 # Total time the check may spend, retries included: long enough for a blip, short enough that a service
 # manager sees a failed start promptly (and restarts it) when the network or endpoint is really down.
@@ -96,3 +98,32 @@ def _probe(service: KinesisService, client: Any, config: KinesisSinkConfig) -> S
             f"{summary.max_record_bytes} bytes (MaxRecordSizeInKiB): lower it or raise the stream's"
         )
     return summary
+
+
+class HealthTracker:
+    """Unhealthy while the stream refuses everyone; healthy again at the first request it answers normally.
+
+    Thread-safe: several requests are in flight; each transition is reported once.
+    """
+
+    def __init__(self, events: SinkEvents, target: str) -> None:
+        self.events = events
+        self.target = target
+        self.unhealthy: str | None = None  # the error code the stream refused everything with, while it does
+        self._lock = threading.Lock()
+
+    def update(self, outcome: PutOutcome, decision: Decision) -> None:
+        with self._lock:
+            if decision.unhealthy is not None:
+                code, message = decision.unhealthy
+                if self.unhealthy == code:
+                    return
+                self.unhealthy = code
+                healthy, reason = False, code
+                detail = f"{self.target} refuses writes: {code}: {message}; records are held and retried"
+            elif isinstance(outcome, PutResponse) and self.unhealthy is not None:
+                healthy, (reason, self.unhealthy) = True, (self.unhealthy, None)
+                detail = f"{self.target} takes writes again"
+            else:
+                return
+        self.events.sink_health(healthy=healthy, reason=reason, detail=detail)

@@ -1,135 +1,151 @@
-"""The `kinesis` sink: prepare entries, then PutRecords with partial re-sends and backoff until delivered.
+"""The `kinesis` sink: prepare entries, then hand them to the delivery engine (engine.py) that keeps several
+PutRecords requests in flight, per shard, and reports each record's end through the daemon's completion.
 
 Three kinds of refusal, three treatments: a transient one (throttling, 5xx, network) is retried with
-backoff up to `retry.max_attempts`; a refusal by the stream itself (access denied, no such stream, KMS key
-unusable, credentials) holds the records and retries them with backoff, without an attempt limit, while
-the sink reports itself unhealthy; a refusal of one record (invalid, named by the answer or found by
-halving the request) dead-letters that record only.
+backoff up to the per-record budget (`retry.max_attempts`, `retry.max_age`); a refusal by the stream
+itself (access denied, no such stream, KMS key unusable, credentials) holds the records and retries them
+with backoff, without an attempt limit, while the sink reports itself unhealthy; a refusal of one record
+(invalid, named by the answer or found by halving the request) dead-letters that record only.
 """
 
 from __future__ import annotations
 
 import random
+import threading
+import time
+from collections.abc import Callable, Sequence
 
-from sinks.base import Deadline, Record, SinkEvents, register_sink
-from sinks.batch import BatchLimits, BatchSink, WriteResult
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sinks.base import Completion, Deadline, Record, Sink, SinkEvents, register_sink
 from sinks.kinesis.config import KinesisSinkConfig
-from sinks.kinesis.health import STARTUP_CHECK_TIMEOUT_S, check_stream, describe_target
+from sinks.kinesis.engine import Engine, Transport
+from sinks.kinesis.health import STARTUP_CHECK_TIMEOUT_S, HealthTracker, check_stream, describe_target
 from sinks.kinesis.records import EntryBuilder, KinesisEntry
-from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED, Backoff, Decision, decide
-from sinks.kinesis.service import CallFailed, KinesisService, PutOutcome, PutResponse
+from sinks.kinesis.retry import Backoff
+from sinks.kinesis.routing import UNKNOWN_SHARD, Router
+from sinks.kinesis.service import KinesisService
+from sinks.kinesis.shards import Shard, ShardMap, ShardMapError, list_open_shards
+from sinks.kinesis.wire import PutRecordsClient
+
+# Refreshes on evidence (misroutes, a possibly closed shard) at most this often: a burst of misrouted
+# answers while the map is stale costs one ListShards, not one per answer.
+EVIDENCE_REFRESH_MIN_INTERVAL_S = 1.0
+_EVIDENCE_REASONS = frozenset({"misroute", "closed_shard", "child_shards"})
+
+ShardLister = Callable[[], list[Shard]]
 
 
 @register_sink
-class KinesisSink(BatchSink[KinesisEntry]):
+class KinesisSink(Sink[KinesisEntry]):
     config_model = KinesisSinkConfig
     config: KinesisSinkConfig
 
-    def __init__(self, config: KinesisSinkConfig, events: SinkEvents, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: KinesisSinkConfig,
+        events: SinkEvents,
+        rng: random.Random | None = None,
+        *,
+        transport: Transport | None = None,
+        lister: ShardLister | None = None,
+    ) -> None:
         super().__init__(config, events)
         self.builder = EntryBuilder(config.partition_key, config.max_record_bytes)
         self.service = KinesisService(config)
         self.backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff, rng)
-        self._limits = BatchLimits(config.max_batch_records, config.max_batch_bytes, config.linger)
-        self.unhealthy: str | None = None  # the error code the stream refused everything with, while it does
+        self.transport: Transport = transport or PutRecordsClient(
+            self.service.session,
+            self.service.region or "",
+            self.service.endpoint,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            max_connections=config.in_flight,
+        )
+        self._lister = lister or (lambda: list_open_shards(self.service.client, self.service.stream))
+        self._last_listed: list[Shard] = []
+        self.shard_map = ShardMap(self._list_shards, refresh_interval_s=config.shard_map.refresh_interval)
+        self.health = HealthTracker(events, describe_target(self.service))
+        self._refresh_lock = threading.Lock()
+        self._last_evidence_refresh = -EVIDENCE_REFRESH_MIN_INTERVAL_S
+        self._engine: Engine | None = None
+        self._stop_map = threading.Event()
+        self._map_thread: threading.Thread | None = None
 
     @property
-    def limits(self) -> BatchLimits:
-        return self._limits
+    def unhealthy(self) -> str | None:
+        return self.health.unhealthy
 
     def check(self, timeout_s: float = STARTUP_CHECK_TIMEOUT_S) -> None:
         check_stream(self.service, self.config, timeout_s)
+        self._ensure_map()
 
     def prepare(self, record: Record) -> KinesisEntry:
         return self.builder.build(record)
 
-    def write(self, batch: list[KinesisEntry], deadline: Deadline) -> WriteResult[KinesisEntry]:
-        result: WriteResult[KinesisEntry] = WriteResult()
-        pending = list(batch)
-        window = len(pending)  # entries per request; shrinks while halving an invalid request
-        bisecting = False  # until the entry at fault is found, successes do not widen the window again
-        failures = 0  # consecutive attempts that needed a backoff: the backoff's exponent
-        tries: dict[int, int] = {}  # id(entry) -> transient failures, against retry.max_attempts
-        max_attempts = self.config.retry.max_attempts
-        while pending:
-            if deadline.expired():
-                result.unsent.extend(pending)
-                break
-            request, rest = pending[:window], pending[window:]
-            outcome = self.service.put_records(request)
-            decision = decide(outcome, len(request))
-            self._report(outcome, decision, request)
-            self._track_health(outcome, decision)
-            if decision.split:
-                bisecting, window = True, max(1, len(request) // 2)  # the same entries, in smaller requests, at once
-                continue
-            retry, hold = set(decision.retry), set(decision.hold)
-            again_positions = sorted(retry | hold | set(decision.resend))
-            settled = set(again_positions) | {position for position, _ in decision.reject}
-            result.sent.extend(e for i, e in enumerate(request) if i not in settled)
-            result.failed.extend((request[i], REASON_PUT_REJECTED, detail) for i, detail in decision.reject)
-            again: list[KinesisEntry] = []
-            backing_off = False
-            for i in again_positions:
-                entry = request[i]
-                if i in retry:
-                    tries[id(entry)] = tries.get(id(entry), 0) + 1
-                    if max_attempts and tries[id(entry)] >= max_attempts:
-                        detail = f"not accepted after {tries[id(entry)]} attempts (last: {', '.join(sorted(decision.codes))})"
-                        result.failed.append((entry, REASON_RETRIES_EXHAUSTED, detail))
-                        continue
-                backing_off = backing_off or i in retry or i in hold
-                again.append(entry)
-            pending = again + rest
-            if not bisecting or decision.reject:
-                bisecting, window = False, len(pending)
-            if not pending:
-                break
-            if not backing_off:
-                continue
-            failures += 1
-            delay = self.backoff.delay(failures)
-            remaining = deadline.remaining()
-            if remaining is not None and delay >= remaining:
-                # No re-send can start before the deadline: return now, and announce no retry that won't happen.
-                result.unsent.extend(pending)
-                break
-            self.events.records_retried(
-                records=len(again), attempt=failures, delay_s=delay, reason=",".join(sorted(decision.codes))
-            )
-            if deadline.sleep(delay):
-                result.unsent.extend(pending)
-                break
-        return result
+    # --- the v2 contract ------------------------------------------------------------------------------
 
-    def _report(self, outcome: PutOutcome, decision: Decision, request: list[KinesisEntry]) -> None:
-        not_taken = len(decision.retry) + len(decision.hold) + len(decision.reject) + len(decision.resend)
-        if decision.split:
-            not_taken = len(request)
-        self.events.put_requested(
-            result=decision.result, records=len(request), accepted=len(request) - not_taken, latency_s=outcome.latency_s
-        )
-        if isinstance(outcome, CallFailed):
-            detail = f"{outcome.kind.value}: {outcome.message}"
-            for code, count in decision.codes.items():
-                self.events.put_failed(code=code, records=count, detail=detail)
-            return
-        messages = {f.code: f.message for f in reversed(outcome.failures)}  # the first message of each code
-        for code, count in sorted(decision.codes.items()):
-            self.events.put_failed(code=code, records=count, detail=f"entries refused in a partial response: {messages[code]}")
+    def start(self, completion: Completion[KinesisEntry]) -> None:
+        self._ensure_map()
+        self._engine = self._new_engine()
+        self._engine.start(completion)
+        self._map_thread = threading.Thread(target=self._refresh_periodically, name="kinesis-shard-map", daemon=True)
+        self._map_thread.start()
 
-    def _track_health(self, outcome: PutOutcome, decision: Decision) -> None:
-        """Unhealthy while the stream refuses everyone; healthy again at the first request it answers normally."""
-        if decision.unhealthy is not None:
-            code, message = decision.unhealthy
-            if self.unhealthy != code:
-                self.unhealthy = code
-                detail = f"{describe_target(self.service)} refuses writes: {code}: {message}; records are held and retried"
-                self.events.sink_health(healthy=False, reason=code, detail=detail)
-        elif isinstance(outcome, PutResponse) and self.unhealthy is not None:
-            reason, self.unhealthy = self.unhealthy, None
-            self.events.sink_health(healthy=True, reason=reason, detail=f"{describe_target(self.service)} takes writes again")
+    def submit(self, entries: Sequence[KinesisEntry], deadline: Deadline) -> int:
+        assert self._engine is not None, "start() was not called"
+        return self._engine.submit(entries, deadline)
+
+    def finish(self, deadline: Deadline) -> None:
+        assert self._engine is not None, "start() was not called"
+        try:
+            self._engine.finish(deadline)
+        finally:
+            self._stop_map.set()
+            if self._map_thread is not None:
+                self._map_thread.join()
 
     def close(self) -> None:
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            close()
         self.service.close()
+
+    # --- the shard map --------------------------------------------------------------------------------
+
+    def _new_engine(self) -> Engine:
+        return Engine(self.config, self.service.stream, self.transport, Router(self.shard_map, self.config.shard_limits),
+                      self.events, self.health, self.backoff, self._refresh)
+
+    def _ensure_map(self) -> None:
+        if self.shard_map.generation == 0:
+            self._refresh("start")
+
+    def _list_shards(self) -> list[Shard]:
+        """ListShards; when it fails, the last good answer (or one stand-in shard): sending goes on."""
+        try:
+            shards = self._lister()
+        except (ClientError, BotoCoreError, ShardMapError):
+            shards = []
+        if shards:
+            self._last_listed = shards
+        return self._last_listed or [UNKNOWN_SHARD]
+
+    def _refresh(self, reason: str) -> bool:
+        """List the shards again (rate-limited for evidence); True if the set changed."""
+        with self._refresh_lock:
+            now = time.monotonic()
+            if reason in _EVIDENCE_REASONS:
+                if now - self._last_evidence_refresh < EVIDENCE_REFRESH_MIN_INTERVAL_S:
+                    return False
+                self._last_evidence_refresh = now
+            changed = self.shard_map.refresh(reason)
+        self.events.shard_map_refreshed(shards=len(self.shard_map.shards), reason=reason, changed=changed)
+        return changed
+
+    def _refresh_periodically(self) -> None:
+        interval = self.config.shard_map.refresh_interval
+        while not self._stop_map.wait(interval):
+            if self.shard_map.refresh_due() and self._refresh("periodic") and self._engine is not None:
+                self._engine.resharded()
 

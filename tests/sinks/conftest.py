@@ -6,17 +6,22 @@ import base64
 import json
 import random
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sinks.base import Record
+from sinks.base import Deadline, Record, Sink
 from sinks.batch import WriteResult
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
-from sinks.kinesis.records import KinesisEntry
+from sinks.kinesis.aggregate import Aggregate
+from sinks.kinesis.queues import WireItem
+from sinks.kinesis.records import KinesisEntry, hash_key_of
+from sinks.kinesis.service import CallFailed, EntryFailure, PutOutcome, PutResponse
+from sinks.kinesis.shards import Shard
 from tests.fakes import FakeAwsServer, Reply
 
 REGION = "us-east-1"
@@ -25,6 +30,8 @@ STREAM = "tweets-under-test"
 # fake fails the test quickly instead of hanging it.
 TINY_RETRY = {"initial_backoff": 0.001, "max_backoff": 0.004}
 FAST_TIMEOUTS = {"connect_timeout": 2.0, "read_timeout": 5.0}
+# Per-shard limits no test reaches (the scripted endpoint enforces none).
+UNLIMITED_SHARDS = {"records_per_second": 1e6, "bytes_per_second": 1e10}
 
 PutReply = Callable[[dict[str, Any]], Reply | dict[str, Any]]
 
@@ -139,6 +146,16 @@ def fail_positions(failures: dict[int, str]) -> Callable[[dict[str, Any]], dict[
     return reply
 
 
+ONE_SHARD_ID = "shardId-000000000000"
+MAX_HASH_KEY = 2**128 - 1
+
+
+def one_shard(_body: dict[str, Any]) -> dict[str, Any]:
+    """A ListShards answer: one open shard over the whole hash-key range (the one accept_all names)."""
+    return {"Shards": [{"ShardId": ONE_SHARD_ID, "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": str(MAX_HASH_KEY)},
+                        "SequenceNumberRange": {"StartingSequenceNumber": "1"}}]}
+
+
 def whole_call(reply: Reply) -> PutReply:
     """The same whole-call reply (an error or a dropped connection) whatever the request."""
     return lambda _body: reply
@@ -185,6 +202,8 @@ class ScriptedKinesis:
     def handle(self, operation: str, body: dict[str, Any]) -> Reply | dict[str, Any]:
         if operation == "DescribeStreamSummary":
             return self.describe(body)
+        if operation == "ListShards":
+            return one_shard(body)
         if operation != "PutRecords":
             return Reply.error("UnknownOperationException", 400, operation)
         with self.lock:
@@ -224,12 +243,17 @@ def kinesis_fake(_kinesis_server: ScriptedKinesis) -> Callable[..., ScriptedKine
 
 @pytest.fixture
 def make_sink(events: RecordingEvents) -> Iterator[Callable[..., KinesisSink]]:
-    """Builds a KinesisSink for an endpoint with tiny backoff and a seeded RNG; closed after the test."""
+    """Builds a KinesisSink for an endpoint with tiny backoff and a seeded RNG; closed after the test.
+
+    The scripted endpoint has no per-shard limit, and its tests reason in whole requests: the sink's shard
+    limits are raised far above what a test sends unless the test sets them.
+    """
     sinks: list[KinesisSink] = []
 
     def make(endpoint_url: str | None = None, seed: int = 7, **overrides: Any) -> KinesisSink:
         retry = TINY_RETRY | overrides.pop("retry", {})
-        fields = {"stream": STREAM, "endpoint_url": endpoint_url, "retry": retry} | FAST_TIMEOUTS | overrides
+        fields = {"stream": STREAM, "endpoint_url": endpoint_url, "retry": retry, "shard_limits": UNLIMITED_SHARDS}
+        fields = fields | FAST_TIMEOUTS | overrides
         sink = KinesisSink(KinesisSinkConfig.model_validate(fields), events, rng=random.Random(seed))
         sinks.append(sink)
         return sink
@@ -243,3 +267,160 @@ def assert_accounted(batch: list[KinesisEntry], result: WriteResult[KinesisEntry
     """Every entry handed to write is in exactly one of sent / failed / unsent (by identity)."""
     placed = [id(e) for e in result.sent] + [id(e) for e, _, _ in result.failed] + [id(e) for e in result.unsent]
     assert sorted(placed) == sorted(id(e) for e in batch)
+
+
+# --- the v2 contract: start, submit, finish, with every completion checked exactly once ---------------
+
+
+class Completions:
+    """A Completion that fills a WriteResult and fails the test if an entry is reported twice."""
+
+    def __init__(self) -> None:
+        self.result: WriteResult[KinesisEntry] = WriteResult()
+        self.details: list[str] = []
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self._seen: set[int] = set()
+
+    def _mark(self, entries: list[KinesisEntry]) -> None:
+        for entry in entries:
+            assert id(entry) not in self._seen, f"{entry.record.origin} reported twice"
+            self._seen.add(id(entry))
+        self.changed.notify_all()
+
+    def sent(self, entries: Sequence[KinesisEntry]) -> None:
+        with self.lock:
+            self._mark(list(entries))
+            self.result.sent.extend(entries)
+
+    def failed(self, items: Sequence[tuple[KinesisEntry, str, str]]) -> None:
+        with self.lock:
+            self._mark([entry for entry, _, _ in items])
+            self.result.failed.extend(items)
+
+    def unsent(self, entries: Sequence[KinesisEntry], detail: str) -> None:
+        with self.lock:
+            self._mark(list(entries))
+            self.result.unsent.extend(entries)
+            self.details.append(detail)
+
+    def reported(self) -> int:
+        with self.lock:
+            return len(self._seen)
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Block until `condition()` (evaluated under the lock at each completion) holds, or fail the test."""
+        with self.changed:
+            assert self.changed.wait_for(condition, timeout_s), f"timed out waiting for {what}"
+
+
+def deliver(
+    sink: Sink[KinesisEntry], entries: list[KinesisEntry], deadline: Deadline | float | None = None
+) -> WriteResult[KinesisEntry]:
+    """start, submit everything, finish: every entry reported exactly once (asserted); the result by outcome.
+
+    `deadline`: a Deadline, or seconds from now, or None (no deadline).
+    """
+    if not isinstance(deadline, Deadline):
+        deadline = Deadline(None if deadline is None else time.monotonic() + deadline)
+    completions = Completions()
+    sink.start(completions)
+    taken = sink.submit(entries, deadline)
+    sink.finish(deadline)
+    result = completions.result
+    result.unsent.extend(entries[taken:])
+    assert_accounted(entries, result)
+    return result
+
+
+# --- an in-process transport with several shards --------------------------------------------------------
+
+
+def shards_of(count: int) -> list[Shard]:
+    """`count` open shards splitting the hash-key range evenly, as CreateStream does."""
+    step = (MAX_HASH_KEY + 1) // count
+    return [Shard(f"shardId-{i:012d}", i * step, MAX_HASH_KEY if i == count - 1 else (i + 1) * step - 1) for i in range(count)]
+
+
+def wire_hash_key(record: WireItem) -> int:
+    """Where Kinesis routes a wire record: its explicit hash key, else MD5 of its partition key."""
+    return int(record.explicit_hash_key) if record.explicit_hash_key is not None else hash_key_of(record.partition_key)
+
+
+# A script step: given the request's records and the shard each would land on, return a whole-call outcome,
+# or a dict position -> ErrorCode of the entries to refuse (the rest are accepted), or None to accept all.
+Step = Callable[[list[WireItem], list[str]], "CallFailed | dict[int, str] | None"]
+
+
+@dataclass
+class FakeTransport:
+    """PutRecords in process: routes by hash key over `shards` (what the stream really has; `listed` is what
+    ListShards says), stores accepted records per shard in arrival order, answers from `step`."""
+
+    shards: list[Shard]
+    step: Step = lambda _records, _landing: None  # the default accepts everything
+    listed: list[Shard] | None = None
+    stored: dict[str, list[WireItem]] = field(default_factory=dict)
+    calls: list[list[WireItem]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sequence: int = 0
+
+    def list_shards(self) -> list[Shard]:
+        with self.lock:
+            return list(self.listed if self.listed is not None else self.shards)
+
+    def landing(self, record: WireItem) -> str:
+        key = wire_hash_key(record)
+        return next(s.shard_id for s in self.shards if s.start <= key <= s.end)
+
+    def put_records(self, stream: str, records: Sequence[WireItem]) -> PutOutcome:
+        batch = list(records)
+        with self.lock:
+            self.calls.append(batch)
+            landing = [self.landing(r) for r in batch]
+        answer = self.step(batch, landing)
+        if isinstance(answer, CallFailed):
+            return answer
+        refused = answer or {}
+        failures: list[EntryFailure] = []
+        shard_ids: list[str | None] = []
+        sequences: list[str | None] = []
+        with self.lock:
+            for position, (record, shard_id) in enumerate(zip(batch, landing, strict=True)):
+                if position in refused:
+                    failures.append(EntryFailure(position, refused[position], "scripted"))
+                    shard_ids.append(None)
+                    sequences.append(None)
+                    continue
+                self.sequence += 1
+                self.stored.setdefault(shard_id, []).append(record)
+                shard_ids.append(shard_id)
+                sequences.append(f"{self.sequence:056d}")
+        return PutResponse(tuple(failures), 0.001, tuple(shard_ids), tuple(sequences))
+
+    def stored_data(self) -> list[bytes]:
+        """Every accepted user record's bytes (aggregates' members included), over all shards."""
+        with self.lock:
+            return [m.data for items in self.stored.values() for item in items for m in _members(item)]
+
+
+def _members(item: WireItem) -> list[KinesisEntry]:
+    return item.members if isinstance(item, Aggregate) else [item]
+
+
+@pytest.fixture
+def engine_sink(events: RecordingEvents) -> Iterator[Callable[..., KinesisSink]]:
+    """Builds a KinesisSink over a FakeTransport (no HTTP): engine_sink(transport, **config)."""
+    sinks: list[KinesisSink] = []
+
+    def make(transport: FakeTransport, seed: int = 7, **overrides: Any) -> KinesisSink:
+        retry = TINY_RETRY | overrides.pop("retry", {})
+        fields = {"stream": STREAM, "endpoint_url": "http://127.0.0.1:9", "retry": retry} | FAST_TIMEOUTS | overrides
+        sink = KinesisSink(KinesisSinkConfig.model_validate(fields), events, rng=random.Random(seed),
+                           transport=transport, lister=transport.list_shards)
+        sinks.append(sink)
+        return sink
+
+    yield make
+    for sink in sinks:
+        sink.close()

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from sinks.base import Deadline, Record, RecordRejected
-from sinks.batch import BatchLimits
+from sinks.base import Record, RecordRejected
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
 from sinks.kinesis.records import MAX_PARTITION_KEY_CHARS, REASON_INVALID_DATA, REASON_RECORD_TOO_LARGE, EntryBuilder
-from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, assert_accounted, tweet_record
+from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, assert_accounted, deliver, tweet_record
 
 DEFAULT_PATHS = ["data.author_id", "user.id_str", "author_id"]
+# The per-request events (the engine adds its own: in flight, settled, shard map).
+REQUEST_EVENTS = frozenset({"put_requested", "put_failed", "records_retried", "sink_health"})
 
 
 def record_of(event: Any, data: bytes | None = None) -> Record:
@@ -177,12 +178,6 @@ def test_sink_prepare_applies_configured_limit_and_paths(make_sink: Callable[...
         sink.prepare(record_of({"user": {"id_str": "77"}}, data=b"z" * 2047))
 
 
-def test_limits_reflect_the_config(make_sink: Callable[..., KinesisSink]) -> None:
-    """limits is BatchLimits(max_batch_records, max_batch_bytes, linger) from the config."""
-    sink = make_sink("http://127.0.0.1:9", max_batch_records=123, max_batch_bytes=4096, max_record_bytes=2048, linger=0.75)
-    assert sink.limits == BatchLimits(max_records=123, max_bytes=4096, linger_s=0.75)
-
-
 # --- a plain write --------------------------------------------------------------------------------------
 
 
@@ -196,7 +191,7 @@ def test_write_sends_every_entry_in_one_request(
     fake = kinesis_fake()
     sink = make_sink(fake.server.endpoint_url)
     batch = [sink.prepare(r) for r in make_records(4, text="héllo ✨ мир")]
-    result = sink.write(batch, Deadline())
+    result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert result.sent == batch and not result.failed and not result.unsent
     [body] = fake.server.operations("PutRecords")
@@ -205,17 +200,22 @@ def test_write_sends_every_entry_in_one_request(
     [requested] = events.named("put_requested")
     assert (requested["result"], requested["records"], requested["accepted"]) == ("success", 4, 4)
     assert requested["latency_s"] >= 0
-    assert [name for name, _ in events.calls] == ["put_requested"]
+    assert [name for name, _ in events.calls if name in REQUEST_EVENTS] == ["put_requested"]
+    assert events.named("records_settled") == [{"attempts": {1: 4}}]
+    assert [e["count"] for e in events.named("requests_in_flight")] == [1, 0]
+    assert [(e["reason"], e["shards"]) for e in events.named("shard_map_refreshed")] == [("start", 1)]
+    assert {(e.shard_id, e.attempts) for e in batch} == {("shardId-000000000000", 1)}
+    assert len({e.sequence_number for e in batch}) == 4
 
 
 def test_an_empty_batch_makes_no_request(
     kinesis_fake: Callable[..., ScriptedKinesis], make_sink: Callable[..., KinesisSink]
 ) -> None:
-    """write([]) returns an empty result without calling Kinesis."""
+    """Delivering nothing reports nothing and puts nothing (only the start-up ListShards is made)."""
     fake = kinesis_fake()
-    result = make_sink(fake.server.endpoint_url).write([], Deadline())
+    result = deliver(make_sink(fake.server.endpoint_url), [])
     assert (result.sent, result.failed, result.unsent) == ([], [], [])
-    assert fake.server.calls == []
+    assert [call.operation for call in fake.server.calls] == ["ListShards"]
 
 
 def test_a_sink_without_a_stream_name_is_refused() -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from sinks.base import Deadline, Record
+from sinks.base import Record
 from sinks.kinesis import KinesisSink
 from sinks.kinesis.retry import REASON_PUT_REJECTED, REASON_RETRIES_EXHAUSTED
 from tests.fakes import Reply
-from tests.sinks.conftest import ScriptedKinesis, accept_all, assert_accounted
+from tests.sinks.conftest import ScriptedKinesis, accept_all, assert_accounted, deliver
 
 RETRIABLE_ENTRY_CODES = ["ProvisionedThroughputExceededException", "InternalFailure"]
 # Per-entry codes about the record itself (stream-level ones, like KMS*, hold records: see test_kinesis_retry).
@@ -67,7 +67,7 @@ def test_every_entry_ends_in_exactly_one_list_whatever_the_answers(
     fake = kinesis_fake(*[chaos] * 50)
     sink = make_sink(fake.server.endpoint_url, seed=seed, retry={"max_attempts": max_attempts})
     batch = [sink.prepare(r) for r in make_records(random.Random(seed).randint(1, 40))]
-    result = sink.write(batch, Deadline())
+    result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert not result.unsent
     assert len(chaos.accepted) == len(set(chaos.accepted))  # nothing accepted was ever sent again

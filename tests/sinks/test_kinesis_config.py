@@ -122,3 +122,39 @@ def test_a_large_record_still_needs_a_request_as_large() -> None:
     """max_record_bytes 8 MiB with the default 5 MiB request is refused, naming both keys' rule."""
     with pytest.raises(ValidationError, match="max_record_bytes must not exceed max_batch_bytes"):
         KinesisSinkConfig(max_record_bytes=8 * MIB)
+
+
+def test_the_v2_keys_have_their_documented_defaults() -> None:
+    """in_flight 4, unordered, aggregation off (50 KiB, 1000 records), 1000 records/s and 1 MiB/s per shard,
+    adaptive, shard map every 60 s, no age limit."""
+    config = KinesisSinkConfig()
+    assert (config.in_flight, config.ordered) == (4, False)
+    assert (config.aggregation.enabled, config.aggregation.max_bytes, config.aggregation.max_records) == (False, 51200, 1000)
+    limits = config.shard_limits
+    assert (limits.records_per_second, limits.bytes_per_second, limits.adaptive) == (1000, 1048576, True)
+    assert (config.shard_map.refresh_interval, config.retry.max_age) == (60, 0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"in_flight": 0}, "in_flight"),
+        ({"aggregation": {"enabled": True, "max_bytes": 2 * MIB}}, "aggregation.max_bytes must not exceed max_record_bytes"),
+        ({"aggregation": {"enabled": True, "size": 5}}, "size"),
+        ({"shard_limits": {"records_per_second": 0}}, "records_per_second"),
+        ({"shard_map": {"refresh_interval": 0.1}}, "refresh_interval"),
+        ({"retry": {"max_age": -1}}, "max_age"),
+    ],
+    ids=["no-slots", "aggregate-over-record", "unknown-key", "zero-rate", "refresh-too-often", "negative-age"],
+)
+def test_the_v2_keys_are_validated(fields: dict[str, Any], problem: str) -> None:
+    """Out-of-range or unknown v2 keys are refused, naming the key or the rule."""
+    with pytest.raises(ValidationError, match=problem):
+        KinesisSinkConfig.model_validate(fields)
+
+
+def test_the_embedded_stack_gets_one_request_in_flight() -> None:
+    """with_static_credentials (only the embedded stack's moto endpoint) keeps one request in flight: moto
+    numbers a shard's records without a lock and loses records under concurrent PutRecords."""
+    config = KinesisSinkConfig(in_flight=8).with_static_credentials("key", "secret")
+    assert config.in_flight == 1 and config.static_credentials == ("key", "secret")

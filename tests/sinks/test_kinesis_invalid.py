@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.telemetry import Telemetry
-from sinks.base import Deadline, Record
+from sinks.base import Record
 from sinks.kinesis import KinesisSink, KinesisSinkConfig
 from sinks.kinesis.records import KinesisEntry
 from sinks.kinesis.retry import REASON_PUT_REJECTED
@@ -22,6 +22,7 @@ from tests.sinks.conftest import (
     ScriptedKinesis,
     accept_all,
     assert_accounted,
+    deliver,
     fail_positions,
     tweet_record,
 )
@@ -54,7 +55,7 @@ def test_a_validation_error_naming_no_record_is_bisected_to_the_record_at_fault(
     records = make_records(16)
     records[11] = tweet_record(POISON.decode(), author_id="666", origin="test:poison")
     batch = [sink.prepare(r) for r in records]
-    result = sink.write(batch, Deadline())
+    result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert [(e, reason) for e, reason, _ in result.failed] == [(batch[11], REASON_PUT_REJECTED)]
     assert sorted(wire(result.sent)) == sorted(wire(batch[:11] + batch[12:]))
@@ -79,7 +80,7 @@ def test_a_validation_error_naming_records_rejects_them_and_resends_the_rest_at_
     fake = kinesis_fake(lambda _body: Reply.error("ValidationException", 400, message))
     sink = make_sink(fake.server.endpoint_url)
     batch = [sink.prepare(r) for r in make_records(6)]
-    result = sink.write(batch, Deadline())
+    result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert [e for e, _, _ in result.failed] == [batch[1], batch[4]]
     assert all(reason == REASON_PUT_REJECTED and "records.2.member" in detail for _, reason, detail in result.failed)
@@ -102,7 +103,7 @@ def test_request_and_entry_metrics_count_calls_and_entries(
     sink = KinesisSink(config, telemetry, rng=random.Random(1))
     try:
         batch = [sink.prepare(r) for r in make_records(5)]
-        result = sink.write(batch, Deadline())
+        result = deliver(sink, batch)
     finally:
         sink.close()
     assert_accounted(batch, result)
@@ -127,9 +128,8 @@ def test_a_6_mib_record_goes_out_in_a_10_mib_request(
     byte for byte; the default 1 MiB limit would have rejected it."""
     fake = kinesis_fake()
     sink = make_sink(fake.server.endpoint_url, max_batch_bytes=10 * MIB, max_record_bytes=10 * MIB)
-    assert sink.limits.max_bytes == 10 * MIB
     data = random.Random(5).randbytes(6 * MIB)
     entry = sink.prepare(Record(data, {"author_id": "big"}, "test", "test:big"))
-    result = sink.write([entry], Deadline())
+    result = deliver(sink, [entry])
     assert result.sent == [entry]
     assert fake.requests() == [[(data, "big")]]

@@ -32,8 +32,7 @@ def limiter_and_clock(**options: bool) -> tuple[ShardLimiter, FakeClock]:
 @pytest.mark.parametrize("in_flight", [1, 4])
 @pytest.mark.parametrize("record_size", [SMALL_RECORD, LARGE_RECORD], ids=["records-bound", "bytes-bound"])
 def test_a_producer_at_full_speed_gets_the_capacity_with_few_throttles(record_size: int, in_flight: int) -> None:
-    """Against a shard enforcing exactly the configured limits, a minute of sending as fast as the limiter
-    allows delivers >= 95 % of the binding capacity with <= 0.05 throttled attempts per record."""
+    """A simulated minute at the configured limits: >= 95 % of the binding capacity, <= 0.05 throttled attempts/record."""
     limiter, clock = limiter_and_clock()
     shard = SimulatedShard(RECORDS_PER_S, MIB)
     result = run_producer(limiter, shard, clock, record_size=record_size, duration_s=DURATION_S, in_flight=in_flight)
@@ -45,8 +44,7 @@ def test_a_producer_at_full_speed_gets_the_capacity_with_few_throttles(record_si
 @pytest.mark.parametrize("in_flight", [1, 4])
 @pytest.mark.parametrize("record_size", [SMALL_RECORD, LARGE_RECORD], ids=["records-bound", "bytes-bound"])
 def test_the_adaptive_cut_finds_a_real_limit_half_the_configured_one(record_size: int, in_flight: int) -> None:
-    """A shard whose real limits are half the configured ones: after the first 5 s the producer gets >= 90 % of
-    the real capacity at <= 0.05 throttled attempts per record."""
+    """Real limits at half the configured ones: after 5 s, >= 90 % of real capacity at <= 0.05 throttled attempts/record."""
     limiter, clock = limiter_and_clock()
     shard = SimulatedShard(RECORDS_PER_S // 2, MIB // 2)
     result = run_producer(limiter, shard, clock, record_size=record_size, duration_s=DURATION_S, in_flight=in_flight)
@@ -57,8 +55,7 @@ def test_the_adaptive_cut_finds_a_real_limit_half_the_configured_one(record_size
 
 
 def test_two_producers_sharing_a_shard_split_it_fairly() -> None:
-    """Two producers (two daemons), each configured for the whole shard: after 5 s they get >= 90 % of it
-    together, neither less than 40 %, at <= 0.05 throttled attempts per record."""
+    """Two daemons each configured for the whole shard: after 5 s >= 90 % together, each >= 40 %, <= 0.05 throttles/record."""
     clock = FakeClock()
     limiters = [ShardLimiter(RECORDS_PER_S, MIB, clock=clock) for _ in range(2)]
     shard = SimulatedShard(RECORDS_PER_S, MIB)
@@ -82,8 +79,7 @@ def test_without_adaptation_a_lower_real_limit_keeps_being_hit() -> None:
 
 
 def test_records_larger_than_the_burst_go_one_at_a_time() -> None:
-    """Near-1 MiB records never fit in available(); sent alone when delay_for says 0, they use the shard fully
-    (one a second) without a throttle."""
+    """Near-1 MiB records (never within available()) sent alone when delay_for says 0 fill the shard without a throttle."""
     limiter, clock = limiter_and_clock()
     shard = SimulatedShard(RECORDS_PER_S, MIB)
     result = run_producer(limiter, shard, clock, record_size=MIB - 300, duration_s=DURATION_S)
@@ -106,8 +102,7 @@ STEPS = st.lists(
 # than the bucket) must wait for the window, not just for the bucket.
 @example(steps=[(0.0, 1, 250_000), (0.26, 1, 250_000), (0.26, 1, 250_000), (0.26, 1, 400_000)])
 def test_no_one_second_window_ever_gets_more_than_the_limit(steps: list[tuple[float, int, int]]) -> None:
-    """Whatever a producer asks for and however it spaces its sends, taking only what available() allows (or one
-    entry alone when delay_for says 0) never puts more than the limits into any one-second window."""
+    """Taking only what available() allows (or one entry once delay_for is 0) never overfills any one-second window."""
     limiter, clock = limiter_and_clock()
     sends: list[tuple[float, int, int]] = []
     for wait, wanted, size in steps:
@@ -130,8 +125,7 @@ def test_no_one_second_window_ever_gets_more_than_the_limit(steps: list[tuple[fl
 def test_delay_for_is_exactly_the_wait_after_which_the_amount_may_go(
     steps: list[tuple[float, int, int]], records: int, size: int
 ) -> None:
-    """After any history, waiting delay_for(n, s) makes that amount (clamped to a full bucket) allowed, and
-    waiting visibly less than that does not."""
+    """After any history, waiting delay_for(n, s) makes that amount allowed (exactly 0 then), and waiting less does not."""
     limiter, clock = limiter_and_clock()
     for wait, wanted, entry_size in steps:
         clock.now += wait
@@ -170,8 +164,7 @@ def test_after_a_pause_one_full_request_to_one_shard_goes_at_once() -> None:
 
 
 def test_a_refund_gives_back_a_spend_that_went_nowhere() -> None:
-    """A request refused before it left (spent, then refunded) leaves the budget as it was: the next full
-    request goes at once; a partial refund gives back only its share of bucket and window."""
+    """A spend refunded (sent nowhere) restores bucket and window: a full request goes at once; partial refunds are partial."""
     limiter, clock = limiter_and_clock()
     clock.now += 5.0
     before = limiter.available()
@@ -189,8 +182,7 @@ def test_a_refund_gives_back_a_spend_that_went_nowhere() -> None:
 
 
 def test_a_light_past_second_allows_a_burst_but_a_full_one_does_not() -> None:
-    """The guard counts the last second's sends: after 0.9 s at full pace the window is almost used up,
-    so the budget is what the window leaves, not a full bucket."""
+    """After 0.9 s at full pace the budget is what the window leaves, not the bucket; once sends age out it is full again."""
     limiter, clock = limiter_and_clock()
     for _ in range(90):  # 0.9 s of sends of 11 records every 10 ms: 990 records
         limiter.spend(11, 11 * 100)
@@ -204,8 +196,7 @@ def test_a_light_past_second_allows_a_burst_but_a_full_one_does_not() -> None:
 
 
 def test_a_burst_of_refusals_is_one_cut() -> None:
-    """Throttles within CUT_SPACING_S of a cut are the same burst: the pace is cut once, to 90 % at first
-    (the start level counts as known), then to 70 % when throttled again below it."""
+    """Throttles within CUT_SPACING_S are one cut: to 90 % first (the start level is known), then to 70 % below it."""
     limiter, clock = limiter_and_clock()
     for _ in range(5):
         limiter.throttled()
@@ -243,8 +234,7 @@ def succeed_for(limiter: ShardLimiter, clock: FakeClock, seconds: float) -> None
 
 
 def test_successes_climb_fast_to_below_the_throttled_level_then_probe_slowly() -> None:
-    """After a deep cut, successes bring the pace back to 95 % of the throttled level at FAST_INCREASE_PER_S,
-    then it creeps (2 %/s) past it, and goes on at the normal pace (10 %/s) to the maximum."""
+    """After a deep cut the pace climbs fast to 95 % of the throttled level, creeps 2 %/s past it, then 10 %/s to the top."""
     limiter, clock = limiter_and_clock()
     at = deeply_cut(limiter, clock)
     fast_s = (at * ratelimit.RECOVERY_FRACTION - limiter.fraction) / ratelimit.FAST_INCREASE_PER_S

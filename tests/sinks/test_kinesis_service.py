@@ -17,7 +17,15 @@ from sinks.kinesis.retry import REASON_PUT_REJECTED
 from sinks.kinesis.service import MALFORMED_RESPONSE, CallFailed, FailureKind, KinesisService, PutResponse
 from tests.conftest import free_port
 from tests.fakes import Reply
-from tests.sinks.conftest import RecordingEvents, ScriptedKinesis, accept_all, assert_accounted, fail_positions, tweet_record
+from tests.sinks.conftest import (
+    RecordingEvents,
+    ScriptedKinesis,
+    accept_all,
+    assert_accounted,
+    deliver,
+    fail_positions,
+    tweet_record,
+)
 
 HOLD_FOR_S = 0.5  # long enough for many tiny backoffs, short enough for a quick test
 
@@ -80,7 +88,7 @@ def test_missing_credentials_hold_the_records_and_mark_the_sink_unhealthy(
     fake = kinesis_fake()
     sink = make_sink(fake.server.endpoint_url, retry={"max_attempts": 2})
     batch = [sink.prepare(tweet_record())]
-    result = sink.write(batch, Deadline(time.monotonic() + HOLD_FOR_S))
+    result = deliver(sink, batch, Deadline(time.monotonic() + HOLD_FOR_S))
     assert_accounted(batch, result)
     assert fake.server.calls == []
     assert result.unsent == batch and not result.failed
@@ -105,9 +113,19 @@ def test_a_refused_connection_is_retriable() -> None:
 def test_an_entry_botocore_refuses_is_dead_lettered_alone_and_the_rest_sent(
     kinesis_fake: Callable[..., ScriptedKinesis], make_sink: Callable[..., KinesisSink], events: RecordingEvents
 ) -> None:
-    """ParamValidationError (an empty key got past prepare): only that entry is put_rejected; the other 499 of
-    the batch go out in the next request, at once."""
-    fake = kinesis_fake()
+    """An empty key got past prepare: botocore's path refuses it (ParamValidationError naming it); the wire
+    path sends it and Kinesis answers a ValidationException naming it: only that entry is put_rejected, the
+    other 499 of the batch go out in the next request, at once."""
+
+    def refuse_empty_keys(body: dict[str, Any]) -> Reply | dict[str, Any]:
+        empty = [i for i, r in enumerate(body["Records"]) if not r["PartitionKey"]]
+        if not empty:
+            return accept_all(body)
+        message = "; ".join(f"Value '' at 'records.{i + 1}.member.partitionKey' failed to satisfy constraint: "
+                            "Member must have length greater than or equal to 1" for i in empty)
+        return Reply.error("ValidationException", 400, f"{len(empty)} validation error detected: {message}")
+
+    fake = kinesis_fake(refuse_empty_keys, refuse_empty_keys)
     sink = make_sink(fake.server.endpoint_url)
     good = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(499)]
     record: Record = tweet_record(tweet_id="bad")
@@ -116,14 +134,15 @@ def test_an_entry_botocore_refuses_is_dead_lettered_alone_and_the_rest_sent(
     outcome = sink.service.put_records(batch)
     assert isinstance(outcome, CallFailed) and outcome.kind is FailureKind.INVALID
     assert [position for position, _ in outcome.invalid] == [200]
-    result = sink.write(batch, Deadline())
+    result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert [(e, reason) for e, reason, _ in result.failed] == [(bad, REASON_PUT_REJECTED)]
-    assert "PartitionKey" in result.failed[0][2]
+    assert "partitionKey" in result.failed[0][2]
     assert result.sent == good
-    assert fake.requests() == [[(e.record.data, e.partition_key) for e in good]]
+    wire = [[(e.record.data, e.partition_key) for e in request] for request in (batch, good)]
+    assert fake.requests() == wire
     assert [e["result"] for e in events.named("put_requested")] == ["invalid", "success"]
-    assert [(e["code"], e["records"]) for e in events.named("put_failed")] == [("ParamValidationError", 1)]
+    assert [(e["code"], e["records"]) for e in events.named("put_failed")] == [("ValidationException", 1)]
     assert events.named("records_retried") == []
 
 
@@ -138,7 +157,7 @@ def test_per_entry_error_codes_count_even_when_failed_record_count_says_zero(
     fake = kinesis_fake(inconsistent)
     sink = make_sink(fake.server.endpoint_url)
     batch = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(3)]
-    result = sink.write(batch, Deadline())
+    result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert result.sent == [batch[0], batch[2], batch[1]]
     assert [len(request) for request in fake.requests()] == [3, 1]
@@ -155,7 +174,7 @@ def test_a_response_without_one_result_per_record_resends_the_batch(
     fake = kinesis_fake(truncated)
     sink = make_sink(fake.server.endpoint_url)
     batch = [sink.prepare(tweet_record(tweet_id=str(i), author_id=str(i))) for i in range(3)]
-    result = sink.write(batch, Deadline())
+    result = deliver(sink, batch)
     assert_accounted(batch, result)
     assert result.sent == batch
     assert [len(request) for request in fake.requests()] == [3, 3]
