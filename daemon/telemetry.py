@@ -69,20 +69,31 @@ class Ledger:
 
 
 class ReceivedTally:
-    """Records one source handed over, and when it last did: a lock and two stores per record, where a
-    labelled Prometheus counter and gauge cost several calls and locks; scrapes read it (ReceivedCollector)."""
+    """Records one source handed over: a lock and an add per record, where a labelled Prometheus counter and
+    a timestamp gauge cost several calls and locks. Scrapes read it (ReceivedCollector), and stamp `last_at`
+    when the count moved since the previous read: the last-event time is known to within a scrape interval,
+    plenty to alert on a source that stopped."""
 
-    __slots__ = ("_lock", "count", "last_at")
+    __slots__ = ("_lock", "_seen", "count", "last_at")
 
     def __init__(self) -> None:
         self.count = 0
         self.last_at = 0.0
+        self._seen = 0  # the count at the previous read
         self._lock = threading.Lock()
 
     def add(self) -> None:
         with self._lock:
             self.count += 1
+
+    def read(self) -> tuple[int, float]:
+        """(count, last_at), stamping now if records came since the previous read."""
+        with self._lock:
+            count = self.count
+        if count != self._seen:
+            self._seen = count
             self.last_at = _wall_clock()
+        return count, self.last_at
 
 
 class ReceivedCollector:
@@ -100,9 +111,10 @@ class ReceivedCollector:
             labels=["source"],
         )
         for source, tally in list(self.tallies.items()):
-            received.add_metric([source], tally.count)
-            if tally.last_at:
-                last.add_metric([source], tally.last_at)
+            count, last_at = tally.read()
+            received.add_metric([source], count)
+            if last_at:
+                last.add_metric([source], last_at)
         yield received
         yield last
 

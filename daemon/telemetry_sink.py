@@ -6,10 +6,13 @@ or per batch of completions by the sink, never per record.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections import Counter as _Counts
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import HistogramMetricFamily, Metric
 
 from daemon.logs import RateLimitedLog
 
@@ -17,6 +20,34 @@ from daemon.logs import RateLimitedLog
 _ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
 # Misroutes and possible duplicates come in bursts while a stream reshards or the network flaps.
 _REPEATED_ENGINE_LOG_INTERVAL_S = 10.0
+
+
+class AttemptsHistogram:
+    """`tweet_producer_sink_record_attempts{sink}`: a histogram fed a batch of counts at a time
+    (prometheus-client's Histogram observes one value per call: one call per record)."""
+
+    def __init__(self, sink: str) -> None:
+        self.sink = sink
+        self._lock = threading.Lock()
+        self._counts: _Counts[int] = _Counts()
+
+    def add(self, attempts: Mapping[int, int]) -> None:
+        with self._lock:
+            self._counts.update(attempts)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts = sorted(self._counts.items())
+        buckets: list[tuple[str, float]] = []
+        for bound in _ATTEMPT_BUCKETS:
+            buckets.append((str(float(bound)), float(sum(n for tries, n in counts if tries <= bound))))
+        total = sum(n for _, n in counts)
+        buckets.append(("+Inf", float(total)))
+        family = HistogramMetricFamily(
+            "tweet_producer_sink_record_attempts", "Attempts each record needed before it ended.", labels=["sink"]
+        )
+        family.add_metric([self.sink], buckets, float(sum(tries * n for tries, n in counts)))
+        yield family
 
 
 class SinkEngineTelemetry:
@@ -45,10 +76,8 @@ class SinkEngineTelemetry:
             "tweet_producer_sink_aggregated_kinesis_records", "Aggregated Kinesis records sent (each many user records).",
             ["sink"], registry=r,
         )
-        self.record_attempts = Histogram(
-            "tweet_producer_sink_record_attempts", "Attempts each record needed before it ended.", ["sink"],
-            buckets=_ATTEMPT_BUCKETS, registry=r,
-        )
+        self.record_attempts = AttemptsHistogram(self.sink)
+        r.register(self.record_attempts)
         self.misrouted = Counter(
             "tweet_producer_sink_misrouted_records", "Entries that landed on another shard than the map said.",
             ["sink"], registry=r,
@@ -77,10 +106,7 @@ class SinkEngineTelemetry:
         self.aggregated_kinesis.labels(sink=self.sink).inc(kinesis_records)
 
     def records_settled(self, *, attempts: Mapping[int, int]) -> None:
-        histogram = self.record_attempts.labels(sink=self.sink)
-        for tries, count in attempts.items():
-            for _ in range(count):  # prometheus-client has no weighted observe; counts per batch are small sets
-                histogram.observe(tries)
+        self.record_attempts.add(attempts)
 
     def records_misrouted(self, *, records: int, shard_id: str, detail: str) -> None:
         self.misrouted.labels(sink=self.sink).inc(records)

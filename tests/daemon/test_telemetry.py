@@ -34,3 +34,18 @@ def test_live_source_events_set_the_connection_gauge_count_reconnects_and_stamp_
     assert [e["event"] for e in logs] == ["source_connected", "source_reconnecting", "source_disconnected"]
     stamp = telemetry.registry.get_sample_value("tweet_producer_source_last_event_timestamp_seconds", {"source": "x"})
     assert stamp is not None and stamp > 1.7e9
+
+
+def test_the_attempts_histogram_takes_counts_per_batch_and_exposes_cumulative_buckets() -> None:
+    """records_settled adds a batch of (attempts -> records) at once; a scrape shows cumulative buckets, count and sum."""
+    telemetry = Telemetry("kinesis")
+    telemetry.records_settled(attempts={1: 500, 3: 2})
+    telemetry.records_settled(attempts={1: 10, 60: 1})
+    sample = telemetry.registry.get_sample_value
+    labels = {"sink": "kinesis"}
+    assert sample("tweet_producer_sink_record_attempts_bucket", {**labels, "le": "1.0"}) == 510
+    assert sample("tweet_producer_sink_record_attempts_bucket", {**labels, "le": "3.0"}) == 512
+    assert sample("tweet_producer_sink_record_attempts_bucket", {**labels, "le": "50.0"}) == 512
+    assert sample("tweet_producer_sink_record_attempts_bucket", {**labels, "le": "+Inf"}) == 513
+    assert sample("tweet_producer_sink_record_attempts_count", labels) == 513
+    assert sample("tweet_producer_sink_record_attempts_sum", labels) == 500 + 6 + 10 + 60
