@@ -31,7 +31,9 @@ from sinks.kinesis.settle import UNSENT_AT_SHUTDOWN, Budget, Verdict, judge, rep
 # The sink holds (queued + in flight) at most this many requests' worth per in-flight slot: enough to keep
 # every slot busy while the next requests fill; the daemon's buffer is the main memory bound.
 HELD_REQUESTS_PER_SLOT = 2
-HELD_BYTES_CAP = 32 * 1024 * 1024
+# 16 MiB, not more: under backpressure (throttled shards) the held records are ~1.5x their bytes in memory,
+# and the aggregated daemon peaked at 156 MiB RSS with 32 MiB held against 4 throttled shards (126 with 16).
+HELD_BYTES_CAP = 16 * 1024 * 1024
 # Aggregated requests stay at about 1 MiB (some 20 aggregates of 50 KB) rather than PutRecords's 5 MiB: each
 # request in flight holds its aggregates, its base64 body and the body's copies while it is built, signed and
 # sent - at 5 MiB that was ~20 MiB per request and a 200 MiB peak RSS with 4 in flight.
