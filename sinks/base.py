@@ -169,6 +169,11 @@ class SinkEvents(Protocol):
         ...
 
 
+class SinkThreadDied(Exception):
+    """A sink's own thread ended with an exception (a bug): raised to the daemon from submit or finish, which
+    stops the daemon loudly (fatal) instead of letting delivery stall in silence."""
+
+
 class SinkUnavailable(Exception):
     """Raised by `Sink.check` when the destination cannot take records; the message names it and says why."""
 

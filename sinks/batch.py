@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from sinks.base import Completion, Deadline, Entry, Sink
+from sinks.base import Completion, Deadline, Entry, Sink, SinkThreadDied
 
 E = TypeVar("E", bound=Entry)
 
@@ -89,10 +89,6 @@ def reconcile(batch: list[E], result: WriteResult[E]) -> Reconciled[E]:
 
 class SinkResultInconsistent(Exception):
     """A sink's WriteResult did not name each entry of its batch exactly once."""
-
-
-class SinkThreadDied(Exception):
-    """The batching thread ended with an exception (a bug): raised to the daemon from submit or finish."""
 
 
 class BatchSink(Sink[E]):

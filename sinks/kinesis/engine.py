@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from sinks.base import Completion, Deadline, SinkEvents
+from sinks.base import Completion, Deadline, SinkEvents, SinkThreadDied
 from sinks.kinesis.config import KinesisSinkConfig
 from sinks.kinesis.health import HealthTracker
 from sinks.kinesis.queues import Limits, Request, ShardQueue, WireItem, assemble
@@ -101,6 +101,7 @@ class Engine:
         self._stopping = False
         self._send_queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._failure: BaseException | None = None  # what a scheduler or sender thread died of
 
     # --- the sink contract ----------------------------------------------------------------------------
 
@@ -108,9 +109,10 @@ class Engine:
         self._completion = completion
         with self._cond:
             self.router.sync()
-        self._threads = [threading.Thread(target=self._schedule, name="kinesis-scheduler", daemon=True)]
+        self._threads = [threading.Thread(target=self._guarded(self._schedule), name="kinesis-scheduler", daemon=True)]
         self._threads += [
-            threading.Thread(target=self._send, name=f"kinesis-sender-{i}", daemon=True) for i in range(self.config.in_flight)
+            threading.Thread(target=self._guarded(self._send), name=f"kinesis-sender-{i}", daemon=True)
+            for i in range(self.config.in_flight)
         ]
         for thread in self._threads:
             thread.start()
@@ -121,6 +123,7 @@ class Engine:
             if self._closed:
                 raise RuntimeError("submit after finish")
             while taken < count:
+                self._raise_if_broken()
                 if self._held_records >= self.max_held_records or self._held_bytes >= self.max_held_bytes:
                     if deadline.expired():
                         break
@@ -135,7 +138,7 @@ class Engine:
             self._closed = True
             self._deadline = deadline
             self._cond.notify_all()
-            while self._outstanding > 0 and not deadline.expired() and not self._hopeless(deadline):
+            while self._outstanding > 0 and not deadline.expired() and not self._hopeless(deadline) and self._failure is None:
                 self._cond.wait(_wait(deadline, DEADLINE_POLL_S))
             self._expired = True
             leftovers = [e for q in self.router.order for e in q.drain()]
@@ -160,6 +163,28 @@ class Engine:
         # A sender still waiting for a given-up answer ends by itself once the transport returns.
         for thread in self._threads if not abandoned else self._threads[:1]:
             thread.join(THREAD_JOIN_S)
+        with self._cond:
+            self._raise_if_broken()  # everything is reported by now; the daemon still hears of the bug
+
+    def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
+        """`target` as a thread body that keeps the exception it dies of, for submit and finish to raise."""
+
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # noqa: BLE001 - a bug: kept and raised in the daemon's thread
+                with self._cond:
+                    if self._failure is None:
+                        self._failure = exc
+                    self._cond.notify_all()
+
+        return run
+
+    def _raise_if_broken(self) -> None:
+        """With the lock held: a scheduler or sender thread died; its requests end unsent at finish."""
+        if self._failure is not None:
+            error = self._failure
+            raise SinkThreadDied(f"a Kinesis sink thread ended: {type(error).__name__}: {error}") from error
 
     def resharded(self) -> None:
         """The shard map changed: follow it (the router re-routes queued records of gone shards)."""

@@ -303,3 +303,37 @@ def test_submit_blocks_at_the_sinks_maximum_and_returns_early_at_the_deadline(en
     sink.finish(Deadline(time.monotonic() + WAIT_S))
     assert completions.reported() == taken
     assert len(completions.result.sent) == taken
+
+
+class _BrokenReporting(RecordingEvents):
+    """An observer whose put_requested raises: a bug that kills the sender thread settling that request."""
+
+    def put_requested(self, **_kwargs: Any) -> None:
+        raise RuntimeError("observer bug")
+
+
+def test_a_dead_sender_thread_is_raised_to_the_daemon_and_every_record_still_ends_once(engine_sink: EngineSink) -> None:
+    """A sender thread dying of a bug makes submit and finish raise SinkThreadDied (the daemon stops loudly), and
+    finish still reports every submitted record exactly once (sent or unsent), none forgotten."""
+    from sinks.base import SinkThreadDied
+
+    shards = shards_of(1)
+    transport = FakeTransport(shards)
+    # Short timeouts: finish waits that long for the answer the dead sender will never settle.
+    sink = engine_sink(transport, in_flight=1, max_batch_records=10, linger=0, connect_timeout=0.2, read_timeout=0.3)
+    sink.events = _BrokenReporting()
+    sink._engine = None  # built at start with the observer above
+    entries = [e for group in entries_by_shard(sink, shards, 30) for e in group]
+    completions = Completions()
+    sink.start(completions)
+    deadline = Deadline(time.monotonic() + WAIT_S)
+    taken = sink.submit(entries[:10], deadline)
+    with pytest.raises(SinkThreadDied, match="observer bug"):
+        end = time.monotonic() + WAIT_S
+        while time.monotonic() < end:
+            taken += sink.submit(entries[taken : taken + 1], deadline)
+            time.sleep(0.01)
+    with pytest.raises(SinkThreadDied):
+        sink.finish(Deadline(time.monotonic() + 1.0))
+    reported = completions.result
+    assert len(reported.sent) + len(reported.failed) + len(reported.unsent) == taken
