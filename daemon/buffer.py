@@ -107,11 +107,6 @@ class RecordBuffer:
                 self._blocked -= 1
         return True
 
-    def get(self, timeout: float) -> Entry | None:
-        """Take the oldest entry, waiting up to `timeout` seconds; None when still empty."""
-        taken = self.get_many(1, timeout)
-        return taken[0] if taken else None
-
     def get_many(self, max_entries: int, timeout: float, fill_s: float = 0.0) -> list[Entry]:
         """Take up to `max_entries` of the oldest entries, waiting up to `timeout` seconds for a first one and
         then up to `fill_s` more for `max_entries` to gather: a consumer woken for every single record would
