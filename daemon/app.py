@@ -13,10 +13,11 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from daemon.buffer import RecordBuffer
-from daemon.config import Config, sink_name, split_listen
+from daemon.config import Config, dead_letter_path, sink_name, split_listen
 from daemon.deadletter import DeadLetterFile
 from daemon.logs import get_logger
 from daemon.pipeline import COMPONENT_SINK_WORKER, FatalStop, SinkWorker, SourceContext
+from daemon.progress import ProgressWindow
 from daemon.supervisor import SourceSupervisor
 from daemon.telemetry import Telemetry
 from infra.settings import StackSettings
@@ -117,12 +118,13 @@ class Daemon:
         # Before any data flows: a wrong stream, region or credential fails start-up here, naming them.
         with _step(f"sink {telemetry.sink} check"):
             sink.check()
-        with _step(f"dead-letter file {config.dead_letter.path}"):
-            dead_letters = DeadLetterFile(config.dead_letter.path, telemetry.sink)
+        with _step(f"dead-letter file {dead_letter_path(config)}"):
+            dead_letters = DeadLetterFile(dead_letter_path(config), telemetry.sink)
         cleanup.callback(dead_letters.close)
         buffer = RecordBuffer(config.buffer.max_records, config.buffer.max_bytes)
         sources: dict[str, Source] = {}
-        worker = SinkWorker(sink, buffer, telemetry, dead_letters, fatal, Acknowledger(sources, telemetry))
+        windows: dict[str, ProgressWindow] = {}
+        worker = SinkWorker(sink, buffer, telemetry, dead_letters, fatal, Acknowledger(windows, telemetry))
         supervisors = []
         for source_config in config.sources:
             name = source_config.name or source_config.type
@@ -147,7 +149,7 @@ class Daemon:
             stream=getattr(sink_config, "stream", None),
             endpoint=getattr(sink_config, "endpoint_url", None) or "aws",
             metrics=f"http://{config.metrics.listen}/metrics" if config.metrics.enabled else None,
-            dead_letter=str(config.dead_letter.path),
+            dead_letter=str(dead_letter_path(config)),
         )
         return telemetry, fatal, worker, supervisors
 
@@ -203,19 +205,19 @@ def watch_threads(fatal: FatalStop, worker: SinkWorker, supervisors: list[Source
 
 
 class Acknowledger:
-    """Hands the tokens of settled records back to the source that emitted them (from the sink's threads)."""
+    """Hands the numbers of settled records to their source's progress window (from the sink's threads)."""
 
-    def __init__(self, sources: dict[str, Source], telemetry: Telemetry) -> None:
-        self.sources = sources
+    def __init__(self, windows: dict[str, ProgressWindow], telemetry: Telemetry) -> None:
+        self.windows = windows
         self.telemetry = telemetry
 
     def __call__(self, source: str, tokens: list[Any]) -> None:
-        target = self.sources.get(source)
-        if target is None:
+        window = self.windows.get(source)
+        if window is None:
             return
         try:
-            target.acknowledge(tokens)
-        except Exception as exc:  # noqa: BLE001 - a source's bug must not stop delivery for everyone
+            window.acknowledged(tokens)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stop delivery for everyone
             self.telemetry.acknowledge_failed(source, exc, len(tokens))
 
 

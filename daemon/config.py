@@ -90,7 +90,31 @@ class ShutdownConfig(_Section):
 
 
 class DeadLetterConfig(_Section):
-    path: Path = Field(default=Path("dead-letter.jsonl"), description="JSON-lines file of records that cannot be delivered.")
+    path: Path | None = Field(
+        default=None,
+        description="JSON-lines file of records that cannot be delivered (default: dead-letter.jsonl in state.directory).",
+    )
+
+
+DEFAULT_STATE_DIRECTORY = Path("state")
+DEAD_LETTER_FILE_NAME = "dead-letter.jsonl"
+
+
+class StateConfig(_Section):
+    """Where the daemon keeps what must outlive it: checkpoints, spools and (by default) the dead-letter file."""
+
+    directory: Path = Field(
+        default=DEFAULT_STATE_DIRECTORY,
+        description="The state directory (systemd: StateDirectory=, /var/lib/tweet-producer); created when missing.",
+    )
+    checkpoint_interval: Duration = Field(
+        default=1.0, gt=0, description="How often checkpoints and spool positions are saved (and at shutdown)."
+    )
+    fsync: Literal["batch", "interval"] = Field(
+        default="batch",
+        description="batch: spool and dead-letter writes are fsynced in groups as they happen; interval: every fsync_interval.",
+    )
+    fsync_interval: Duration = Field(default=1.0, gt=0, description="With fsync: interval, the longest a write waits for fsync.")
 
 
 class MetricsConfig(_Section):
@@ -120,6 +144,7 @@ class Config(_Section):
     buffer: BufferConfig = BufferConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     dead_letter: DeadLetterConfig = DeadLetterConfig()
+    state: StateConfig = StateConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     supervision: SupervisionConfig = SupervisionConfig()
@@ -247,6 +272,11 @@ def _name_sources(configs: list[SourceConfig], doc: LocatedDocument, problems: l
         seen.add(name)
         named.append(config.model_copy(update={"name": name}))
     return named
+
+
+def dead_letter_path(config: Config) -> Path:
+    """The dead-letter file: as configured, or in the state directory."""
+    return config.dead_letter.path or config.state.directory / DEAD_LETTER_FILE_NAME
 
 
 def sink_name(config: Config) -> str:

@@ -107,7 +107,7 @@ class SourceContext:
             self._fail(exc, record if counted else None)
             return False
 
-    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
+    def reject(self, data: bytes, origin: str, reason: str, detail: str, token: Any = None) -> None:
         if self._closed:
             self._telemetry.input_refused(self._name, origin, reason)
             return

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,16 +36,21 @@ class SourceContext(Protocol):
         """Hand one record over; blocks while the buffer is full.
 
         `data` is what will be shipped, `event` its parsed form (sinks read keys from it), `origin` where
-        it came from (`path:line`). `token`, if given, is handed back to `Source.acknowledge` once the
-        record reached its end (the stream, or the dead-letter file). Returns False when the daemon is
-        stopping: the source must then stop.
+        it came from (`path:line`). A source with checkpoints gives `token=(key, position)`: `position` is
+        where it would resume after this record (JSON-able), `key` names the stream of positions it belongs
+        to (a file's identity; None for a source with one cursor). The daemon folds the tokens of the
+        longest prefix of acknowledged records (delivered or dead-lettered) into `{key: position}` and
+        hands that to `Source.checkpoint_state`. Returns False when the daemon is stopping: the source
+        must then stop.
         The record was either not taken, or taken and kept as unsent in the dead-letter file (it is
         accounted either way); do not emit it again in this run.
         """
         ...
 
-    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
-        """Hand over input that cannot become a record: it is dead-lettered with the reason and counted."""
+    def reject(self, data: bytes, origin: str, reason: str, detail: str, token: Any = None) -> None:
+        """Hand over input that cannot become a record: it is dead-lettered with the reason and counted.
+
+        `token` as for `emit`: a dead-lettered input is done, so the checkpoint may pass it."""
         ...
 
     def wait(self, seconds: float) -> bool:
@@ -114,14 +119,44 @@ class Source(ABC):
         """
         return None
 
-    def acknowledge(self, tokens: Sequence[Any]) -> None:
-        """The records emitted with these tokens reached their end: delivered, or dead-lettered with a reason.
+    def checkpoints(self) -> bool:
+        """Whether this source keeps a checkpoint (it then passes `token=` to emit and reject)."""
+        return False
 
-        Tokens come in batches, in no particular order (requests complete out of order), from the sink's
-        threads: keep this short and thread-safe. A source with checkpoints moves them past the records
-        acknowledged so far. Records unsent at shutdown are not acknowledged. The default ignores them.
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Called once, before the first `run`, with the state a checkpoint of an earlier run saved.
+
+        Raise `CheckpointUnusable` when it does not fit this source (another format, another input): the
+        daemon reports it, sets the file aside and the source starts from its configured beginning.
         """
         return None
+
+    def checkpoint_state(self, committed: Mapping[Hashable, Any]) -> dict[str, Any]:
+        """The JSON-able state to save: `committed` holds, per token key, the position after the last
+        record of the acknowledged prefix in this run (empty before the first). Keep what `resume` got for
+        keys this run did not reach. Called from the daemon's checkpoint thread: read, do not mutate,
+        what `run` changes, and keep it short."""
+        return {}
+
+
+class CheckpointUnusable(Exception):
+    """A saved checkpoint does not fit the source; the message says why (it is logged)."""
+
+
+class SpoolSettings(BaseModel):
+    """The durable spool of a live source that cannot replay: records are on disk before they count as
+    received, and leave it once delivered or dead-lettered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="Spool this source's records on disk (in state.directory).")
+    max_bytes: int = Field(default=1024**3, gt=0, description="Disk the spool may use at most.")
+    when_full: Literal["block", "drop_oldest"] = Field(
+        default="block",
+        description="block: the source waits (a live server may disconnect it); drop_oldest: the oldest "
+        "records not yet sent are dropped, counted and logged.",
+    )
+    segment_bytes: int = Field(default=64 * 1024**2, gt=0, description="Size of one spool segment file.")
 
 
 SOURCE_TYPES: dict[str, type[Source]] = {}

@@ -231,6 +231,8 @@ class RecordingContext:
     emitted_at: list[float] = field(default_factory=list)  # time.monotonic() of each emit
     emit_blocked: threading.Event = field(default_factory=threading.Event)  # an emit is blocking until stop
     rejected: list[tuple[bytes, str, str, str]] = field(default_factory=list)  # reject(data, origin, reason, detail)
+    # The token of every emit taken and every reject, in call order: ("emit" | "reject", token).
+    tokens: list[tuple[str, Any]] = field(default_factory=list)
     protocol_messages: list[tuple[str, str]] = field(default_factory=list)  # protocol_message(kind, detail)
     wait_requests: list[float] = field(default_factory=list)  # the seconds asked of each wait(), in order
     connections: list[tuple[bool, str]] = field(default_factory=list)  # connection(connected, detail)
@@ -253,14 +255,16 @@ class RecordingContext:
             return False
         self.emitted.append((data, event, origin))
         self.emitted_at.append(time.monotonic())
+        self.tokens.append(("emit", token))
         if self.stop_after_emits is not None and len(self.emitted) >= self.stop_after_emits:
             self.stop.set()
         return True
 
-    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
+    def reject(self, data: bytes, origin: str, reason: str, detail: str, token: Any = None) -> None:
         if self.rejects_fail:
             raise AssertionError(f"a {self.name} record was rejected: {origin} {reason} {detail}")
         self.rejected.append((data, origin, reason, detail))
+        self.tokens.append(("reject", token))
 
     def wait(self, seconds: float) -> bool:
         self.wait_requests.append(seconds)

@@ -155,26 +155,21 @@ def test_entries_the_sink_never_reports_are_dead_lettered_when_it_finishes(tmp_p
 
 
 def test_a_failing_acknowledge_is_counted_and_delivery_goes_on(tmp_path: Path) -> None:
-    """A source whose acknowledge raises is counted (acknowledge_failed); every record is still delivered and counted."""
+    """A progress window whose acknowledged raises is counted; every record is still delivered and counted."""
     from daemon.app import Acknowledger
-    from sources.base import Source, SourceConfig
+    from daemon.progress import ProgressWindow
 
-    class Checkpointing(Source):
-        config_model = SourceConfig
-
+    class Broken(ProgressWindow):
         def __init__(self) -> None:
-            super().__init__(SourceConfig(type="t"))
+            super().__init__()
             self.calls = 0
 
-        def run(self, ctx: Any) -> None:
-            return None
-
-        def acknowledge(self, tokens: Sequence[Any]) -> None:
+        def acknowledged(self, numbers: Any) -> None:
             self.calls += 1
             raise RuntimeError("checkpoint bug")
 
     telemetry = Telemetry("fake")
-    source = Checkpointing()
+    source = Broken()
     acknowledger = Acknowledger({"src": source}, telemetry)
     rig = Rig(tmp_path, ScriptedSink(BatchLimits(5, 10**6, 0.0)))
     rig.telemetry = telemetry

@@ -297,7 +297,7 @@ class _Recorder:
         self.handed.append((data, origin, self.source.position()))
         return True
 
-    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
+    def reject(self, data: bytes, origin: str, reason: str, detail: str, token: Any = None) -> None:
         self.handed.append((data, origin, self.source.position()))
 
     def wait(self, seconds: float) -> bool:
