@@ -41,7 +41,7 @@ class NullContext:
         self.emitted += 1
         return True
 
-    def reject(self, data: bytes, origin: str, reason: str, detail: str) -> None:
+    def reject(self, data: bytes, origin: str, reason: str, detail: str, token: Any = None) -> None:
         raise AssertionError(f"{origin}: {reason}: {detail}")
 
     def wait(self, seconds: float) -> bool:
