@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from sources.base import SourceConfig
+from sources.base import SourceConfig, SpoolSettings
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 MAX_EVENT_BYTES_LIMIT = 10 * 1024 * 1024
@@ -41,6 +41,7 @@ class MastodonSourceConfig(SourceConfig):
     )
     hashtag: str | None = Field(default=None, description="The tag for `timeline: hashtag`, without `#`.")
     only_media: bool = Field(default=False, description="Only statuses with media (public and local timelines).")
+    spool: SpoolSettings = Field(default_factory=SpoolSettings, description="The durable spool (a stream cannot be replayed).")
     streaming_url: str | None = Field(
         default=None,
         description="Streaming server base URL; default: `configuration.urls.streaming` of `/api/v2/instance`, "

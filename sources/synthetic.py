@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
-from sources.base import SkippedInput, Source, SourceConfig, SourceContext, register_source
+from sources.base import SkippedInput, Source, SourceConfig, SourceContext, SpoolSettings, register_source
 from sources.pacing import AUTO_BURST_MAX, RateLimiter, auto_burst
 from sources.synthetic_base import Timestamps
 from sources.synthetic_iot import IotKind
@@ -45,6 +45,9 @@ class SyntheticSourceConfig(SourceConfig):
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Same seed and config, same records.")
     rate: float = Field(default=0, ge=0, le=MAX_RATE, description="Records per second; 0 = as fast as the sink takes them.")
     count: int = Field(default=0, ge=0, description="Stop after this many records; 0 = endless.")
+    spool: SpoolSettings = Field(
+        default_factory=lambda: SpoolSettings(enabled=False), description="The durable spool (off unless enabled)."
+    )
     burst: int = Field(
         default=0,
         ge=0,

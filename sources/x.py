@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from sources.backoff import Backoff, exponential, linear
-from sources.base import Source, SourceConfig, SourceContext, register_source
+from sources.base import Source, SourceConfig, SourceContext, SpoolSettings, register_source
 from sources.parsing import Rejection, parse_json_record
 from sources.x_client import (
     FILTERED_STREAM,
@@ -93,6 +93,7 @@ class XSourceConfig(SourceConfig):
     expansions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPANSIONS), description="`expansions`.")
     user_fields: list[str] = Field(default_factory=lambda: list(DEFAULT_USER_FIELDS), description="`user.fields`.")
     backfill_minutes: int = Field(default=0, ge=0, le=5, description="Enterprise: re-deliver up to 5 minutes after a reconnect.")
+    spool: SpoolSettings = Field(default_factory=SpoolSettings, description="The durable spool (X cannot replay a stream).")
     api_url: str = Field(default=DEFAULT_API_URL, pattern=r"^https?://\S+$", description="Base URL of the X API.")
     stall_timeout: float = Field(default=DEFAULT_STALL_TIMEOUT_S, gt=0, le=300, description="Seconds without a byte = stall.")
     connect_timeout: float = Field(default=5.0, gt=0, le=120, description="Seconds to connect.")
