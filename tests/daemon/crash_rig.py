@@ -21,7 +21,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,12 +295,32 @@ def in_flight(stored: Counter[bytes], number_of: dict[bytes, int], resume_line: 
     return sum(1 for data in stored if number_of[data] >= resume_line)
 
 
-def spooled_data(spool_dir: Path) -> list[bytes]:
-    """The records held in a spool directory, read with the spool's own reader (daemon/spool_segments.py)."""
-    from daemon import spool_segments  # type: ignore[attr-defined]  # the spool's reader, once it lands on main
+@dataclass(frozen=True)
+class SpoolContents:
+    """The records in a spool directory's segment files: `pending` after its commit position (a restart sends
+    them), `committed` at or before it (done: already delivered or dead-lettered, segment not deleted yet)."""
 
-    reader: Callable[[Path], Iterator[Any]] = spool_segments.read_records  # type: ignore[attr-defined]
-    return [record.data for record in reader(spool_dir)]
+    pending: list[bytes]
+    committed: list[bytes]
+
+
+def read_spool(spool_dir: Path) -> SpoolContents:
+    """Read a (dead daemon's) spool directory with the spool's own format code (daemon/spool_segments.py)."""
+    from daemon import spool_segments as fmt  # type: ignore[attr-defined]  # the spool's reader, once it lands on main
+
+    commit = spool_dir / fmt.COMMIT_NAME
+    committed_to = fmt.decode_commit(commit.read_bytes()) if commit.exists() else (-1, 0)
+    contents = SpoolContents([], [])
+    for name in sorted(p.name for p in spool_dir.iterdir()) if spool_dir.exists() else []:
+        segment_id = fmt.parse_segment_name(name)
+        if segment_id is None:
+            continue
+        with (spool_dir / name).open("rb") as handle:
+            fmt.decode_header(handle.read(fmt.HEADER_BYTES), segment_id)
+            for frame in fmt.FrameReader(handle, fmt.HEADER_BYTES):
+                done = (segment_id, frame.end) <= committed_to
+                (contents.committed if done else contents.pending).append(frame.data)
+    return contents
 
 
 # --- process observations -----------------------------------------------------------------------------

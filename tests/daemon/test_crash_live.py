@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.crash_rig import LAND_TIMEOUT_S, RestartableKinesis, Rig, file_safe, kinesis, spooled_data, wait_stored
+from tests.daemon.crash_rig import (
+    LAND_TIMEOUT_S,
+    RestartableKinesis,
+    Rig,
+    file_safe,
+    kinesis,
+    read_spool,
+    settle_after_kill,
+    wait_stored,
+)
 from tests.fake_x import FakeX, StreamScript, paced_steps, tweet_line
 
 KILLS = 5
@@ -75,12 +84,15 @@ def test_every_tweet_spooled_before_a_kill_is_delivered_and_nothing_foreign(rig:
         delay = rng.uniform(*KILL_AFTER_S)
         daemon.alive_for(delay)
         daemon.kill9()
-        spooled = spooled_data(spool_dir)
-        stored = set(rig.fake.data_counts())
-        print(f"kill {kill}: after {delay:.2f} s, {len(spooled)} tweets in the spool, "
-              f"{len(set(spooled) - stored)} of them not yet in the stream, {len(fake_x.sent_lines())} sent by X so far")
-        assert spooled, f"kill {kill}: the spool held nothing - the kill proves nothing"
-        must_deliver.update(spooled)
+        spool = read_spool(spool_dir)
+        stored = settle_after_kill(rig.fake)
+        print(f"kill {kill}: after {delay:.2f} s, {len(spool.pending)} tweets pending in the spool "
+              f"({len(set(spool.pending) - set(stored))} of them not yet in the stream), {len(spool.committed)} committed; "
+              f"{len(fake_x.sent_lines())} sent by X so far")
+        assert spool.pending, f"kill {kill}: nothing pending in the spool - the kill proves nothing"
+        # Committed = acknowledged: such a record is in the stream already (nothing acknowledged is lost).
+        assert set(spool.committed) <= set(stored), f"kill {kill}: a committed record is not in the stream"
+        must_deliver.update(spool.pending)
     assert must_deliver <= set(fake_x.sent_lines()), "the spool holds a tweet X never sent"
 
     final = rig.start(env=env)
