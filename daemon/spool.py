@@ -122,7 +122,7 @@ class Spool:
         self._readable = threading.Condition(self._lock)
         self._space = threading.Condition(self._lock)
         self._commit_lock = threading.Lock()  # one commit file write at a time
-        self._files = SegmentFiles(directory, fs, events, self._lock, max(MIN_SEGMENT_BYTES, segment_bytes))
+        self._files = SegmentFiles(directory, fs, events, self._lock, max(MIN_SEGMENT_BYTES, segment_bytes), self._batch)
         self._hot: deque[_Hot] = deque()
         self._hot_bytes = 0
         # Records read but not committed: (segment, end, appended_at, frame bytes), in read order.
@@ -151,6 +151,7 @@ class Spool:
         first = files.segments.get(self._commit[0])
         if first is not None:
             self._cursor = (first.id, max(self._commit[1], first.resume_at))
+            self._unread_since = first.first_appended_at
         self._advance_cursor()
         self._syncer = threading.Thread(target=self._sync_loop, name=f"spool-sync-{self._directory.name}", daemon=True)
         self._syncer.start()
@@ -177,6 +178,10 @@ class Spool:
     def sync(self) -> bool:
         """fsync everything appended so far, in this thread; True when it all is durable now."""
         return self._files.sync_round()
+
+    def wait_durable(self, timeout_s: float) -> bool:
+        """Wait until the syncer made every record appended so far durable (a power loss keeps it)."""
+        return self._files.wait_synced(timeout_s)
 
     def _sync_loop(self) -> None:
         self._files.sync_loop(self._batch, self._interval)
@@ -294,7 +299,8 @@ class Spool:
             self._inflight.append((item.segment, item.end, item.appended_at, item.end - item.start))
             self._cursor = (item.segment, item.end)
             self._advance_cursor()
-        self._unread_since = hot[0].appended_at if hot else (out[-1].appended_at if out else self._unread_since)
+        if out:
+            self._unread_since = out[-1].appended_at  # the next unread came later: an estimate, within a record
         return out
 
     def _read_disk(self, segment: SpoolSegment, offset: int, limit: int, max_records: int) -> list[SpooledRecord]:
