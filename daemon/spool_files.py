@@ -87,7 +87,11 @@ class SegmentFiles:
     def recover(self) -> tuple[int, int]:
         """Scan the directory (cut torn tails, delete what the commit covers); returns the commit position."""
         fs, directory = self._fs, self._directory
-        fs.mkdir(directory)
+        missing = [d for d in (directory, *directory.parents) if not fs.exists(d)]
+        if missing:
+            fs.mkdir(directory)
+            for created in reversed(missing):  # a new directory entry survives a power loss once its parent is fsynced
+                fs.fsync_dir(created.parent)
         commit = (0, 0)
         commit_path = directory / COMMIT_NAME
         if fs.exists(commit_path):
