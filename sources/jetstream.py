@@ -10,7 +10,12 @@ What becomes what:
 
 Resume: `position()` is the highest `time_us` handled so far (emitted or counted as a notice); a reconnect
 asks for `cursor = position - rewind` and drops events it already handled (`_Seen`, bounded), so a disconnect
-leaves neither a gap nor a duplicate. Compression (`compress=true`, zstd with Jetstream's dictionary) is not
+leaves neither a gap nor a duplicate. With `checkpoint` (the default) every emitted record, and every rejected
+one that has a `time_us`, carries the token `(None, time_us)`; the saved state is `{"format": 1, "cursor":
+time_us}` (the cursor after the acknowledged prefix, or None before any), and a restart connects with
+`cursor = saved - rewind` as a reconnect does, over the configured `cursor`. Events within the rewind window
+before the saved cursor are sent again after a restart (the de-duplication memory does not survive it).
+Compression (`compress=true`, zstd with Jetstream's dictionary) is not
 implemented; the client offers only permessage-deflate, which Jetstream accepts without `compress`.
 """
 
@@ -20,7 +25,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -30,7 +35,7 @@ from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
 from sources.backoff import Backoff, exponential
-from sources.base import Source, SourceConfig, SourceContext, register_source
+from sources.base import CheckpointUnusable, Source, SourceConfig, SourceContext, register_source
 from sources.parsing import Rejection, parse_json_record, safe_detail
 
 # Bluesky's public instances (their README); cursors are wall-clock microseconds, valid on every instance.
@@ -62,6 +67,7 @@ _SEEN_MARGIN_US = 5_000_000
 MAX_SEEN_EVENTS = 200_000
 _MICROSECONDS = 1_000_000
 _USER_AGENT = "tweet-producer-jetstream/1"
+STATE_FORMAT = 1
 
 _RECORD_OPERATIONS = ("create", "update")
 _NOTICE_KINDS = ("identity", "account")
@@ -107,6 +113,9 @@ class JetstreamSourceConfig(SourceConfig):
     )
     initial_backoff: float = Field(default=1.0, ge=0, description="Seconds before the first reconnect (doubling, jittered).")
     max_backoff: float = Field(default=60.0, gt=0, description="Longest delay between reconnects, in seconds.")
+    checkpoint: bool = Field(
+        default=True, description="Save the cursor of what was delivered; a restart resumes there (minus `rewind`)."
+    )
 
     @field_validator("instances")
     @classmethod
@@ -183,12 +192,35 @@ class JetstreamSource(Source):
         self._rewind_us = rewind_us
         self._seen = _Seen(rewind_us + _SEEN_MARGIN_US)
         self._cursor: int | None = None  # highest time_us handled; None before the first event
+        self._saved: int | None = None  # the cursor a checkpoint restored
         self._instance = 0
         self._failures = 0  # failed connections in a row to the current instance
 
     def position(self) -> int | None:
         """The resume cursor: the highest `time_us` handed over as a record or counted as a notice so far."""
         return self._cursor
+
+    def checkpoints(self) -> bool:
+        return self.config.checkpoint
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Start from a saved cursor (minus the rewind, as a reconnect does) instead of the configured one."""
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT or isinstance(state.get("format"), bool):
+            raise CheckpointUnusable(f"not a format {STATE_FORMAT} jetstream checkpoint")
+        cursor = state.get("cursor")
+        if cursor is not None and (not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 0):
+            raise CheckpointUnusable(f"cursor: not a time_us (non-negative integer): {str(cursor)[:60]!r}")
+        self._saved = cursor
+        if cursor is not None and self._cursor is None:
+            self._cursor = cursor
+
+    def checkpoint_state(self, committed: Mapping[Hashable, Any]) -> dict[str, Any]:
+        """The acknowledged prefix's cursor; the restored one while this run has not passed it (a restart
+        replays from before the saved cursor, records an earlier run already delivered)."""
+        cursor = committed.get(None)
+        if self._saved is not None:
+            cursor = self._saved if cursor is None else max(cursor, self._saved)
+        return {"format": STATE_FORMAT, "cursor": cursor}
 
     def subscribe_url(self) -> str:
         """The current instance's URL with the filters and the cursor to resume from."""
@@ -325,7 +357,9 @@ class JetstreamSource(Source):
         shape = _shape(parsed)
         if isinstance(shape, str):
             time_us = parsed.get("time_us") if isinstance(parsed, dict) else None
-            ctx.reject(data, self._origin(host, time_us), REASON_UNEXPECTED_SHAPE, shape)
+            usable = isinstance(time_us, int) and not isinstance(time_us, bool) and time_us >= 0
+            token = (None, time_us) if usable and self.config.checkpoint else None
+            ctx.reject(data, self._origin(host, time_us), REASON_UNEXPECTED_SHAPE, shape, token)
             return True
         time_us, key, notice = shape
         origin = self._origin(host, time_us)
@@ -335,7 +369,7 @@ class JetstreamSource(Source):
             return True
         if notice is not None:
             ctx.protocol_message(notice, safe_detail(f"{origin} {parsed.get('did')}"))
-        elif not ctx.emit(data, parsed, origin):
+        elif not ctx.emit(data, parsed, origin, (None, time_us) if self.config.checkpoint else None):
             return False  # stopping; neither seen nor past the cursor, so a later run resumes with it
         # Marked seen only once handed over: if emit raised, the restarted run gets it again from the replay.
         self._seen.add(time_us, key)
