@@ -104,6 +104,20 @@ def fingerprint(stream: BinaryIO, size: int) -> tuple[str, int]:
     return hashlib.sha256(head).hexdigest(), len(head)
 
 
+def _length_up_to(opened: OpenFile, offset: int) -> int:
+    """The file's content length, or `offset` when it is at least that long.
+
+    For gzip the content is decompressed up to `offset` (and the stream left there); a stream damaged before
+    it counts as shorter, so it is read from its start, which reports the damage."""
+    if not opened.compressed:
+        return opened.size()
+    try:
+        opened.stream.seek(offset)
+        return opened.stream.tell()
+    except GZIP_ERRORS:
+        return 0
+
+
 def _int(value: Any, where: str, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise CheckpointUnusable(f"{where}: not an integer >= {minimum}: {str(value)[:_MAX_ERROR_KEY]!r}")
@@ -171,45 +185,38 @@ class Checkpoint:
         """Where a file just opened (and not read before in this pass) starts, by its saved entry if any.
 
         Same identity and fingerprint: at the saved offset (a saved offset at the end of the file means
-        finished: nothing is read again). Another fingerprint (the inode was reused): a new file, from its
-        start. Now shorter than the saved offset (truncated while the daemon was down): from its start.
+        finished: nothing is read again). Now shorter than the saved offset (truncated while the daemon
+        was down): from its start. Another fingerprint (the inode was reused): a new file, from its start.
         An entry of an older pass than `current_pass` (loop): read again, from its start.
         """
         saved = self.resumed.get(key)
+        if saved is not None and saved.pass_ == current_pass:
+            return self._start_saved(opened, key, saved)
         known = self.files.get(key)
-        if saved is not None and saved.pass_ != current_pass:
-            saved = None
-        reference = known or saved
-        if reference is not None:
-            digest, length = fingerprint(opened.stream, reference.fingerprint_bytes)
-            if digest == reference.fingerprint and length == reference.fingerprint_bytes:
-                if known is None:
-                    self._remember(key, opened, digest, length)
-                if saved is None:
-                    return Start(0, 1, False, None)
-                return self._seek_saved(opened, saved)
-            self._forget_resumed(key)
+        if known is None or fingerprint(opened.stream, known.fingerprint_bytes) != known[1:3]:
             self._remember(key, opened, *fingerprint(opened.stream, FINGERPRINT_BYTES))
-            note = (KIND_REPLACED, f"{opened.path}: another file than the checkpoint's, with its identity: read from its start")
-            return Start(0, 1, False, note if saved is not None else None)
-        self._remember(key, opened, *fingerprint(opened.stream, FINGERPRINT_BYTES))
         return Start(0, 1, False, None)
 
-    def _seek_saved(self, opened: OpenFile, saved: SavedFile) -> Start:
-        if saved.offset:
-            if opened.compressed:  # its content's length is known only by decompressing up to the offset
-                try:
-                    opened.stream.seek(saved.offset)
-                    length = opened.stream.tell()
-                except GZIP_ERRORS:
-                    opened.stream.seek(0)
-                    return Start(0, 1, False, None)  # damaged since: reading it from the start reports that
-            else:
-                length = opened.size()
-            if length < saved.offset:
-                opened.stream.seek(0)
-                detail = f"{opened.path}: {length} bytes, shorter than the checkpoint's {saved.offset}: read again from its start"
-                return Start(0, 1, False, (KIND_TRUNCATED, detail))
+    def _start_saved(self, opened: OpenFile, key: str, saved: SavedFile) -> Start:
+        same = fingerprint(opened.stream, saved.fingerprint_bytes) == (saved.fingerprint, saved.fingerprint_bytes)
+        length = _length_up_to(opened, saved.offset)
+        note: tuple[str, str] | None = None
+        if length < saved.offset:
+            note = (
+                KIND_TRUNCATED,
+                f"{opened.path}: {length} bytes, fewer than the checkpoint's {saved.offset}: read from its start",
+            )
+        elif not same:
+            note = (KIND_REPLACED, f"{opened.path}: another file than the checkpoint's had its identity: read from its start")
+        if note is not None:
+            opened.stream.seek(0)
+            self._forget_resumed(key)
+            self._remember(key, opened, *fingerprint(opened.stream, FINGERPRINT_BYTES))
+            return Start(0, 1, False, note)
+        known = self.files.get(key)
+        if known is None or known[1:3] != (saved.fingerprint, saved.fingerprint_bytes):
+            self._generations += 1
+            self.files[key] = FileInfo(str(opened.path), saved.fingerprint, saved.fingerprint_bytes, self._generations)
         return Start(saved.offset, saved.line, saved.broken, None)
 
     def renewed(self, key: str, opened: OpenFile) -> None:
