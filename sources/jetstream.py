@@ -10,13 +10,12 @@ What becomes what:
 
 Resume: `position()` is the highest `time_us` handled so far (emitted or counted as a notice); a reconnect
 asks for `cursor = position - rewind` and drops events it already handled (`_Seen`, bounded), so a disconnect
-leaves neither a gap nor a duplicate. With `checkpoint` (the default) every emitted record, and every rejected
-one that has a `time_us`, carries the token `(None, time_us)`; the saved state is `{"format": 1, "cursor":
-time_us}` (the cursor after the acknowledged prefix, or None before any), and a restart connects with
-`cursor = saved - rewind` as a reconnect does, over the configured `cursor`. Events within the rewind window
-before the saved cursor are sent again after a restart (the de-duplication memory does not survive it).
-Compression (`compress=true`, zstd with Jetstream's dictionary) is not
+leaves neither a gap nor a duplicate. Compression (`compress=true`, zstd with Jetstream's dictionary) is not
 implemented; the client offers only permessage-deflate, which Jetstream accepts without `compress`.
+
+Checkpoint (`checkpoint`, default on): emitted records, and rejected events with a `time_us`, carry the token
+`(None, time_us)`; the state is `{"format": 1, "cursor": time_us or null}`; a restart connects with `cursor =
+saved - rewind` as a reconnect does, over the configured `cursor`, and sends the events of that window again.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 from urllib.parse import urlencode, urlsplit
 
 from pydantic import Field, field_validator
@@ -113,9 +112,7 @@ class JetstreamSourceConfig(SourceConfig):
     )
     initial_backoff: float = Field(default=1.0, ge=0, description="Seconds before the first reconnect (doubling, jittered).")
     max_backoff: float = Field(default=60.0, gt=0, description="Longest delay between reconnects, in seconds.")
-    checkpoint: bool = Field(
-        default=True, description="Save the cursor of what was delivered; a restart resumes there (minus `rewind`)."
-    )
+    checkpoint: bool = Field(default=True, description="Save the delivered cursor; a restart resumes there, less `rewind`.")
 
     @field_validator("instances")
     @classmethod
@@ -208,15 +205,14 @@ class JetstreamSource(Source):
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT or isinstance(state.get("format"), bool):
             raise CheckpointUnusable(f"not a format {STATE_FORMAT} jetstream checkpoint")
         cursor = state.get("cursor")
-        if cursor is not None and (not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 0):
+        if cursor is not None and not _is_time_us(cursor):
             raise CheckpointUnusable(f"cursor: not a time_us (non-negative integer): {str(cursor)[:60]!r}")
         self._saved = cursor
         if cursor is not None and self._cursor is None:
             self._cursor = cursor
 
     def checkpoint_state(self, committed: Mapping[Hashable, Any]) -> dict[str, Any]:
-        """The acknowledged prefix's cursor; the restored one while this run has not passed it (a restart
-        replays from before the saved cursor, records an earlier run already delivered)."""
+        """The acknowledged prefix's cursor, or the restored one until this run passes it (the replay before it was delivered)."""
         cursor = committed.get(None)
         if self._saved is not None:
             cursor = self._saved if cursor is None else max(cursor, self._saved)
@@ -357,8 +353,7 @@ class JetstreamSource(Source):
         shape = _shape(parsed)
         if isinstance(shape, str):
             time_us = parsed.get("time_us") if isinstance(parsed, dict) else None
-            usable = isinstance(time_us, int) and not isinstance(time_us, bool) and time_us >= 0
-            token = (None, time_us) if usable and self.config.checkpoint else None
+            token = (None, time_us) if self.config.checkpoint and _is_time_us(time_us) else None
             ctx.reject(data, self._origin(host, time_us), REASON_UNEXPECTED_SHAPE, shape, token)
             return True
         time_us, key, notice = shape
@@ -377,6 +372,10 @@ class JetstreamSource(Source):
         return True
 
 
+def _is_time_us(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _discard(conn: ClientConnection) -> None:
     """Close a connection nobody will read (as a context manager: websockets 17 warns about bare use)."""
     with conn:
@@ -390,7 +389,7 @@ def _shape(event: Any) -> tuple[int, tuple[Any, ...], str | None] | str:
     did, time_us, kind = event.get("did"), event.get("time_us"), event.get("kind")
     if not isinstance(did, str) or not did:
         return "no `did` string"
-    if not isinstance(time_us, int) or isinstance(time_us, bool) or time_us < 0:
+    if not _is_time_us(time_us):
         return f"`time_us` is not a non-negative integer: {safe_detail(repr(time_us))[:80]}"
     if not isinstance(kind, str):
         return "no `kind` string"
