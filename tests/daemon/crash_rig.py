@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon import spool_segments as fmt
 from tests.conftest import POLL_INTERVAL_S, REPO, DaemonProcess, free_port
 from tests.fake_kinesis import FakeKinesis
 from tests.fake_kinesis_http import FakeServer
@@ -306,8 +307,6 @@ class SpoolContents:
 
 def read_spool(spool_dir: Path) -> SpoolContents:
     """Read a (dead daemon's) spool directory with the spool's own format code (daemon/spool_segments.py)."""
-    from daemon import spool_segments as fmt  # type: ignore[attr-defined]  # the spool's reader, once it lands on main
-
     commit = spool_dir / fmt.COMMIT_NAME
     committed_to = fmt.decode_commit(commit.read_bytes()) if commit.exists() else (-1, 0)
     contents = SpoolContents([], [])
