@@ -375,10 +375,11 @@ def wait_stored(fake: FakeKinesis, expected: set[bytes], timeout: float = LAND_T
     target = len(expected)
     while True:
         fake.wait_for_user_records(target, max(0.0, give_up - time.monotonic()))
-        missing = expected - set(fake.data_counts())
+        counts = fake.data_counts()  # one snapshot: missing and the next target from the same records
+        missing = expected - set(counts)
         if not missing or time.monotonic() > give_up:
             return missing
-        target = len(fake.user_records()) + len(missing)
+        target = counts.total() + len(missing)
 
 
 def settle_after_kill(fake: FakeKinesis) -> Counter[bytes]:
