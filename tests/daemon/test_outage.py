@@ -32,17 +32,18 @@ MIB = 1024**2
 RATE = 2000  # records/s: "a few thousand", with room on a 2-core machine shared by other suites
 OUTAGE_S = 60.0
 SOAK_OUTAGE_S = 600.0
-LEAD_S = 5.0  # records flow this long (about) before the outage
-AFTER_S = 10.0  # and the source runs on this long after it
+LEAD_S = 3.0  # records flow this long (about) before the outage
+AFTER_S = 5.0  # and the source runs on this long after it (live records and the backlog together)
 SEED = 1630
 # The buffer's byte limit, set low so the bound below means something (the default is 64 MiB).
 BUFFER_MAX_BYTES = 8 * MIB
 # The Kinesis sink holds at most 16 MiB of records (sinks/kinesis: its memory cap).
 SINK_CAP_BYTES = 16 * MIB
 # The interpreter with the daemon's libraries (boto3/botocore, pydantic, prometheus-client, structlog, orjson),
-# its threads' stacks and the allocator's slack: an idle daemon measured ~75 MiB here; twice that leaves room
-# for fragmentation after the backlog drains, and still fails a daemon that kept the outage's records in
-# memory (RATE x 60 s of ~700-byte records, plus Python objects, is well over 100 MiB).
+# its threads' stacks and the allocator's slack: an idle spooled daemon measured 71 MiB here (109 MiB at the
+# peak of a 60 s outage with the 8 MiB buffer); about twice idle leaves room for fragmentation as the backlog
+# drains, and still fails a daemon that kept the outage's records in memory (RATE x 60 s of ~700-byte records,
+# plus their Python objects, is well over 100 MiB).
 INTERPRETER_BYTES = 150 * MIB
 RSS_BOUND_BYTES = BUFFER_MAX_BYTES + SINK_CAP_BYTES + INTERPRETER_BYTES
 # Share of RATE x outage that must be spooled while the endpoint is down: the source did not slow down.
