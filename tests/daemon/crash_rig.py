@@ -383,13 +383,18 @@ def wait_stored(fake: FakeKinesis, expected: set[bytes], timeout: float = LAND_T
 
 
 def settle_after_kill(fake: FakeKinesis) -> Counter[bytes]:
-    """The stream's contents once a killed daemon's last requests are done: the fake takes nothing more for
-    a poll interval (a request the kernel had already handed over may still be stored after the kill)."""
-    before = fake.stats().calls.total()
+    """The stream's contents once a killed daemon's last requests are done: the fake takes no call and stores
+    no record for a poll interval (a request the kernel had already handed over may still be stored after the
+    kill; a call is counted on arrival and stored right after)."""
+
+    def activity(f: FakeKinesis) -> tuple[int, int]:
+        return f.stats().calls.total(), len(f.records())
+
+    before = activity(fake)
     give_up = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < give_up:
-        fake.wait_until(lambda f, seen=before: f.stats().calls.total() != seen, POLL_INTERVAL_S)  # type: ignore[misc]
-        now = fake.stats().calls.total()
+        fake.wait_until(lambda f: activity(f) != before, POLL_INTERVAL_S)  # noqa: B023 - used before `before` changes
+        now = activity(fake)
         if now == before:
             return fake.data_counts()
         before = now

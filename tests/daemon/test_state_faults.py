@@ -41,7 +41,7 @@ SOURCE = "live"
 # Past the first write failure, the daemon must still be running this much later.
 KEEPS_RUNNING_S = 3.0
 # Once the endpoint is back, COUNT records at RATE are in the stream well within this (about 15 s here).
-DRAIN_TIMEOUT_S = 45.0
+DRAIN_TIMEOUT_S = 30.0
 # Found by the full-disk test: see its xfail reason. With the fix tried locally it passed in 24 s.
 FULL_DISK_DEADLOCK = (
     "daemon/spool.py Spool.commit: when the commit file cannot be written (ENOSPC on the full disk) it deletes "
