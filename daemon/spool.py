@@ -376,27 +376,34 @@ class Spool:
     def commit(self, position: Sequence[int]) -> None:
         """Everything up to `position` is done: persist that, then delete the segments wholly behind it.
 
-        A failed commit file write is reported (spool_write_failed) and deletes nothing: those records would
-        be sent again after a restart, never lost. A position past what was read is cut back to it.
+        A failed commit file write is reported (spool_write_failed) and the next commit writes it again; the
+        segments wholly behind `position` are deleted all the same - their records are done, and on a full
+        disk deleting them is what makes room (the new commit file itself may not fit). A restart before the
+        next good write sends the rest of the oldest surviving segment again: duplicates, never a loss.
+        A position past what was read is cut back to it.
         """
         with self._commit_lock:
             with self._lock:
                 target = min((int(position[0]), int(position[1])), self._cursor)
                 if target <= self._commit:
                     return
-            try:
-                atomic_write(self._fs, self._directory / COMMIT_NAME, encode_commit(*target))
-            except OSError as exc:
-                self._events.spool_write_failed(exc)
-                return
-            with self._lock:
-                self._commit = target
                 inflight = self._inflight
                 while inflight and (inflight[0][0], inflight[0][1]) <= target:
                     _, _, _, frame_bytes = inflight.popleft()
                     self._records -= 1
                     self._bytes -= frame_bytes
+            try:
+                atomic_write(self._fs, self._directory / COMMIT_NAME, encode_commit(*target))
+                written = True
+            except OSError as exc:
+                self._events.spool_write_failed(exc)
+                written = False
+            with self._lock:
+                if written:
+                    self._commit = target
                 if self._files.delete_behind(target):
+                    if self._reader is not None and self._reader[0] not in self._files.segments:
+                        self._close_reader()  # the reader is past it; an open handle would keep its space
                     self._space.notify_all()
 
     def stats(self) -> SpoolStats:

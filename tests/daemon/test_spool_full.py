@@ -238,19 +238,30 @@ def test_fsync_failure_is_reported_and_appends_go_on(tmp_path: Path) -> None:
     spool.close()
 
 
-def test_a_failed_commit_write_deletes_nothing(tmp_path: Path) -> None:
-    """When the commit file cannot be written, it is reported and no segment is deleted (sent again, never lost)."""
+def test_a_failed_commit_write_still_frees_the_segments_behind_it(tmp_path: Path) -> None:
+    """A commit file that cannot be written is reported; the done segments are deleted anyway (room on a full
+    disk), the next commit writes the file, and a reopen in between replays only surviving records."""
     fs = FaultyFS(LOCAL)
     spool, events = make_spool(tmp_path, fs, segment_bytes=4096)
     spool.open()
     for n in range(200):
         spool.append(record(n), None, "o", NO_STOP)
     got = read_all(spool)
-    fs.faults["replace"] = OSError(errno.EIO, "Input/output error")
-    spool.commit(got[-1].position)
-    assert events.write_failed
-    assert spool.stats().records == 200
+    fs.faults["write"] = OSError(errno.ENOSPC, "No space left on device")
+    spool.commit(got[150].position)
+    assert [e.errno for e in events.write_failed] == [errno.ENOSPC]
+    assert spool.stats().records == 49
+    surviving = sorted(tmp_path.glob("*.seg"))
+    assert int(surviving[0].name.split(".")[0]) == got[150].position[0]  # the segments before it are gone
     abandon(spool)
-    again, _ = make_spool(tmp_path)
-    assert again.open() == 200
+
+    again, _ = make_spool(tmp_path, segment_bytes=4096)
+    waiting = again.open()  # the old commit (none): the whole surviving segment again, nothing lost
+    replayed = read_all(again)
+    assert [r.data for r in replayed][-49:] == [record(n) for n in range(151, 200)]
+    assert waiting == len(replayed) and len(replayed) < 200
+    again.commit(replayed[-1].position)  # this time the commit file is written
     again.close()
+    final, _ = make_spool(tmp_path, segment_bytes=4096)
+    assert final.open() == 0
+    final.close()
