@@ -407,15 +407,24 @@ class Spool:
                     self._space.notify_all()
 
     def stats(self) -> SpoolStats:
+        """Records not yet committed, their bytes and the age of the oldest (cheap: no I/O, no scan of records)."""
         with self._lock:
             records = self._records
-            if records <= 0:
+            unread = records - len(self._inflight)
+            if self._inflight:
+                oldest: float | None = self._inflight[0][2]
+            elif unread <= 0:
                 oldest = None
-            elif self._inflight:
-                oldest = self._inflight[0][2]
-            elif self._hot and (self._hot[0].segment, self._hot[0].start) == self._cursor:
-                oldest = self._hot[0].appended_at
+            elif unread <= len(self._hot):  # the hot tail holds only unread records, the newest ones
+                oldest = self._hot[-unread].appended_at
             else:
-                oldest = self._unread_since
+                oldest = self._oldest_unread_on_disk()
             age = 0.0 if oldest is None else max(0.0, self._clock() - oldest)
             return SpoolStats(records, self._bytes, age, self._files.disk_bytes)
+
+    def _oldest_unread_on_disk(self) -> float | None:
+        segment = self._files.segments.get(self._cursor[0])
+        if segment is not None and self._cursor[1] < segment.end:
+            return self._unread_since  # within a record: the last one read, or the segment's first
+        following = self._files.next_after(self._cursor[0])
+        return None if following is None else following.first_appended_at
