@@ -137,6 +137,7 @@ class Spool:
         self._reader: tuple[int, Any] | None = None  # (segment id, open read handle)
         self._syncer: threading.Thread | None = None
         self._closed = False
+        self._reader_waiting = False
 
     # -- open / close -------------------------------------------------------------------------------------
 
@@ -247,7 +248,9 @@ class Spool:
         self._hot_bytes += len(data)
         while len(self._hot) > HOT_TAIL_RECORDS or self._hot_bytes > HOT_TAIL_BYTES:
             self._hot_bytes -= len(self._hot.popleft().data)
-        self._readable.notify()
+        if self._reader_waiting:  # one wake-up per wait: Condition.notify costs even with nobody waiting
+            self._reader_waiting = False
+            self._readable.notify()
         return True
 
     def _drop_oldest_unread(self) -> bool:
@@ -286,19 +289,33 @@ class Spool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
-                self._readable.wait(remaining)
+                self._reader_waiting = True
+                try:
+                    self._readable.wait(remaining)
+                finally:
+                    self._reader_waiting = False
         return self._read_disk(segment, offset, limit, max_records)
 
     def _read_hot(self, max_records: int) -> list[SpooledRecord]:
         out: list[SpooledRecord] = []
-        hot = self._hot
-        while hot and len(out) < max_records and (hot[0].segment, hot[0].start) == self._cursor:
-            item = hot.popleft()
-            self._hot_bytes -= len(item.data)
+        hot, inflight = self._hot, self._inflight
+        cursor = self._cursor
+        taken_bytes = 0
+        while hot and len(out) < max_records:
+            item = hot[0]
+            if item.start != cursor[1] or item.segment != cursor[0]:
+                self._cursor = cursor
+                self._advance_cursor()  # the next record may open the following segment
+                cursor = self._cursor
+                if item.start != cursor[1] or item.segment != cursor[0]:
+                    break
+            hot.popleft()
+            taken_bytes += len(item.data)
             out.append(SpooledRecord(item.data, item.event, item.origin, [item.segment, item.end], item.appended_at))
-            self._inflight.append((item.segment, item.end, item.appended_at, item.end - item.start))
-            self._cursor = (item.segment, item.end)
-            self._advance_cursor()
+            inflight.append((item.segment, item.end, item.appended_at, item.end - item.start))
+            cursor = (item.segment, item.end)
+        self._cursor = cursor
+        self._hot_bytes -= taken_bytes
         if out:
             self._unread_since = out[-1].appended_at  # the next unread came later: an estimate, within a record
         return out
