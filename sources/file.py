@@ -286,6 +286,11 @@ class FileSource(Source):
         cursor.progress.at = (0, 1, self._pass, generation)
         self._progress[cursor.opened.identity] = cursor.progress
 
+    def widen_fingerprint(self, cursor: Cursor) -> None:
+        """Following: fingerprint more of a file opened while short (see Checkpoint.widen)."""
+        if self._tokens:
+            self._checkpoint.widen(cursor.progress.key, cursor.opened, cursor.reader.offset)
+
     def drain(self, cursor: Cursor, ctx: SourceContext, final: bool, limiter: RateLimiter, pacer: Pacer | None) -> int | None:
         """Hands over every input `cursor` has now; their count, or None when the daemon is stopping."""
         key = cursor.opened.identity
