@@ -42,13 +42,6 @@ SOURCE = "live"
 KEEPS_RUNNING_S = 3.0
 # Once the endpoint is back, COUNT records at RATE are in the stream well within this (about 15 s here).
 DRAIN_TIMEOUT_S = 30.0
-# Found by the full-disk test: see its xfail reason. With the fix tried locally it passed in 24 s.
-FULL_DISK_DEADLOCK = (
-    "daemon/spool.py Spool.commit: when the commit file cannot be written (ENOSPC on the full disk) it deletes "
-    "nothing, so a spool that filled the disk never frees it - every later commit fails the same way and the "
-    "source blocks for good (18,146 of 20,000 records never sent). Fix: on a failed commit write still delete the "
-    "segments wholly behind the target (acknowledged records; a crash then resends part of one segment at most)"
-)
 
 needs_unshare = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a mount namespace")
 
@@ -91,11 +84,12 @@ def test_a_read_only_state_directory_stops_the_start_at_once_naming_it_every_tim
 
 @needs_unshare
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=FULL_DISK_DEADLOCK)
 def test_a_full_disk_mid_run_keeps_the_daemon_running_and_every_counted_record_reaches_the_stream(
     tmp_path: Path, fake: RestartableKinesis
 ) -> None:
     """Spool fills a 1 MiB state tmpfs in an outage: the daemon runs on, reports it, and delivers all records after."""
+    # Before 6525c76 a commit that could not write its file (ENOSPC) freed nothing: the source blocked for good
+    # (here 18,146 of 20,000 records never sent).
     spool = f"{{enabled: true, max_bytes: {64 * TMPFS_BYTES}, segment_bytes: {SEGMENT_BYTES}}}"
     with Rig(tmp_path, fake, synthetic_source(SOURCE, RATE, COUNT, SEED, spool)) as rig:
         rig.state_dir.mkdir()
