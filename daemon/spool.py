@@ -34,7 +34,15 @@ from typing import Any
 
 from daemon.durable import LOCAL, FileSystem, atomic_write
 from daemon.spool_files import SegmentFiles, SpoolSegment
-from daemon.spool_segments import COMMIT_NAME, READ_CHUNK_BYTES, FrameReader, decode_payload, encode_commit, encode_frame
+from daemon.spool_segments import (
+    COMMIT_NAME,
+    HEADER_BYTES,
+    READ_CHUNK_BYTES,
+    FrameReader,
+    decode_payload,
+    encode_commit,
+    encode_frame,
+)
 from daemon.spool_types import HotRecord, SpooledRecord, SpoolEvents, SpoolStats
 from sources.base import SpoolSettings
 
@@ -169,7 +177,7 @@ class Spool:
                             if self._drop and self._space_error():
                                 self._drop_oldest_unread()
                             continue
-                        if self._drop and self._drop_oldest_unread():
+                        if self._drop and self._room_by_dropping(len(frame)) and self._drop_oldest_unread():
                             continue
                     if stopping.is_set():
                         return False
@@ -213,6 +221,12 @@ class Spool:
             self._reader_waiting = False
             self._readable.notify()
         return True
+
+    def _room_by_dropping(self, frame_bytes: int) -> bool:
+        """Under the lock: would dropping every unread segment make room? If not, dropping only loses records
+        (what fills the spool is in flight): block instead."""
+        left = self._files.disk_bytes - self._files.droppable_bytes(self._cursor[0])
+        return left == 0 or left + frame_bytes + HEADER_BYTES <= self._max_bytes
 
     def _drop_oldest_unread(self) -> bool:
         """Under the lock: drop the oldest segment nobody read from; False when there is none."""

@@ -267,6 +267,10 @@ class SegmentFiles:
         """The oldest segment after `segment_id` that holds records (all unread: the reader is not past it)."""
         return next((s for s in self.segments.values() if s.id > segment_id and s.records > 0), None)
 
+    def droppable_bytes(self, segment_id: int) -> int:
+        """Bytes of the segments after `segment_id` that hold records (what drop_oldest could free)."""
+        return sum(s.end for s in self.segments.values() if s.id > segment_id and s.records > 0)
+
     def next_after(self, segment_id: int) -> SpoolSegment | None:
         return next((s for s in self.segments.values() if s.id > segment_id), None)
 
