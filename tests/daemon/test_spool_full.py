@@ -11,6 +11,7 @@ from typing import BinaryIO
 import pytest
 
 import daemon.spool
+import daemon.spool_reading
 from daemon.durable import LOCAL, AppendFile, FileSystem, LocalFileSystem
 from tests.daemon.test_spool_support import NO_STOP, abandon, make_spool, read_all, record
 from tests.fake_fs import FaultyFS
@@ -22,7 +23,7 @@ DEADLINE_S = 10.0
 
 @pytest.fixture(autouse=True)
 def _fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daemon.spool, "SPOOL_RETRY_S", 0.05)
+    monkeypatch.setattr(daemon.spool_reading, "SPOOL_RETRY_S", 0.05)
 
 
 def fill(spool: daemon.spool.Spool, start: int = 0) -> int:
