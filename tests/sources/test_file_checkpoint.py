@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from daemon.progress import ProgressWindow
 from sources.file import FileSource, FileSourceConfig
 from sources.file_checkpoint import KIND_REPLACED, KIND_TRUNCATED
 from tests.fakes import RecordingContext
+
+RUN_DEADLINE_S = 10.0
 
 
 def lines(first: int, count: int) -> bytes:
@@ -40,7 +43,23 @@ def replay(state: dict[str, Any] | None = None, **config: Any) -> tuple[FileSour
     if state is not None:
         source.resume(state)
     ctx = RecordingContext(max_wait_s=0, stop_after_emits=stop_after)
-    source.run(ctx)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            source.run(ctx)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(RUN_DEADLINE_S)
+    if thread.is_alive():  # e.g. a loop that finds nothing to read, pass after pass
+        ctx.stop.set()
+        thread.join(RUN_DEADLINE_S)
+        raise AssertionError(f"the source did not finish within {RUN_DEADLINE_S}s; it handed over {len(ctx.tokens)} inputs")
+    if failure:
+        raise failure[0]
     return source, ctx
 
 
