@@ -288,3 +288,23 @@ def test_state_keeps_restored_files_this_run_did_not_reach(tmp_path: Path) -> No
     assert ns(again) == [3]
     nothing_acked = saved(resumed, again, [])
     assert nothing_acked == state
+
+
+def test_tokens_go_on_after_a_crash_and_a_skipped_input(tmp_path: Path) -> None:
+    """run crashes on an emit, the input is skipped (as the supervisor does): later tokens start after it."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(lines(0, 5))
+    source = FileSource(FileSourceConfig(paths=[str(path)]))
+    ctx = RecordingContext(max_wait_s=0, crash_after_emits=2)
+    with pytest.raises(OSError, match="disk hiccup"):
+        source.run(ctx)
+    position = source.position()
+    assert position is not None and position[3] == len(lines(0, 2))
+    skipped = source.skip(position)
+    assert skipped is not None and skipped.data == b'{"n": 2}'
+    source.run(ctx)
+    assert ns(ctx) == [0, 1, 3, 4]
+    assert [token[1][:2] for _, token in ctx.tokens] == [(len(lines(0, n)), n + 1) for n in (1, 2, 4, 5)]
+    state = saved(source, ctx)
+    _, again = replay(state, paths=[str(path)])
+    assert again.tokens == []
