@@ -34,7 +34,7 @@ from typing import Any
 
 from daemon.durable import LOCAL, FileSystem, atomic_write
 from daemon.spool_files import SegmentFiles, SpoolSegment
-from daemon.spool_segments import COMMIT_NAME, Frame, FrameReader, encode_commit, encode_frame
+from daemon.spool_segments import COMMIT_NAME, READ_CHUNK_BYTES, FrameReader, decode_payload, encode_commit, encode_frame
 from daemon.spool_types import HotRecord, SpooledRecord, SpoolEvents, SpoolStats
 from sources.base import SpoolSettings
 
@@ -289,36 +289,38 @@ class Spool:
     def _read_disk(self, segment: SpoolSegment, offset: int, limit: int, max_records: int) -> list[SpooledRecord]:
         # Outside the lock: the cursor segment is never dropped or deleted under the reader (drops take only
         # segments after it, commits only what was read), and its bytes before `limit` never change.
-        frames: list[Frame] = []
+        out: list[SpooledRecord] = []
+        entries: list[tuple[int, int, float, int]] = []  # for _inflight
         error: str | None = None
         failure: OSError | None = None
+        segment_id = segment.id
+        end = offset
         try:
-            reader = FrameReader(self._reader_for(segment), offset, limit)
-            for frame in reader:
-                frames.append(frame)
-                if len(frames) >= max_records:
+            reader = FrameReader(self._reader_for(segment), offset, limit, READ_CHUNK_BYTES)
+            for start, payload in reader.raw():
+                appended_at, origin, data = decode_payload(payload)
+                end = reader.offset
+                out.append(SpooledRecord(data, None, origin, [segment_id, end], appended_at))
+                entries.append((segment_id, end, appended_at, end - start))
+                if len(out) >= max_records:
                     break
             error = reader.error
-            stopped_at = reader.offset
         except OSError as exc:  # EIO, EMFILE...: the bytes may well be fine; try again later, skip nothing
             failure = exc
-            stopped_at = frames[-1].end if frames else offset
             self._close_reader()
-        out = [SpooledRecord(f.data, None, f.origin, [segment.id, f.end], f.appended_at) for f in frames]
         with self._lock:
-            for frame in frames:
-                self._inflight.append((segment.id, frame.end, frame.appended_at, frame.end - frame.start))
-                segment.read_bytes += frame.end - frame.start
-            segment.read += len(frames)
-            if frames:
-                self._cursor = (segment.id, frames[-1].end)
-                self._unread_since = frames[-1].appended_at
+            self._inflight.extend(entries)
+            segment.read += len(entries)
+            segment.read_bytes += end - offset
+            if out:
+                self._cursor = (segment_id, end)
+                self._unread_since = out[-1].appended_at
             if failure is not None:
                 self._read_retry_at = time.monotonic() + SPOOL_RETRY_S
                 detail = f"read failed: {failure}; retried in {SPOOL_RETRY_S} s"
-                self._events.spool_corrupt(str(segment.path), stopped_at, detail)
+                self._events.spool_corrupt(str(segment.path), end, detail)
             elif error is not None:
-                self._skip_rest(segment, stopped_at, error)
+                self._skip_rest(segment, end, error)
         return out
 
     def _skip_rest(self, segment: SpoolSegment, offset: int, error: str) -> None:
