@@ -308,3 +308,23 @@ def test_tokens_go_on_after_a_crash_and_a_skipped_input(tmp_path: Path) -> None:
     state = saved(source, ctx)
     _, again = replay(state, paths=[str(path)])
     assert again.tokens == []
+
+
+def test_a_skipped_last_input_carries_the_token_after_it(tmp_path: Path) -> None:
+    """The poison input is the file's last: its skip carries the position after it, so a checkpoint that passes
+    it (once dead-lettered) reads nothing again at the next start - no second dead letter for it."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(lines(0, 3))
+    source = FileSource(FileSourceConfig(paths=[str(path)]))
+    ctx = RecordingContext(max_wait_s=0, crash_after_emits=2)
+    with pytest.raises(OSError, match="disk hiccup"):
+        source.run(ctx)
+    position = source.position()
+    assert position is not None
+    skipped = source.skip(position)
+    assert skipped is not None and skipped.data == b'{"n": 2}'
+    assert skipped.token == (ctx.tokens[-1][1][0], (len(lines(0, 3)), 4, 0, skipped.token[1][3]))
+    ctx.tokens.append(("reject", skipped.token))  # what the supervisor's reject hands over
+    state = saved(source, ctx)
+    _, again = replay(state, paths=[str(path)])
+    assert again.tokens == [] and again.rejected == []
