@@ -1,0 +1,324 @@
+"""Durability benchmark (issue 16): what checkpoints and the spool cost the daemon, next to the same daemon
+without them.
+
+In one run, against one null Kinesis endpoint (bench/null_kinesis.py, 4 shards, its own process), every case
+is the real daemon (`python -m cli.main run`) in a process of its own, with a fresh state directory, delivering
+the same number of records, timed from spawn until the endpoint counted them all:
+- `file`: the file source replaying data/sample_tweets.jsonl repeated to N lines, `checkpoint: false`;
+- `file-checkpoint`: the same with `checkpoint: true` (default `state.checkpoint_interval`, 1 s);
+- `file-checkpoint-0.2s`: the same with `state.checkpoint_interval: 0.2`;
+- `synthetic`: a live-like source, `synthetic` (kind tweets, count N, rate 0), `spool: {enabled: false}`;
+- `synthetic-spool-batch`: the same with `spool: {enabled: true}` and `state.fsync: batch`;
+- `synthetic-spool-interval`: the same with `state.fsync: interval` (default `state.fsync_interval`, 1 s).
+Each durable case is compared with the no-durability case of its source. CPU (user + system) comes from the
+child's `os.wait4`, peak RSS from its VmHWM, fsyncs from its `tweet_producer_fsyncs_total{file}` scraped once
+the endpoint has every record.
+
+    .venv/bin/python -m bench.durability --repeat 3 --write   # 100,000 records a case -> docs/benchmarks.md
+    .venv/bin/python -m bench.durability --quick              # a few thousand records, one round: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from bench.durability_report import SECTION_HEADING, write_section
+from bench.kinesis import BENCH_FLUSH_DEADLINE, LIFTED_SHARD_LIMITS, WAIT_SLICE_S, CaseResult, _measure, median_run
+from bench.kinesis_cases import REGION, STREAM
+from bench.kinesis_procs import REPO, Child, DaemonUnderTest, Endpoint, case_env
+
+WORK = REPO / "bench" / ".work"
+SAMPLE = REPO / "data" / "sample_tweets.jsonl"
+SHARDS = 4
+DEFAULT_RECORDS = 100_000
+QUICK_RECORDS = 2_000
+DEFAULT_REPEAT = 3
+DEFAULT_CASE_TIMEOUT_S = 300.0
+SYNTHETIC_SEED = 16
+# After the endpoint counted every record, the daemon's own counters may lag by the last answers in flight.
+METRICS_SETTLE_S = 10.0
+METRICS_POLL_S = 0.05
+METRICS_TIMEOUT_S = 5.0
+KIB = 1024
+PER_FSYNCS = 1000
+CHECKPOINT_FAST_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    source: str  # "file" or "synthetic"
+    source_extra: dict[str, Any]
+    state_extra: dict[str, Any]
+    baseline: str | None  # the no-durability case it is compared with; None for a baseline itself
+
+
+CASES = (
+    Case("file", "file", {"checkpoint": False}, {}, None),
+    Case("file-checkpoint", "file", {"checkpoint": True}, {}, "file"),
+    Case("file-checkpoint-0.2s", "file", {"checkpoint": True}, {"checkpoint_interval": CHECKPOINT_FAST_INTERVAL_S}, "file"),
+    Case("synthetic", "synthetic", {"spool": {"enabled": False}}, {}, None),
+    Case("synthetic-spool-batch", "synthetic", {"spool": {"enabled": True}}, {"fsync": "batch"}, "synthetic"),
+    Case("synthetic-spool-interval", "synthetic", {"spool": {"enabled": True}}, {"fsync": "interval"}, "synthetic"),
+)
+CASE_BY_NAME = {case.name: case for case in CASES}
+
+
+@dataclass
+class DurabilityResult(CaseResult):
+    baseline: str | None = None
+    delivery_s: float = 0.0  # from the first record the endpoint took to the last: the steady part of the run
+    fsyncs: dict[str, float] = field(default_factory=dict)  # tweet_producer_fsyncs_total by file
+    metrics: dict[str, float] = field(default_factory=dict)  # received / sent / kept / dropped totals
+    state_fs: str = ""  # the state directory's file system type: fsync costs what the device makes it cost
+
+    @property
+    def delivery_rate(self) -> float:
+        return self.records / self.delivery_s if self.delivery_s > 0 else 0.0
+
+    @property
+    def fsyncs_per_1000(self) -> float:
+        return sum(self.fsyncs.values()) * PER_FSYNCS / self.records if self.records else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def tweets_file(path: Path, records: int) -> Path:
+    """data/sample_tweets.jsonl repeated (and cut) to `records` lines: the same generator as the synthetic
+    source's tweets, so both sources hand over records of the same size."""
+    sample = [line for line in SAMPLE.read_bytes().splitlines() if line]
+    with path.open("wb") as out:
+        for index in range(records):
+            out.write(sample[index % len(sample)] + b"\n")
+    return path
+
+
+def case_config(case: Case, work: Path, state: Path, endpoint_url: str, tweets: Path, records: int, port: int) -> Path:
+    """The daemon's config for one run of `case` (JSON is YAML: no YAML writer needed)."""
+    if case.source == "file":
+        source: dict[str, Any] = {"name": "tweets", "type": "file", "paths": [str(tweets)]}
+    else:
+        source = {"name": "tweets", "type": "synthetic", "kind": "tweets", "count": records, "rate": 0, "seed": SYNTHETIC_SEED}
+    config = {
+        "stack": "bench",
+        "embedded": {"enabled": False},
+        "sources": [{**source, **case.source_extra}],
+        "sink": {"type": "kinesis", "stream": STREAM, "region": REGION, "endpoint_url": endpoint_url, **LIFTED_SHARD_LIMITS},
+        "shutdown": {"flush_deadline": BENCH_FLUSH_DEADLINE},
+        "state": {"directory": str(state), **case.state_extra},
+        "metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"},
+        "log": {"level": "warning", "format": "json"},
+    }
+    path = work / f"{state.name}.config.yaml"
+    path.write_text(json.dumps(config, indent=1), encoding="utf-8")
+    return path
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The daemon's Prometheus samples by `name{labels}`."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=METRICS_TIMEOUT_S) as answer:
+        body = answer.read().decode()
+    samples: dict[str, float] = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
+
+
+def _sum(samples: dict[str, float], name: str) -> float:
+    return sum(value for key, value in samples.items() if key == name or key.startswith(name + "{"))
+
+
+def _by_label(samples: dict[str, float], name: str, label: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for key, value in samples.items():
+        if key.startswith(name + "{") and f'{label}="' in key:
+            found[key.split(f'{label}="', 1)[1].split('"', 1)[0]] = value
+    return found
+
+
+def settled_metrics(port: int, records: int, deadline_s: float) -> dict[str, float]:
+    """Scrape until the daemon counts every record sent (its counters trail the endpoint by the answers in
+    flight), or the deadline passes: then the last scrape, which the consistency check will flag."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        samples = scrape(port)
+        if _sum(samples, "tweet_producer_records_sent_total") >= records or time.monotonic() > give_up:
+            return samples
+        time.sleep(METRICS_POLL_S)
+
+
+def file_system_of(path: Path) -> str:
+    """The type of the file system holding `path` (the longest mount point above it in /proc/self/mounts)."""
+    best, kind = "", "unknown"
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    resolved = str(path.resolve())
+    for line in mounts:
+        parts = line.split()
+        inside = len(parts) >= 3 and (resolved == parts[1] or resolved.startswith(parts[1].rstrip("/") + "/"))
+        if inside and len(parts[1]) >= len(best):
+            best, kind = parts[1], parts[2]
+    return kind
+
+
+def run_case(
+    daemon: DaemonUnderTest, endpoint: Endpoint, work: Path, case: Case, tweets: Path, records: int, round_: int, timeout_s: float
+) -> DurabilityResult:
+    """One run of `case` with a fresh state directory: spawn, wait for every record at the endpoint, scrape
+    the daemon's counters, SIGTERM it, measure it."""
+    result = DurabilityResult(case.name, records, baseline=case.baseline)
+    state = work / f"{case.name}.{round_}.state"  # fresh: a finished replay's checkpoint would skip the file
+    port = free_port()
+    config = case_config(case, work, state, endpoint.url, tweets, records, port)
+    endpoint.reset(limits=False, expect=records)
+    started = time.monotonic()  # CLOCK_MONOTONIC is system-wide: comparable with the endpoint's timestamps
+    argv = [daemon.python, "-m", "cli.main", "run", "--config", str(config)]
+    child = Child(argv, case_env(work, daemon), work, work / f"{case.name}.{round_}")
+    try:
+        while True:
+            stats = endpoint.wait(WAIT_SLICE_S)
+            child.sample_rss()
+            if stats["reached_at"] is not None:
+                result.ok, result.seconds = True, stats["reached_at"] - started
+                result.metrics = settled_metrics(port, records, METRICS_SETTLE_S)
+                break
+            if child.exited():
+                result.error = f"exit {child.status} with {stats['user_records']:,} of {records:,}: {child.first_error()}"
+                break
+            if time.monotonic() - started > timeout_s:
+                result.error = f"timed out after {timeout_s:g}s with {stats['user_records']:,} of {records:,} delivered"
+                break
+    except (OSError, RuntimeError) as exc:  # the metrics scrape failed: the case failed, the run goes on
+        result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
+    finally:
+        child.stop()
+    result.stats = endpoint.stats()
+    _measure(child, result)
+    if result.stats["first_accepted_at"] is not None:
+        result.first_record_s = result.stats["first_accepted_at"] - started
+        if result.ok:
+            result.delivery_s = result.stats["reached_at"] - result.stats["first_accepted_at"]
+    if result.ok and child.status not in (0, -signal.SIGTERM):
+        result.ok, result.error = False, f"delivered everything but exited {child.status}: {child.first_error()}"
+    result.error = result.error.replace(f"{work}/", "")
+    result.fsyncs = _by_label(result.metrics, "tweet_producer_fsyncs_total", "file")
+    result.metrics = {
+        name: _sum(result.metrics, f"tweet_producer_{name}_total")
+        for name in ("records_received", "records_sent", "records_kept", "spool_dropped_records", "spool_replayed_records")
+    }
+    result.state_fs = file_system_of(work)
+    dead_letters = state / "dead-letter.jsonl"
+    if dead_letters.exists():
+        with dead_letters.open("rb") as lines:
+            result.dead_lettered = sum(1 for _ in lines)
+    return result
+
+
+def ratios(results: list[DurabilityResult]) -> dict[str, dict[str, float]]:
+    """Each durable case's figures over its baseline's, from the measured values."""
+    by_case = {r.case: r for r in results if r.ok}
+    out: dict[str, dict[str, float]] = {}
+    for r in results:
+        base = by_case.get(r.baseline or "")
+        if not r.ok or base is None or not base.rate or not base.delivery_rate or not base.cpu_per_100k:
+            continue
+        out[r.case] = {
+            "rate_x": r.rate / base.rate,
+            "delivery_rate_x": r.delivery_rate / base.delivery_rate,
+            "cpu_x": r.cpu_per_100k / base.cpu_per_100k,
+            "peak_rss_x": r.peak_rss_mib / base.peak_rss_mib if base.peak_rss_mib else 0.0,
+        }
+    return out
+
+
+def _print(r: DurabilityResult) -> None:
+    if not r.ok:
+        print(f"{r.case:26} FAILED: {r.error}", flush=True)
+        return
+    fsyncs = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(r.fsyncs.items())) or "none"
+    print(
+        f"{r.case:26} {r.records:>8,} rec {r.rate:>9,.0f} rec/s ({r.delivery_rate:>9,.0f} delivering) "
+        f"{r.cpu_per_100k:6.2f} CPU s/100k {r.peak_rss_mib:5.0f} MiB; fsyncs {fsyncs}; "
+        f"endpoint {r.stats['user_records']:,}; dead-lettered {r.dead_lettered}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--records", type=int, default=None, help=f"records per case (default {DEFAULT_RECORDS:,})")
+    parser.add_argument("--repeat", type=int, default=None, help=f"rounds; the median run is reported (default {DEFAULT_REPEAT})")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_RECORDS:,} records, one round (unless given)")
+    parser.add_argument("--cases", nargs="+", choices=list(CASE_BY_NAME), default=None, help="run only these cases")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S, help="seconds a case may take")
+    parser.add_argument("--write", action="store_true", help=f"write the section '{SECTION_HEADING[3:]}' into --doc")
+    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md", help="the Markdown file --write edits")
+    parser.add_argument("--work", type=Path, default=WORK, help="where the run's directory is made (state dirs live there)")
+    parser.add_argument("--daemon-repo", type=Path, default=None, help="run the daemon of this checkout (its .venv if any)")
+    args = parser.parse_args(argv)
+    records = args.records or (QUICK_RECORDS if args.quick else DEFAULT_RECORDS)
+    repeat = args.repeat or (1 if args.quick else DEFAULT_REPEAT)
+    cases = [CASE_BY_NAME[name] for name in (args.cases or CASE_BY_NAME)]
+    daemon = DaemonUnderTest.at(args.daemon_repo) if args.daemon_repo is not None else DaemonUnderTest()
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="durability-", dir=args.work))
+    tweets = tweets_file(work / "tweets.jsonl", records)
+    command = "python -m bench.durability " + " ".join(argv if argv is not None else sys.argv[1:])
+    report: dict[str, Any] = {
+        "command": command.strip(),
+        "records": records,
+        "repeat": repeat,
+        "average_bytes": tweets.stat().st_size / records - 1,
+        "daemon": daemon.describe(),
+        "state_fs": file_system_of(work),
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg()[0],
+    }
+    endpoint = Endpoint(SHARDS)
+    print(f"endpoint {endpoint.url}; {records:,} records a case, {repeat} round(s); work dir {work} "
+          f"({report['state_fs']})", flush=True)  # fmt: skip
+    runs: dict[str, list[DurabilityResult]] = {case.name: [] for case in cases}
+    try:
+        # Round by round, so a change in the machine's load falls on every case alike.
+        for round_ in range(repeat):
+            for case in cases:
+                runs[case.name].append(run_case(daemon, endpoint, work, case, tweets, records, round_, args.timeout))
+                _print(runs[case.name][-1])
+    finally:
+        endpoint.stop()
+    results = [cast(DurabilityResult, median_run(cast(list[CaseResult], runs[case.name]))) for case in cases]
+    report["load_after"] = os.getloadavg()[0]
+    report["results"] = [{**asdict(r), "delivery_rate": r.delivery_rate, "fsyncs_per_1000": r.fsyncs_per_1000} for r in results]
+    report["ratios"] = ratios(results)
+    (work / "results.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    if args.write:
+        write_section(args.doc, report, results)
+        print(f"{args.doc}: section written", flush=True)
+    print(f"results: {work / 'results.json'}", flush=True)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
