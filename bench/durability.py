@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench.durability_report import SECTION_HEADING, write_section
-from bench.kinesis import BENCH_FLUSH_DEADLINE, LIFTED_SHARD_LIMITS, WAIT_SLICE_S, CaseResult, _measure, median_run
+from bench.kinesis import BENCH_FLUSH_DEADLINE, LIFTED_SHARD_LIMITS, CaseResult, _measure, median_run
 from bench.kinesis_cases import REGION, STREAM
 from bench.kinesis_procs import REPO, Child, DaemonUnderTest, Endpoint, case_env
 
@@ -52,6 +52,11 @@ METRICS_POLL_S = 0.05
 METRICS_TIMEOUT_S = 5.0
 KIB = 1024
 PER_FSYNCS = 1000
+PER_CPU = 100_000
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The driver's poll of the endpoint, and of the daemon's CPU: the delivering window's CPU is interpolated
+# between two samples, so a short slice keeps that error small (each poll is one cheap local request).
+CPU_SAMPLE_S = 0.05
 CHECKPOINT_FAST_INTERVAL_S = 0.2
 
 
@@ -79,6 +84,7 @@ CASE_BY_NAME = {case.name: case for case in CASES}
 class DurabilityResult(CaseResult):
     baseline: str | None = None
     delivery_s: float = 0.0  # from the first record the endpoint took to the last: the steady part of the run
+    delivery_cpu_s: float = 0.0  # the daemon's CPU over that window (from /proc/<pid>/stat, interpolated)
     fsyncs: dict[str, float] = field(default_factory=dict)  # tweet_producer_fsyncs_total by file
     metrics: dict[str, float] = field(default_factory=dict)  # received / sent / kept / dropped totals
     state_fs: str = ""  # the state directory's file system type: fsync costs what the device makes it cost
@@ -86,6 +92,10 @@ class DurabilityResult(CaseResult):
     @property
     def delivery_rate(self) -> float:
         return self.records / self.delivery_s if self.delivery_s > 0 else 0.0
+
+    @property
+    def delivery_cpu_per_100k(self) -> float:
+        return self.delivery_cpu_s * PER_CPU / self.records if self.records else 0.0
 
     @property
     def fsyncs_per_1000(self) -> float:
@@ -166,6 +176,29 @@ def settled_metrics(port: int, records: int, deadline_s: float) -> dict[str, flo
         time.sleep(METRICS_POLL_S)
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a running process and its threads so far (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces, inside parentheses): utime and stime are 14 and 15.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_at(samples: list[tuple[float, float]], moment: float) -> float:
+    """The CPU seconds at `moment`, linearly between the (time, cpu) samples around it."""
+    before = [s for s in samples if s[0] <= moment]
+    after = [s for s in samples if s[0] >= moment]
+    if not before:
+        return samples[0][1] if samples else 0.0
+    if not after:
+        return before[-1][1]
+    (t0, c0), (t1, c1) = before[-1], after[0]
+    return c0 if t1 == t0 else c0 + (c1 - c0) * (moment - t0) / (t1 - t0)
+
+
 def file_system_of(path: Path) -> str:
     """The type of the file system holding `path` (the longest mount point above it in /proc/self/mounts)."""
     best, kind = "", "unknown"
@@ -195,9 +228,13 @@ def run_case(
     started = time.monotonic()  # CLOCK_MONOTONIC is system-wide: comparable with the endpoint's timestamps
     argv = [daemon.python, "-m", "cli.main", "run", "--config", str(config)]
     child = Child(argv, case_env(work, daemon), work, work / f"{case.name}.{round_}")
+    cpu: list[tuple[float, float]] = []  # (monotonic time, the daemon's CPU seconds), one a wait slice
     try:
         while True:
-            stats = endpoint.wait(WAIT_SLICE_S)
+            stats = endpoint.wait(CPU_SAMPLE_S)
+            now, used = time.monotonic(), process_cpu_s(child.process.pid)
+            if used is not None:
+                cpu.append((now, used))
             child.sample_rss()
             if stats["reached_at"] is not None:
                 result.ok, result.seconds = True, stats["reached_at"] - started
@@ -219,6 +256,8 @@ def run_case(
         result.first_record_s = result.stats["first_accepted_at"] - started
         if result.ok:
             result.delivery_s = result.stats["reached_at"] - result.stats["first_accepted_at"]
+            first, reached = result.stats["first_accepted_at"], result.stats["reached_at"]
+            result.delivery_cpu_s = cpu_at(cpu, reached) - cpu_at(cpu, first)
     if result.ok and child.status not in (0, -signal.SIGTERM):
         result.ok, result.error = False, f"delivered everything but exited {child.status}: {child.first_error()}"
     result.error = result.error.replace(f"{work}/", "")
@@ -247,6 +286,7 @@ def ratios(results: list[DurabilityResult]) -> dict[str, dict[str, float]]:
             "rate_x": r.rate / base.rate,
             "delivery_rate_x": r.delivery_rate / base.delivery_rate,
             "cpu_x": r.cpu_per_100k / base.cpu_per_100k,
+            "delivery_cpu_x": r.delivery_cpu_s / base.delivery_cpu_s if base.delivery_cpu_s else 0.0,
             "peak_rss_x": r.peak_rss_mib / base.peak_rss_mib if base.peak_rss_mib else 0.0,
         }
     return out
@@ -259,7 +299,8 @@ def _print(r: DurabilityResult) -> None:
     fsyncs = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(r.fsyncs.items())) or "none"
     print(
         f"{r.case:26} {r.records:>8,} rec {r.rate:>9,.0f} rec/s ({r.delivery_rate:>9,.0f} delivering) "
-        f"{r.cpu_per_100k:6.2f} CPU s/100k {r.peak_rss_mib:5.0f} MiB; fsyncs {fsyncs}; "
+        f"{r.cpu_per_100k:6.2f} CPU s/100k ({r.delivery_cpu_per_100k:5.2f} delivering) "
+        f"{r.peak_rss_mib:5.0f} MiB; fsyncs {fsyncs}; "
         f"endpoint {r.stats['user_records']:,}; dead-lettered {r.dead_lettered}",
         flush=True,
     )
@@ -310,7 +351,15 @@ def main(argv: list[str] | None = None) -> int:
         endpoint.stop()
     results = [cast(DurabilityResult, median_run(cast(list[CaseResult], runs[case.name]))) for case in cases]
     report["load_after"] = os.getloadavg()[0]
-    report["results"] = [{**asdict(r), "delivery_rate": r.delivery_rate, "fsyncs_per_1000": r.fsyncs_per_1000} for r in results]
+    report["results"] = [
+        {
+            **asdict(r),
+            "delivery_rate": r.delivery_rate,
+            "delivery_cpu_per_100k": r.delivery_cpu_per_100k,
+            "fsyncs_per_1000": r.fsyncs_per_1000,
+        }
+        for r in results
+    ]
     report["ratios"] = ratios(results)
     (work / "results.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     if args.write:

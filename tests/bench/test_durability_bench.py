@@ -19,7 +19,7 @@ def _result(case: str, baseline: str | None, seconds: float, delivery_s: float, 
     stats = {"user_records": 100_000, "first_accepted_at": 1.0, "reached_at": 1.0 + delivery_s}
     return DurabilityResult(
         case, 100_000, ok=True, seconds=seconds, cpu_s=cpu_s, peak_rss_mib=100.0, stats=stats, baseline=baseline,
-        delivery_s=delivery_s, fsyncs={"spool": 50.0},
+        delivery_s=delivery_s, delivery_cpu_s=cpu_s / 2, fsyncs={"spool": 50.0},
     )  # fmt: skip
 
 
@@ -57,6 +57,8 @@ def test_quick_run_delivers_every_record_in_every_case_and_reports_ratios_of_its
         assert x["delivery_rate_x"] == pytest.approx(r["delivery_rate"] / base["delivery_rate"])
         assert x["rate_x"] == pytest.approx((r["records"] / r["seconds"]) / (base["records"] / base["seconds"]))
         assert x["cpu_x"] == pytest.approx(r["cpu_s"] / base["cpu_s"])
+        if base["delivery_cpu_s"]:  # a window of a few ticks may have none
+            assert x["delivery_cpu_x"] == pytest.approx(r["delivery_cpu_s"] / base["delivery_cpu_s"])
     text = doc.read_text(encoding="utf-8")
     assert text.startswith(OTHER_SECTIONS) and SECTION_HEADING in text
     for case in CASES:
@@ -72,7 +74,9 @@ def test_ratios_and_verdict_follow_the_figures() -> None:
     spooled = _result("synthetic-spool-batch", "synthetic", seconds=6.0, delivery_s=5.0, cpu_s=10.0)
     x = ratios([base, spooled])
     assert x == {
-        "synthetic-spool-batch": pytest.approx({"rate_x": 5 / 6, "delivery_rate_x": 0.8, "cpu_x": 1.25, "peak_rss_x": 1.0})
+        "synthetic-spool-batch": pytest.approx(
+            {"rate_x": 5 / 6, "delivery_rate_x": 0.8, "cpu_x": 1.25, "delivery_cpu_x": 1.25, "peak_rss_x": 1.0}
+        )
     }
     report = {"command": "python -m bench.durability", "records": 100_000, "average_bytes": 524.0, "ratios": x}
     text = "\n".join(section_lines(report, [base, spooled]))
@@ -85,7 +89,7 @@ def test_ratios_and_verdict_follow_the_figures() -> None:
     report["ratios"] = ratios([failed, spooled])
     assert report["ratios"] == {}
     text = "\n".join(section_lines(report, [failed, spooled]))
-    assert "| synthetic | failed: exit 2: state.fsync: unknown key |" in text and "not judged" in text
+    assert "| synthetic | failed: exit 2: state.fsync: unknown key | | |" in text and "not judged" in text
 
 
 def test_writing_the_section_again_keeps_the_hand_written_reading(tmp_path: Path) -> None:
