@@ -306,6 +306,19 @@ def _print(r: DurabilityResult) -> None:
     )
 
 
+# Figures derived from the fields, written into results.json beside them for a reader of the JSON.
+DERIVED = ("delivery_rate", "delivery_cpu_per_100k", "fsyncs_per_1000")
+
+
+def render(results_json: Path, doc: Path) -> int:
+    """Write the section again from a finished run's results.json (after a change of wording)."""
+    report = json.loads(results_json.read_text(encoding="utf-8"))
+    results = [DurabilityResult(**{k: v for k, v in r.items() if k not in DERIVED}) for r in report["results"]]
+    write_section(doc, report, results)
+    print(f"{doc}: section written from {results_json}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--records", type=int, default=None, help=f"records per case (default {DEFAULT_RECORDS:,})")
@@ -317,7 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md", help="the Markdown file --write edits")
     parser.add_argument("--work", type=Path, default=WORK, help="where the run's directory is made (state dirs live there)")
     parser.add_argument("--daemon-repo", type=Path, default=None, help="run the daemon of this checkout (its .venv if any)")
+    parser.add_argument(
+        "--render", type=Path, default=None, metavar="RESULTS", help="only rewrite the section from a results.json"
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        return render(args.render, args.doc)
     records = args.records or (QUICK_RECORDS if args.quick else DEFAULT_RECORDS)
     repeat = args.repeat or (1 if args.quick else DEFAULT_REPEAT)
     cases = [CASE_BY_NAME[name] for name in (args.cases or CASE_BY_NAME)]
@@ -351,15 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint.stop()
     results = [cast(DurabilityResult, median_run(cast(list[CaseResult], runs[case.name]))) for case in cases]
     report["load_after"] = os.getloadavg()[0]
-    report["results"] = [
-        {
-            **asdict(r),
-            "delivery_rate": r.delivery_rate,
-            "delivery_cpu_per_100k": r.delivery_cpu_per_100k,
-            "fsyncs_per_1000": r.fsyncs_per_1000,
-        }
-        for r in results
-    ]
+    report["results"] = [{**asdict(r), **{name: getattr(r, name) for name in DERIVED}} for r in results]
     report["ratios"] = ratios(results)
     (work / "results.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     if args.write:

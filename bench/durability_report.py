@@ -94,7 +94,12 @@ def verdict_lines(ratios: dict[str, dict[str, float]], results: list[DurabilityR
         )
     for name, x in ratios.items():
         if name != TARGET_CASE:
-            lines.append(f"- {name}: {100 * (1 - x['delivery_rate_x']):.0f} % of its baseline's delivering records/s.")
+            cost = 100 * (1 - x["delivery_rate_x"])
+            lines.append(
+                f"- {name}: costs {cost:.0f} % of its baseline's delivering records/s."
+                if cost >= 0
+                else f"- {name}: {-cost:.0f} % faster than its baseline (no cost measurable at this run's noise)."
+            )
     notes = [
         f"- {r.case}: the endpoint counted {r.stats['user_records']:,} records for {r.records:,}."
         for r in results
