@@ -37,6 +37,7 @@ from bench.durability_report import SECTION_HEADING, write_section
 from bench.kinesis import BENCH_FLUSH_DEADLINE, LIFTED_SHARD_LIMITS, CaseResult, _measure, median_run
 from bench.kinesis_cases import REGION, STREAM
 from bench.kinesis_procs import REPO, Child, DaemonUnderTest, Endpoint, case_env
+from bench.kinesis_profile import Sampler, pyspy, summarise
 
 WORK = REPO / "bench" / ".work"
 SAMPLE = REPO / "data" / "sample_tweets.jsonl"
@@ -58,6 +59,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # between two samples, so a short slice keeps that error small (each poll is one cheap local request).
 CPU_SAMPLE_S = 0.05
 CHECKPOINT_FAST_INTERVAL_S = 0.2
+LIVE_RATE = 3000.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Case:
     source_extra: dict[str, Any]
     state_extra: dict[str, Any]
     baseline: str | None  # the no-durability case it is compared with; None for a baseline itself
+    rate: float = 0  # synthetic records/s; 0 = as fast as the daemon takes them
 
 
 CASES = (
@@ -76,6 +79,11 @@ CASES = (
     Case("synthetic", "synthetic", {"spool": {"enabled": False}}, {}, None),
     Case("synthetic-spool-batch", "synthetic", {"spool": {"enabled": True}}, {"fsync": "batch"}, "synthetic"),
     Case("synthetic-spool-interval", "synthetic", {"spool": {"enabled": True}}, {"fsync": "interval"}, "synthetic"),
+    # At a live stream's pace (a few thousand tweets/s) the spool's cost is CPU per record, not throughput.
+    Case("synthetic-rate", "synthetic", {"spool": {"enabled": False}}, {}, None, rate=LIVE_RATE),
+    Case(
+        "synthetic-rate-spool-batch", "synthetic", {"spool": {"enabled": True}}, {"fsync": "batch"}, "synthetic-rate", LIVE_RATE
+    ),
 )
 CASE_BY_NAME = {case.name: case for case in CASES}
 
@@ -124,7 +132,14 @@ def case_config(case: Case, work: Path, state: Path, endpoint_url: str, tweets: 
     if case.source == "file":
         source: dict[str, Any] = {"name": "tweets", "type": "file", "paths": [str(tweets)]}
     else:
-        source = {"name": "tweets", "type": "synthetic", "kind": "tweets", "count": records, "rate": 0, "seed": SYNTHETIC_SEED}
+        source = {
+            "name": "tweets",
+            "type": "synthetic",
+            "kind": "tweets",
+            "count": records,
+            "rate": case.rate,
+            "seed": SYNTHETIC_SEED,
+        }
     config = {
         "stack": "bench",
         "embedded": {"enabled": False},
@@ -216,10 +231,19 @@ def file_system_of(path: Path) -> str:
 
 
 def run_case(
-    daemon: DaemonUnderTest, endpoint: Endpoint, work: Path, case: Case, tweets: Path, records: int, round_: int, timeout_s: float
+    daemon: DaemonUnderTest,
+    endpoint: Endpoint,
+    work: Path,
+    case: Case,
+    tweets: Path,
+    records: int,
+    round_: int,
+    timeout_s: float,
+    profile_to: Path | None = None,
 ) -> DurabilityResult:
     """One run of `case` with a fresh state directory: spawn, wait for every record at the endpoint, scrape
-    the daemon's counters, SIGTERM it, measure it."""
+    the daemon's counters, SIGTERM it, measure it. With `profile_to`, py-spy samples it from its first
+    accepted record on, into that file."""
     result = DurabilityResult(case.name, records, baseline=case.baseline)
     state = work / f"{case.name}.{round_}.state"  # fresh: a finished replay's checkpoint would skip the file
     port = free_port()
@@ -229,9 +253,13 @@ def run_case(
     argv = [daemon.python, "-m", "cli.main", "run", "--config", str(config)]
     child = Child(argv, case_env(work, daemon), work, work / f"{case.name}.{round_}")
     cpu: list[tuple[float, float]] = []  # (monotonic time, the daemon's CPU seconds), one a wait slice
+    executable = pyspy() if profile_to is not None else None
+    sampler: Sampler | None = None
     try:
         while True:
             stats = endpoint.wait(CPU_SAMPLE_S)
+            if executable and profile_to and sampler is None and stats["first_accepted_at"] is not None:
+                sampler = Sampler(executable, child.process.pid, profile_to)
             now, used = time.monotonic(), process_cpu_s(child.process.pid)
             if used is not None:
                 cpu.append((now, used))
@@ -249,6 +277,8 @@ def run_case(
     except (OSError, RuntimeError) as exc:  # the metrics scrape failed: the case failed, the run goes on
         result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
     finally:
+        if sampler is not None and (problem := sampler.stop()):
+            print(f"{case.name}: py-spy failed: {problem}", flush=True)
         child.stop()
     result.stats = endpoint.stats()
     _measure(child, result)
@@ -306,6 +336,28 @@ def _print(r: DurabilityResult) -> None:
     )
 
 
+# Profiled with --profile: the unspooled live-like case and the spooled ones, where the cost is.
+PROFILED = ("synthetic", "synthetic-spool-batch", "synthetic-spool-interval")
+
+
+def profiles(
+    daemon: DaemonUnderTest, endpoint: Endpoint, work: Path, tweets: Path, records: int, timeout_s: float
+) -> dict[str, Any]:
+    """Each profiled case once more (untimed) with py-spy attached: where its GIL-holding time goes."""
+    if pyspy() is None:
+        print("--profile: py-spy is not installed (pip install py-spy); no profiles", flush=True)
+        return {}
+    found: dict[str, Any] = {}
+    for name in PROFILED:
+        raw = work / f"{name}.pyspy.txt"
+        run_case(daemon, endpoint, work, CASE_BY_NAME[name], tweets, records, -1, timeout_s, profile_to=raw)
+        if raw.exists():
+            found[name] = summarise(raw)
+            top = ", ".join(f"{area} {100 * share:.0f} %" for area, share in found[name]["areas"][:8])
+            print(f"profile {name}: {top}", flush=True)
+    return found
+
+
 # Figures derived from the fields, written into results.json beside them for a reader of the JSON.
 DERIVED = ("delivery_rate", "delivery_cpu_per_100k", "fsyncs_per_1000")
 
@@ -330,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md", help="the Markdown file --write edits")
     parser.add_argument("--work", type=Path, default=WORK, help="where the run's directory is made (state dirs live there)")
     parser.add_argument("--daemon-repo", type=Path, default=None, help="run the daemon of this checkout (its .venv if any)")
+    parser.add_argument("--profile", action="store_true", help="then profile the synthetic cases once each with py-spy")
     parser.add_argument(
         "--render", type=Path, default=None, metavar="RESULTS", help="only rewrite the section from a results.json"
     )
@@ -350,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         "records": records,
         "repeat": repeat,
         "average_bytes": tweets.stat().st_size / records - 1,
+        "live_rate": LIVE_RATE,
         "daemon": daemon.describe(),
         "state_fs": file_system_of(work),
         "cpus": os.cpu_count(),
@@ -365,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             for case in cases:
                 runs[case.name].append(run_case(daemon, endpoint, work, case, tweets, records, round_, args.timeout))
                 _print(runs[case.name][-1])
+        if args.profile:
+            report["profiles"] = profiles(daemon, endpoint, work, tweets, records, args.timeout)
     finally:
         endpoint.stop()
     results = [cast(DurabilityResult, median_run(cast(list[CaseResult], runs[case.name]))) for case in cases]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.kinesis_profile import SAMPLE_RATE_HZ
 from bench.kinesis_report import _cell, _verdict, _wrap, replace_section
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ READING_HEADING = "### What the durability figures say"
 TARGET_COST_PCT = 25.0
 TARGET_CASE = "synthetic-spool-batch"
 FILES = ("checkpoint", "spool", "dead_letter")
+TOP_AREAS = 8
 
 
 def _fsyncs(r: DurabilityResult) -> str:
@@ -39,7 +41,9 @@ def section_lines(report: dict[str, Any], results: list[DurabilityResult]) -> li
         f"the daemon in its own process with a fresh state directory ({report.get('state_fs', 'unknown')} file "
         f"system), delivering {report['records']:,} tweets of {report['average_bytes']:,.0f} bytes on average. "
         "File cases replay `data/sample_tweets.jsonl` repeated; synthetic cases generate the same kind of tweet "
-        "(`synthetic`, kind tweets, count N, rate 0) - the live-like source, whose records the spool holds. "
+        "(`synthetic`, kind tweets, count N, rate 0) - the live-like source, whose records the spool holds; "
+        f"`synthetic-rate*` at {report.get('live_rate', 0):,.0f} records/s, a live stream's pace, where the records/s are the rate's and the "
+        "spool's cost shows as CPU per record. "
         'records/s: from spawn (start-up included) until the endpoint counted every record; "delivering": from '
         "the first record the endpoint took to the last (start-up excluded: the steady cost, which the target is "
         "judged on). CPU: user + system of the daemon's process and its threads per 100k records, whole run "
@@ -77,7 +81,21 @@ def section_lines(report: dict[str, Any], results: list[DurabilityResult]) -> li
             f"| {r.stats.get('user_records', 0):,} | {r.dead_lettered:,} |"
         )
     lines += ["", *verdict_lines(ratios, results), ""]
+    for case, summary in report.get("profiles", {}).items():
+        lines += profile_lines(case, summary)
     return lines
+
+
+def profile_lines(case: str, summary: dict[str, Any]) -> list[str]:
+    areas = "; ".join(f"{name} {100 * share:.1f} %" for name, share in summary["areas"][:TOP_AREAS])
+    functions = "; ".join(f"`{name}` {100 * share:.1f} %" for name, share in summary["functions"][:TOP_AREAS])
+    return [
+        f"Where `{case}`'s time holding the GIL went (`--profile`: py-spy `--gil` at {SAMPLE_RATE_HZ} Hz from its "
+        f"first accepted record, a separate untimed run, {summary['samples']:,} samples; each charged to the first "
+        f"library or stdlib module the project called, else to the project's file at the leaf): {areas}. "
+        f"Leaf functions: {functions}.",
+        "",
+    ]
 
 
 def verdict_lines(ratios: dict[str, dict[str, float]], results: list[DurabilityResult]) -> list[str]:
@@ -90,15 +108,19 @@ def verdict_lines(ratios: dict[str, dict[str, float]], results: list[DurabilityR
         spawn_cost = 100 * (1 - target["rate_x"])
         lines.append(
             f"- Spool with batched fsync: costs {cost:.0f} % of the unspooled delivering records/s "
-            f"({spawn_cost:.0f} % from spawn) (target ≤ {TARGET_COST_PCT:g} %: {_verdict(cost <= TARGET_COST_PCT)})."
+            f"({spawn_cost:.0f} % from spawn) (target ≤ {TARGET_COST_PCT:g} %: {_verdict(cost <= TARGET_COST_PCT)}), "
+            f"at {target['delivery_cpu_x']:.2f}× its delivering CPU per record."
         )
     for name, x in ratios.items():
         if name != TARGET_CASE:
             cost = 100 * (1 - x["delivery_rate_x"])
             lines.append(
-                f"- {name}: costs {cost:.0f} % of its baseline's delivering records/s."
-                if cost >= 0
-                else f"- {name}: {-cost:.0f} % faster than its baseline (no cost measurable at this run's noise)."
+                (
+                    f"- {name}: costs {cost:.0f} % of its baseline's delivering records/s"
+                    if cost >= 0
+                    else f"- {name}: {-cost:.0f} % faster than its baseline (no cost measurable at this run's noise)"
+                )
+                + f", at {x['delivery_cpu_x']:.2f}× its delivering CPU per record."
             )
     notes = [
         f"- {r.case}: the endpoint counted {r.stats['user_records']:,} records for {r.records:,}."
