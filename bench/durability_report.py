@@ -42,7 +42,8 @@ def section_lines(report: dict[str, Any], results: list[DurabilityResult]) -> li
         f"system), delivering {report['records']:,} tweets of {report['average_bytes']:,.0f} bytes on average. "
         "File cases replay `data/sample_tweets.jsonl` repeated; synthetic cases generate the same kind of tweet "
         "(`synthetic`, kind tweets, count N, rate 0) - the live-like source, whose records the spool holds; "
-        f"`synthetic-rate*` at {report.get('live_rate', 0):,.0f} records/s, a live stream's pace, where the records/s are the rate's and the "
+        f"`synthetic-rate*` at {report.get('live_rate', 0):,.0f} records/s, a live stream's pace, "
+        "where the records/s are the rate's and the "
         "spool's cost shows as CPU per record. "
         'records/s: from spawn (start-up included) until the endpoint counted every record; "delivering": from '
         "the first record the endpoint took to the last (start-up excluded: the steady cost, which the target is "
