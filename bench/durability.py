@@ -93,6 +93,7 @@ class DurabilityResult(CaseResult):
     baseline: str | None = None
     delivery_s: float = 0.0  # from the first record the endpoint took to the last: the steady part of the run
     delivery_cpu_s: float = 0.0  # the daemon's CPU over that window (from /proc/<pid>/stat, interpolated)
+    sys_cpu_s: float = 0.0  # of cpu_s, the system (kernel) part: writes and fsyncs show here
     fsyncs: dict[str, float] = field(default_factory=dict)  # tweet_producer_fsyncs_total by file
     metrics: dict[str, float] = field(default_factory=dict)  # received / sent / kept / dropped totals
     state_fs: str = ""  # the state directory's file system type: fsync costs what the device makes it cost
@@ -104,6 +105,10 @@ class DurabilityResult(CaseResult):
     @property
     def delivery_cpu_per_100k(self) -> float:
         return self.delivery_cpu_s * PER_CPU / self.records if self.records else 0.0
+
+    @property
+    def sys_cpu_per_100k(self) -> float:
+        return self.sys_cpu_s * PER_CPU / self.records if self.records else 0.0
 
     @property
     def fsyncs_per_1000(self) -> float:
@@ -282,6 +287,8 @@ def run_case(
         child.stop()
     result.stats = endpoint.stats()
     _measure(child, result)
+    if child.rusage is not None:
+        result.sys_cpu_s = child.rusage.ru_stime
     if result.stats["first_accepted_at"] is not None:
         result.first_record_s = result.stats["first_accepted_at"] - started
         if result.ok:
@@ -359,7 +366,7 @@ def profiles(
 
 
 # Figures derived from the fields, written into results.json beside them for a reader of the JSON.
-DERIVED = ("delivery_rate", "delivery_cpu_per_100k", "fsyncs_per_1000")
+DERIVED = ("delivery_rate", "delivery_cpu_per_100k", "sys_cpu_per_100k", "fsyncs_per_1000")
 
 
 def render(results_json: Path, doc: Path) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.kinesis_profile import SAMPLE_RATE_HZ
+from bench.kinesis_profile import TOP_AREAS as PROFILE_TOP_AREAS
 from bench.kinesis_report import _cell, _verdict, _wrap, replace_section
 
 if TYPE_CHECKING:
@@ -61,13 +62,14 @@ def section_lines(report: dict[str, Any], results: list[DurabilityResult]) -> li
         + f" Machine: {report.get('cpus')} CPUs, load average {report.get('load_before', 0):.1f} at the start and "
         f"{report.get('load_after', 0):.1f} at the end (other work ran beside it): compare the ratios of one run.",
         "",
-        "| case | records/s | × | delivering records/s | × | CPU s per 100k | × | delivering CPU s per 100k | × "
+        "| case | records/s | × | delivering records/s | × | CPU s per 100k | × | of which system "
+        "| delivering CPU s per 100k | × "
         "| fsyncs per 1,000 records | peak RSS (MiB) | × | delivered | dead-lettered |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in results:
         if not r.ok:
-            lines.append(f"| {r.case} | failed: {_cell(r.error)} | | | | | | | | | | | | |")
+            lines.append(f"| {r.case} | failed: {_cell(r.error)} | | | | | | | | | | | | | |")
             continue
         x = ratios.get(r.case)
         spread = f" ({min(r.rates):,.0f}–{max(r.rates):,.0f})" if len(r.rates) > 1 else ""
@@ -77,24 +79,38 @@ def section_lines(report: dict[str, Any], results: list[DurabilityResult]) -> li
 
         lines.append(
             f"| {r.case} | {r.rate:,.0f}{spread} | {ratio('rate_x')} | {r.delivery_rate:,.0f} | {ratio('delivery_rate_x')} "
-            f"| {r.cpu_per_100k:.2f} | {ratio('cpu_x')} | {r.delivery_cpu_per_100k:.2f} | {ratio('delivery_cpu_x')} "
+            f"| {r.cpu_per_100k:.2f} | {ratio('cpu_x')} | {r.sys_cpu_per_100k:.2f} "
+            f"| {r.delivery_cpu_per_100k:.2f} | {ratio('delivery_cpu_x')} "
             f"| {_fsyncs(r)} | {r.peak_rss_mib:.0f} | {ratio('peak_rss_x')} "
             f"| {r.stats.get('user_records', 0):,} | {r.dead_lettered:,} |"
         )
     lines += ["", *verdict_lines(ratios, results), ""]
-    for case, summary in report.get("profiles", {}).items():
-        lines += profile_lines(case, summary)
+    lines += profile_lines(report.get("profiles", {}))
     return lines
 
 
-def profile_lines(case: str, summary: dict[str, Any]) -> list[str]:
-    areas = "; ".join(f"{name} {100 * share:.1f} %" for name, share in summary["areas"][:TOP_AREAS])
-    functions = "; ".join(f"`{name}` {100 * share:.1f} %" for name, share in summary["functions"][:TOP_AREAS])
+def _share(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.1f} %"
+
+
+def profile_lines(profiles: dict[str, Any]) -> list[str]:
+    """The profiled cases side by side: each area's share of the GIL-holding samples."""
+    if not profiles:
+        return []
+    areas: list[str] = []
+    for summary in profiles.values():
+        areas += [name for name, _ in summary["areas"][:TOP_AREAS] if name not in areas]
+    shares = {case: dict(summary["areas"]) for case, summary in profiles.items()}
+    samples = ", ".join(f"{case} {summary['samples']:,}" for case, summary in profiles.items())
     return [
-        f"Where `{case}`'s time holding the GIL went (`--profile`: py-spy `--gil` at {SAMPLE_RATE_HZ} Hz from its "
-        f"first accepted record, a separate untimed run, {summary['samples']:,} samples; each charged to the first "
-        f"library or stdlib module the project called, else to the project's file at the leaf): {areas}. "
-        f"Leaf functions: {functions}.",
+        f"Where the time holding the GIL went (`--profile`: py-spy `--gil` at {SAMPLE_RATE_HZ} Hz from the first "
+        f"accepted record, a separate untimed run of each case; samples: {samples}): each sample charged to the "
+        "first library or stdlib module the project called, else to the project's file at the leaf; the top "
+        f"{TOP_AREAS} areas of each case (–: not among that case's top {PROFILE_TOP_AREAS}).",
+        "",
+        "| area | " + " | ".join(profiles) + " |",
+        "|---|" + "---:|" * len(profiles),
+        *(f"| {area} | " + " | ".join(_share(shares[c].get(area)) for c in profiles) + " |" for area in areas),
         "",
     ]
 
@@ -118,7 +134,7 @@ def verdict_lines(ratios: dict[str, dict[str, float]], results: list[DurabilityR
             lines.append(
                 (
                     f"- {name}: costs {cost:.0f} % of its baseline's delivering records/s"
-                    if cost >= 0
+                    if round(cost) >= 0
                     else f"- {name}: {-cost:.0f} % faster than its baseline (no cost measurable at this run's noise)"
                 )
                 + f", at {x['delivery_cpu_x']:.2f}× its delivering CPU per record."
