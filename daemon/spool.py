@@ -29,14 +29,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from daemon.durable import LOCAL, FileSystem, atomic_write
 from daemon.spool_files import SegmentFiles, SpoolSegment
-from daemon.spool_segments import COMMIT_NAME, Frame, FrameReader, encode_commit, encode_frame
+from daemon.spool_segments import COMMIT_NAME, READ_CHUNK_BYTES, FrameReader, decode_payload, encode_commit, encode_frame
+from daemon.spool_types import HotRecord, SpooledRecord, SpoolEvents, SpoolStats
 from sources.base import SpoolSettings
+
+__all__ = ["Spool", "SpoolEvents", "SpoolStats", "SpooledRecord"]
 
 # After a disk error, appends are retried this often (the source waits meanwhile).
 SPOOL_RETRY_S = 1.0
@@ -52,48 +54,6 @@ MIN_SEGMENT_BYTES = 4096
 SYNCER_JOIN_S = 10.0
 _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 FSYNC_POLICIES = ("batch", "interval")
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledRecord:
-    data: bytes
-    event: Any | None  # the appended parsed event when served from memory, None when read from disk
-    origin: str
-    position: list[int]  # [segment id, end offset]: what to commit once this record is done
-    appended_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolStats:
-    records: int  # not yet committed (unread and in flight)
-    bytes: int  # their frame bytes
-    oldest_age_s: float  # age of the oldest of them (0 when none)
-    disk_bytes: int = 0  # the segment files (what max_bytes bounds), committed records not yet deleted included
-
-
-class SpoolEvents(Protocol):
-    def spool_fsync(self, seconds: float) -> None: ...
-
-    def spool_dropped(self, records: int, first_origin: str | None, last_origin: str | None) -> None: ...
-
-    def spool_blocked(self, seconds: float) -> None: ...
-
-    def spool_write_failed(self, error: OSError) -> None: ...
-
-    def spool_recovered(self, records: int, bytes: int) -> None: ...  # noqa: A002 - the sheet's name
-
-    def spool_corrupt(self, segment: str, offset: int, detail: str) -> None: ...
-
-
-@dataclass(slots=True)
-class _Hot:
-    segment: int
-    start: int
-    end: int
-    appended_at: float
-    origin: str
-    data: bytes
-    event: Any
 
 
 class Spool:
@@ -123,7 +83,7 @@ class Spool:
         self._space = threading.Condition(self._lock)
         self._commit_lock = threading.Lock()  # one commit file write at a time
         self._files = SegmentFiles(directory, fs, events, self._lock, max(MIN_SEGMENT_BYTES, segment_bytes), self._batch)
-        self._hot: deque[_Hot] = deque()
+        self._hot: deque[HotRecord] = deque()
         self._hot_bytes = 0
         # Records read but not committed: (segment, end, appended_at, frame bytes), in read order.
         self._inflight: deque[tuple[int, int, float, int]] = deque()
@@ -137,6 +97,8 @@ class Spool:
         self._reader: tuple[int, Any] | None = None  # (segment id, open read handle)
         self._syncer: threading.Thread | None = None
         self._closed = False
+        self._reader_waiting = False
+        self._read_retry_at = 0.0  # monotonic: no disk read before this after a read error
 
     # -- open / close -------------------------------------------------------------------------------------
 
@@ -242,12 +204,14 @@ class Spool:
         self._last_error = None
         self._records += 1
         self._bytes += len(frame)
-        hot = _Hot(segment.id, start, segment.end, appended_at, origin, data, event)
+        hot = HotRecord(segment.id, start, segment.end, appended_at, origin, data, event)
         self._hot.append(hot)
         self._hot_bytes += len(data)
         while len(self._hot) > HOT_TAIL_RECORDS or self._hot_bytes > HOT_TAIL_BYTES:
             self._hot_bytes -= len(self._hot.popleft().data)
-        self._readable.notify()
+        if self._reader_waiting:  # one wake-up per wait: Condition.notify costs even with nobody waiting
+            self._reader_waiting = False
+            self._readable.notify()
         return True
 
     def _drop_oldest_unread(self) -> bool:
@@ -273,32 +237,51 @@ class Spool:
             while True:
                 if self._closed:
                     return []
+                if self._reader is not None and self._reader[0] not in self._files.segments:
+                    self._close_reader()  # its segment was committed and deleted: an open handle keeps its space
                 self._advance_cursor()
                 hot = self._hot
                 segment = self._files.segments.get(self._cursor[0])
                 if hot and (hot[0].segment, hot[0].start) == self._cursor:
                     return self._read_hot(max_records)
-                if segment is not None:
+                now = time.monotonic()
+                if segment is not None and now >= self._read_retry_at:
                     limit = hot[0].start if hot and hot[0].segment == segment.id else segment.end
                     if self._cursor[1] < limit:
                         offset = self._cursor[1]
                         break
-                remaining = deadline - time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0:
                     return []
-                self._readable.wait(remaining)
+                if self._read_retry_at > now:
+                    remaining = min(remaining, self._read_retry_at - now)
+                self._reader_waiting = True
+                try:
+                    self._readable.wait(remaining)
+                finally:
+                    self._reader_waiting = False
         return self._read_disk(segment, offset, limit, max_records)
 
     def _read_hot(self, max_records: int) -> list[SpooledRecord]:
         out: list[SpooledRecord] = []
-        hot = self._hot
-        while hot and len(out) < max_records and (hot[0].segment, hot[0].start) == self._cursor:
-            item = hot.popleft()
-            self._hot_bytes -= len(item.data)
+        hot, inflight = self._hot, self._inflight
+        cursor = self._cursor
+        taken_bytes = 0
+        while hot and len(out) < max_records:
+            item = hot[0]
+            if item.start != cursor[1] or item.segment != cursor[0]:
+                self._cursor = cursor
+                self._advance_cursor()  # the next record may open the following segment
+                cursor = self._cursor
+                if item.start != cursor[1] or item.segment != cursor[0]:
+                    break
+            hot.popleft()
+            taken_bytes += len(item.data)
             out.append(SpooledRecord(item.data, item.event, item.origin, [item.segment, item.end], item.appended_at))
-            self._inflight.append((item.segment, item.end, item.appended_at, item.end - item.start))
-            self._cursor = (item.segment, item.end)
-            self._advance_cursor()
+            inflight.append((item.segment, item.end, item.appended_at, item.end - item.start))
+            cursor = (item.segment, item.end)
+        self._cursor = cursor
+        self._hot_bytes -= taken_bytes
         if out:
             self._unread_since = out[-1].appended_at  # the next unread came later: an estimate, within a record
         return out
@@ -306,30 +289,38 @@ class Spool:
     def _read_disk(self, segment: SpoolSegment, offset: int, limit: int, max_records: int) -> list[SpooledRecord]:
         # Outside the lock: the cursor segment is never dropped or deleted under the reader (drops take only
         # segments after it, commits only what was read), and its bytes before `limit` never change.
-        frames: list[Frame] = []
+        out: list[SpooledRecord] = []
+        entries: list[tuple[int, int, float, int]] = []  # for _inflight
         error: str | None = None
+        failure: OSError | None = None
+        segment_id = segment.id
+        end = offset
         try:
-            reader = FrameReader(self._reader_for(segment), offset, limit)
-            for frame in reader:
-                frames.append(frame)
-                if len(frames) >= max_records:
+            reader = FrameReader(self._reader_for(segment), offset, limit, READ_CHUNK_BYTES)
+            for start, payload in reader.raw():
+                appended_at, origin, data = decode_payload(payload)
+                end = reader.offset
+                out.append(SpooledRecord(data, None, origin, [segment_id, end], appended_at))
+                entries.append((segment_id, end, appended_at, end - start))
+                if len(out) >= max_records:
                     break
             error = reader.error
-            stopped_at = reader.offset
-        except OSError as exc:
-            error = f"read failed: {exc}"
-            stopped_at = frames[-1].end if frames else offset
-        out = [SpooledRecord(f.data, None, f.origin, [segment.id, f.end], f.appended_at) for f in frames]
+        except OSError as exc:  # EIO, EMFILE...: the bytes may well be fine; try again later, skip nothing
+            failure = exc
+            self._close_reader()
         with self._lock:
-            for frame in frames:
-                self._inflight.append((segment.id, frame.end, frame.appended_at, frame.end - frame.start))
-                segment.read_bytes += frame.end - frame.start
-            segment.read += len(frames)
-            if frames:
-                self._cursor = (segment.id, frames[-1].end)
-                self._unread_since = frames[-1].appended_at
-            if error is not None:
-                self._skip_rest(segment, stopped_at, error)
+            self._inflight.extend(entries)
+            segment.read += len(entries)
+            segment.read_bytes += end - offset
+            if out:
+                self._cursor = (segment_id, end)
+                self._unread_since = out[-1].appended_at
+            if failure is not None:
+                self._read_retry_at = time.monotonic() + SPOOL_RETRY_S
+                detail = f"read failed: {failure}; retried in {SPOOL_RETRY_S} s"
+                self._events.spool_corrupt(str(segment.path), end, detail)
+            elif error is not None:
+                self._skip_rest(segment, end, error)
         return out
 
     def _skip_rest(self, segment: SpoolSegment, offset: int, error: str) -> None:
@@ -376,39 +367,53 @@ class Spool:
     def commit(self, position: Sequence[int]) -> None:
         """Everything up to `position` is done: persist that, then delete the segments wholly behind it.
 
-        A failed commit file write is reported (spool_write_failed) and deletes nothing: those records would
-        be sent again after a restart, never lost. A position past what was read is cut back to it.
+        A failed commit file write is reported (spool_write_failed) and the next commit writes it again; the
+        segments wholly behind `position` are deleted all the same - their records are done, and on a full
+        disk deleting them is what makes room (the new commit file itself may not fit). A restart before the
+        next good write sends the rest of the oldest surviving segment again: duplicates, never a loss.
+        A position past what was read is cut back to it.
         """
         with self._commit_lock:
             with self._lock:
                 target = min((int(position[0]), int(position[1])), self._cursor)
                 if target <= self._commit:
                     return
-            try:
-                atomic_write(self._fs, self._directory / COMMIT_NAME, encode_commit(*target))
-            except OSError as exc:
-                self._events.spool_write_failed(exc)
-                return
-            with self._lock:
-                self._commit = target
                 inflight = self._inflight
                 while inflight and (inflight[0][0], inflight[0][1]) <= target:
                     _, _, _, frame_bytes = inflight.popleft()
                     self._records -= 1
                     self._bytes -= frame_bytes
+            try:
+                atomic_write(self._fs, self._directory / COMMIT_NAME, encode_commit(*target))
+                written = True
+            except OSError as exc:
+                self._events.spool_write_failed(exc)
+                written = False
+            with self._lock:
+                if written:
+                    self._commit = target
                 if self._files.delete_behind(target):
                     self._space.notify_all()
 
     def stats(self) -> SpoolStats:
+        """Records not yet committed, their bytes and the age of the oldest (cheap: no I/O, no scan of records)."""
         with self._lock:
             records = self._records
-            if records <= 0:
+            unread = records - len(self._inflight)
+            if self._inflight:
+                oldest: float | None = self._inflight[0][2]
+            elif unread <= 0:
                 oldest = None
-            elif self._inflight:
-                oldest = self._inflight[0][2]
-            elif self._hot and (self._hot[0].segment, self._hot[0].start) == self._cursor:
-                oldest = self._hot[0].appended_at
+            elif unread <= len(self._hot):  # the hot tail holds only unread records, the newest ones
+                oldest = self._hot[-unread].appended_at
             else:
-                oldest = self._unread_since
+                oldest = self._oldest_unread_on_disk()
             age = 0.0 if oldest is None else max(0.0, self._clock() - oldest)
             return SpoolStats(records, self._bytes, age, self._files.disk_bytes)
+
+    def _oldest_unread_on_disk(self) -> float | None:
+        segment = self._files.segments.get(self._cursor[0])
+        if segment is not None and self._cursor[1] < segment.end:
+            return self._unread_since  # within a record: the last one read, or the segment's first
+        following = self._files.next_after(self._cursor[0])
+        return None if following is None else following.first_appended_at

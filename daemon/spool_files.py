@@ -27,7 +27,7 @@ from daemon.spool_segments import (
 )
 
 if TYPE_CHECKING:
-    from daemon.spool import SpoolEvents
+    from daemon.spool_types import SpoolEvents
 
 # A failed fsync round is retried after this long (not in a tight loop).
 SYNC_RETRY_S = 1.0
@@ -81,6 +81,7 @@ class SegmentFiles:
         self._dir_dirty = False
         self._pending_writes = False
         self._stop = False
+        self._syncer_waiting = False
 
     # -- recovery ---------------------------------------------------------------------------------------------
 
@@ -195,7 +196,9 @@ class SegmentFiles:
         self._written += 1
         if self._batch:
             self._pending_writes = True
-            self._sync_cv.notify()
+            if self._syncer_waiting:
+                self._syncer_waiting = False
+                self._sync_cv.notify()
         return segment, start
 
     def _roll(self) -> None:
@@ -335,13 +338,16 @@ class SegmentFiles:
         while True:
             with self._lock:
                 while not self._stop and not (batch and self._pending_writes):
+                    remaining = None
                     if not batch:
                         remaining = due - time.monotonic()
                         if remaining <= 0:
                             break
+                    self._syncer_waiting = True
+                    try:
                         self._sync_cv.wait(remaining)
-                    else:
-                        self._sync_cv.wait()
+                    finally:
+                        self._syncer_waiting = False
                 if self._stop:
                     return
             if time.monotonic() >= due:

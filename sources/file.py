@@ -207,8 +207,10 @@ class FileSource(Source):
             return None
         info = self._checkpoint.files.get(key_of((device, inode)))
         generation = known.at[3] if known is not None else info.generation if info is not None else 0
-        self._progress[(device, inode)] = Progress(name, (device, inode), (raw.end, reader.line, self._pass, generation))
-        return SkippedInput(raw.data, f"{name}:{raw.line}")
+        at = (raw.end, reader.line, self._pass, generation)
+        progress = self._progress[(device, inode)] = Progress(name, (device, inode), at)
+        token = (progress.key, progress.at) if self._tokens else None
+        return SkippedInput(raw.data, f"{name}:{raw.line}", token)
 
     def expand(self, follow: bool = False) -> list[Path]:
         """The files to read, in order, each once; following, a pattern may match nothing yet."""
@@ -285,6 +287,11 @@ class FileSource(Source):
             generation = self._checkpoint.generation(cursor.progress.key)
         cursor.progress.at = (0, 1, self._pass, generation)
         self._progress[cursor.opened.identity] = cursor.progress
+
+    def widen_fingerprint(self, cursor: Cursor) -> None:
+        """Following: fingerprint more of a file opened while short (see Checkpoint.widen)."""
+        if self._tokens:
+            self._checkpoint.widen(cursor.progress.key, cursor.opened, cursor.reader.offset)
 
     def drain(self, cursor: Cursor, ctx: SourceContext, final: bool, limiter: RateLimiter, pacer: Pacer | None) -> int | None:
         """Hands over every input `cursor` has now; their count, or None when the daemon is stopping."""

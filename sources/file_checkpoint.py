@@ -11,13 +11,15 @@ Saved state (format 1):
      "pass": int, "fingerprint": hex, "fingerprint_bytes": int}}}
 
 (`"broken": true` is added for a damaged gzip file.) `fingerprint` is the sha256 of the file's first
-`fingerprint_bytes` bytes (min(size, FINGERPRINT_BYTES) when it was first opened; of the decompressed
-content for gzip). How a saved entry is used when a file with that identity is opened is `Checkpoint.start`.
+`fingerprint_bytes` bytes (min(size, FINGERPRINT_BYTES) when it was first opened, widened while following
+a file that was shorter then; of the decompressed content for gzip). How a saved entry is used when a
+file with that identity is opened: `Checkpoint.start`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -223,6 +225,19 @@ class Checkpoint:
         """The file was truncated in place while being read: what is committed of it no longer applies."""
         self._forget_resumed(key)
         self._remember(key, opened, *fingerprint_keeping(opened))
+
+    def widen(self, key: str, opened: OpenFile, read: int) -> None:
+        """Following: a file first opened short (often empty) gets the fingerprint of the bytes read since, up
+        to FINGERPRINT_BYTES, so that a restart can tell it from another file given its inode later.
+
+        Same generation: the new fingerprint describes the same file, a longer prefix of it (a truncation
+        makes a new generation first). Plain files only (a gzip file is complete when first opened)."""
+        info = self.files.get(key)
+        if info is None or opened.compressed or info.fingerprint_bytes >= min(read, FINGERPRINT_BYTES):
+            return
+        head = os.pread(opened.raw.fileno(), min(read, FINGERPRINT_BYTES), 0)
+        if hashlib.sha256(head[: info.fingerprint_bytes]).hexdigest() == info.fingerprint:
+            self.files[key] = info._replace(fingerprint=hashlib.sha256(head).hexdigest(), fingerprint_bytes=len(head))
 
     def forget(self, keys: set[str]) -> None:
         """Following: these files are nowhere any more; their entries are dropped from the state."""

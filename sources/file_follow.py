@@ -98,6 +98,7 @@ def _poll(
     count = source.drain(cursor, ctx, False, limiter, pacer)
     if count is None:
         return None
+    source.widen_fingerprint(cursor)
     try:
         now = os.stat(tail.path)
     except FileNotFoundError:

@@ -7,12 +7,43 @@ from pathlib import Path
 
 import pytest
 
-from daemon.durable import LOCAL
+from daemon.durable import AppendFile, LocalFileSystem
 from daemon.spool import Spool
 from tests.daemon.test_spool_support import NO_STOP, abandon, make_spool, read_all, record
 from tests.fake_fs import CrashingFS, PowerLossFS, SimulatedCrash
 
 DURABLE_TIMEOUT_S = 10.0
+
+
+class _NoFsyncFile:
+    def __init__(self, inner: AppendFile) -> None:
+        self._inner = inner
+
+    def write(self, data: bytes) -> None:
+        self._inner.write(data)
+
+    def fsync(self) -> None:
+        pass  # a process crash keeps what the kernel holds: the disk flush adds nothing here but time
+
+    def close(self) -> None:
+        self._inner.close()
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+
+class KernelFS(LocalFileSystem):
+    """The local files without the disk flushes, for crash (not power loss) tests."""
+
+    def open_append(self, path: Path) -> AppendFile:
+        return _NoFsyncFile(super().open_append(path))
+
+    def fsync_dir(self, path: Path) -> None:
+        pass
+
+
+KERNEL = KernelFS()
 
 
 def numbers(records: list) -> list[int]:  # type: ignore[type-arg]
@@ -115,14 +146,14 @@ class Script:
 def test_a_crash_at_any_step_leaves_a_spool_that_opens_and_is_consistent(tmp_path: Path) -> None:
     """Crash before each mutating call (torn writes too): reopening succeeds, no duplicate, no committed record back,
     every record whose append returned is there unless committed."""
-    clean = CrashingFS(LOCAL, crash_at=None)
+    clean = CrashingFS(KERNEL, crash_at=None)
     Script().run(make_spool(tmp_path / "count", clean, segment_bytes=4096)[0])
     steps = clean.steps()
     assert steps > 100 and {"open_append", "write", "fsync", "replace", "fsync_dir", "unlink"} <= set(clean.calls)
     for crash_at in range(1, steps + 1):
         for torn in (False, True):
             directory = tmp_path / f"crash-{crash_at}-{torn}"
-            fs = CrashingFS(LOCAL, crash_at=crash_at, writes_torn=torn)
+            fs = CrashingFS(KERNEL, crash_at=crash_at, writes_torn=torn)
             script = Script()
             spool, _ = make_spool(directory, fs, segment_bytes=4096)
             with pytest.raises(SimulatedCrash):
@@ -157,7 +188,7 @@ def test_a_crash_during_recovery_is_recovered_from_too(tmp_path: Path) -> None:
     with last.open("ab") as handle:
         handle.write(b"\x00\x00\x01\x00torn")  # a frame header claiming 256 bytes, then nothing
     shutil.copytree(base, tmp_path / "count")
-    clean = CrashingFS(LOCAL, crash_at=None)
+    clean = CrashingFS(KERNEL, crash_at=None)
     first, events = make_spool(tmp_path / "count", clean, segment_bytes=4096)
     first.open()
     abandon(first)
@@ -165,7 +196,7 @@ def test_a_crash_during_recovery_is_recovered_from_too(tmp_path: Path) -> None:
     for crash_at in range(1, clean.steps() + 1):
         directory = tmp_path / f"recover-{crash_at}"
         shutil.copytree(base, directory)
-        fs = CrashingFS(LOCAL, crash_at=crash_at)
+        fs = CrashingFS(KERNEL, crash_at=crash_at)
         crashing, _ = make_spool(directory, fs, segment_bytes=4096)
         with pytest.raises(SimulatedCrash):
             crashing.open()

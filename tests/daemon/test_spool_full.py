@@ -6,11 +6,12 @@ import errno
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 import daemon.spool
-from daemon.durable import LOCAL, AppendFile, FileSystem
+from daemon.durable import LOCAL, AppendFile, FileSystem, LocalFileSystem
 from tests.daemon.test_spool_support import NO_STOP, abandon, make_spool, read_all, record
 from tests.fake_fs import FaultyFS
 
@@ -238,19 +239,95 @@ def test_fsync_failure_is_reported_and_appends_go_on(tmp_path: Path) -> None:
     spool.close()
 
 
-def test_a_failed_commit_write_deletes_nothing(tmp_path: Path) -> None:
-    """When the commit file cannot be written, it is reported and no segment is deleted (sent again, never lost)."""
+def test_a_failed_commit_write_still_frees_the_segments_behind_it(tmp_path: Path) -> None:
+    """A commit file that cannot be written is reported; the done segments are deleted anyway (room on a full
+    disk), the next commit writes the file, and a reopen in between replays only surviving records."""
     fs = FaultyFS(LOCAL)
     spool, events = make_spool(tmp_path, fs, segment_bytes=4096)
     spool.open()
     for n in range(200):
         spool.append(record(n), None, "o", NO_STOP)
     got = read_all(spool)
-    fs.faults["replace"] = OSError(errno.EIO, "Input/output error")
-    spool.commit(got[-1].position)
-    assert events.write_failed
-    assert spool.stats().records == 200
+    fs.faults["write"] = OSError(errno.ENOSPC, "No space left on device")
+    spool.commit(got[150].position)
+    assert [e.errno for e in events.write_failed] == [errno.ENOSPC]
+    assert spool.stats().records == 49
+    surviving = sorted(tmp_path.glob("*.seg"))
+    assert int(surviving[0].name.split(".")[0]) == got[150].position[0]  # the segments before it are gone
     abandon(spool)
-    again, _ = make_spool(tmp_path)
-    assert again.open() == 200
+
+    again, _ = make_spool(tmp_path, segment_bytes=4096)
+    waiting = again.open()  # the old commit (none): the whole surviving segment again, nothing lost
+    replayed = read_all(again)
+    assert [r.data for r in replayed][-49:] == [record(n) for n in range(151, 200)]
+    assert waiting == len(replayed) and len(replayed) < 200
+    again.commit(replayed[-1].position)  # this time the commit file is written
     again.close()
+    final, _ = make_spool(tmp_path, segment_bytes=4096)
+    assert final.open() == 0
+    final.close()
+
+
+class FlakyReadFS(LocalFileSystem):
+    """The local disk, where opening a file for reading fails `failures` times (EMFILE: out of descriptors)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def open_read(self, path: Path) -> BinaryIO:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().open_read(path)
+
+
+def test_a_failed_disk_read_is_reported_and_retried_skipping_nothing(tmp_path: Path) -> None:
+    """A read error (not bad bytes) costs no record: reported, retried after SPOOL_RETRY_S, then everything in order."""
+    spool_with_records, _ = make_spool(tmp_path)
+    spool_with_records.open()
+    for n in range(100):
+        spool_with_records.append(record(n), None, str(n), NO_STOP)
+    spool_with_records.close()
+    fs = FlakyReadFS(failures=0)
+    spool, events = make_spool(tmp_path, fs)
+    spool.open()  # recovery reads through open_read too: it must not fail here
+    fs.failures = 2
+    got: list[int] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(got) < 100 and time.monotonic() < deadline:
+        got.extend(int(r.origin) for r in spool.read(1000, 0.2))
+    assert got == list(range(100))
+    assert len(events.corrupt) == 2 and all("read failed" in detail for _, _, detail in events.corrupt)
+    spool.close()
+
+
+def test_a_read_only_state_directory_is_reported_never_raised(tmp_path: Path) -> None:
+    """EROFS when a segment is created: append reports it and waits (False once stopping); appends work once it clears."""
+    fs = FaultyFS(LOCAL)
+    spool, events = make_spool(tmp_path, fs)
+    spool.open()
+    fs.faults["open_append"] = OSError(errno.EROFS, "Read-only file system")
+    stopping = threading.Event()
+    stopping.set()
+    assert spool.append(b"a", None, "o", stopping) is False
+    assert [e.errno for e in events.write_failed] == [errno.EROFS]
+    del fs.faults["open_append"]
+    wait_until(lambda: spool.append(b"b", None, "o", stopping), "the append to go through")
+    assert [r.data for r in read_all(spool)] == [b"b"]
+    spool.close()
+
+
+def test_a_long_block_is_reported_while_it_lasts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blocked time is reported in pieces during the block (the metric moves in an outage), not only at its end."""
+    monkeypatch.setattr(daemon.spool, "SPOOL_BLOCKED_REPORT_S", 0.05)
+    spool, events = make_spool(tmp_path, max_bytes=SMALL, segment_bytes=SMALL)
+    spool.open()
+    fill(spool)
+    stopping = threading.Event()
+    thread = threading.Thread(target=spool.append, args=(b"x" * 200, None, "o", stopping))
+    thread.start()
+    wait_until(lambda: len(events.blocked) >= 3, "three reports of a block in progress")
+    assert thread.is_alive()
+    stopping.set()
+    thread.join(DEADLINE_S)
+    spool.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -154,3 +155,25 @@ def test_records_after_a_truncation_are_not_covered_by_the_old_files_acknowledge
     again.polls(1)
     again.stop()
     assert ns(again.ctx) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_file_followed_from_empty_gets_a_fingerprint_of_what_it_grew_to(tmp_path: Path) -> None:
+    """Opened empty, then written: the saved fingerprint covers the bytes read, so inode reuse is still told apart."""
+    log = tmp_path / "app.log"
+    log.touch()
+    run = Run(paths=[str(log)])
+    run.polls(2)
+    with log.open("ab") as handle:
+        handle.write(lines(0, 3))
+    run.wait_for(3)
+    run.polls(1)
+    state = run.stop()
+    entry = state["files"][key(log)]
+    assert entry["fingerprint_bytes"] == log.stat().st_size
+    assert entry["fingerprint"] == hashlib.sha256(log.read_bytes()).hexdigest()
+    with log.open("r+b") as handle:  # same inode, another content, longer than the saved offset
+        handle.write(lines(100, 4))
+    again = Run(state, paths=[str(log)])
+    again.wait_for(4)
+    again.stop()
+    assert ns(again.ctx) == [100, 101, 102, 103]

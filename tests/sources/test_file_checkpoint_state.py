@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given, settings
@@ -16,57 +16,76 @@ from sources.file import FileSource, FileSourceConfig
 from tests.fakes import RecordingContext
 from tests.sources.test_file_checkpoint import key, lines, ns, replay, saved
 
-# One file shared by the property's examples (read only), with a valid state for it.
-_DIR = Path(tempfile.mkdtemp(prefix="file-checkpoint-state-"))
-_FILE = _DIR / "in.jsonl"
-_FILE.write_bytes(lines(0, 5))
-_source, _ctx = replay(paths=[str(_FILE)])
-VALID = saved(_source, _ctx, range(2))
-KEY = key(_FILE)
+
+class Reference(NamedTuple):
+    """A file and a usable state for it (two of its five records acknowledged)."""
+
+    path: Path
+    key: str
+    state: dict[str, Any]
 
 
-def _with(path: list[str], value: Any) -> dict[str, Any]:
-    state = copy.deepcopy(VALID)
-    target: Any = state
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = value
-    return state
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """Shared by the property's examples: read only."""
+    path = tmp_path_factory.mktemp("checkpoint-state") / "in.jsonl"
+    path.write_bytes(lines(0, 5))
+    source, ctx = replay(paths=[str(path)])
+    return Reference(path, key(path), saved(source, ctx, range(2)))
 
 
-BAD_STATES = {
-    "not_a_dict": [1, 2],
-    "no_format": {"pass": 0, "files": {}},
-    "other_format": _with(["format"], 2),
-    "format_as_text": _with(["format"], "1"),
-    "format_true": _with(["format"], True),
-    "negative_pass": _with(["pass"], -1),
-    "files_a_list": _with(["files"], []),
-    "key_not_dev_ino": {"format": 1, "pass": 0, "files": {"in.jsonl": VALID["files"][KEY]}},
-    "entry_not_a_dict": _with(["files", KEY], "offset 5"),
-    "offset_text": _with(["files", KEY, "offset"], "18"),
-    "offset_bool": _with(["files", KEY, "offset"], False),
-    "line_zero": _with(["files", KEY, "line"], 0),
-    "no_path": {"format": 1, "pass": 0, "files": {KEY: {k: v for k, v in VALID["files"][KEY].items() if k != "path"}}},
-    "fingerprint_not_hex": _with(["files", KEY, "fingerprint"], "z" * 64),
-    "fingerprint_bytes_too_many": _with(["files", KEY, "fingerprint_bytes"], 4096),
-    "file_pass_after_state_pass": _with(["files", KEY, "pass"], 3),
-    "broken_not_bool": _with(["files", KEY, "broken"], "yes"),
+def _set(*steps: str, value: Any) -> Callable[[Reference], Any]:
+    """A change to the reference state: `steps` lead to the value replaced (KEY stands for the file's key)."""
+
+    def change(ref: Reference) -> Any:
+        state = copy.deepcopy(ref.state)
+        target: Any = state
+        path = [ref.key if step == "KEY" else step for step in steps]
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+        return state
+
+    return change
+
+
+def _without_path(ref: Reference) -> Any:
+    return {"format": 1, "pass": 0, "files": {ref.key: {k: v for k, v in ref.state["files"][ref.key].items() if k != "path"}}}
+
+
+BAD_STATES: dict[str, Callable[[Reference], Any]] = {
+    "not_a_dict": lambda ref: [1, 2],
+    "no_format": lambda ref: {"pass": 0, "files": {}},
+    "other_format": _set("format", value=2),
+    "format_as_text": _set("format", value="1"),
+    "format_true": _set("format", value=True),
+    "negative_pass": _set("pass", value=-1),
+    "files_a_list": _set("files", value=[]),
+    "key_not_dev_ino": lambda ref: {"format": 1, "pass": 0, "files": {"in.jsonl": ref.state["files"][ref.key]}},
+    "entry_not_a_dict": _set("files", "KEY", value="offset 5"),
+    "offset_text": _set("files", "KEY", "offset", value="18"),
+    "offset_bool": _set("files", "KEY", "offset", value=False),
+    "line_zero": _set("files", "KEY", "line", value=0),
+    "no_path": _without_path,
+    "fingerprint_not_hex": _set("files", "KEY", "fingerprint", value="z" * 64),
+    "fingerprint_bytes_too_many": _set("files", "KEY", "fingerprint_bytes", value=4096),
+    "file_pass_after_state_pass": _set("files", "KEY", "pass", value=3),
+    "broken_not_bool": _set("files", "KEY", "broken", value="yes"),
 }
 
 
-@pytest.mark.parametrize("state", BAD_STATES.values(), ids=BAD_STATES.keys())
-def test_states_that_do_not_fit_raise_checkpoint_unusable(state: Any) -> None:
+@pytest.mark.parametrize("change", BAD_STATES.values(), ids=BAD_STATES.keys())
+def test_states_that_do_not_fit_raise_checkpoint_unusable(reference: Reference, change: Callable[[Reference], Any]) -> None:
     """Another format, wrong types or inconsistent passes: CheckpointUnusable with a reason, not a crash later."""
-    source = FileSource(FileSourceConfig(paths=[str(_FILE)]))
+    source = FileSource(FileSourceConfig(paths=[str(reference.path)]))
     with pytest.raises(CheckpointUnusable) as caught:
-        source.resume(state)
+        source.resume(change(reference))
     assert str(caught.value)
 
 
-def test_the_valid_state_is_taken() -> None:
-    """The reference state the property mutates is itself usable: the restart sends the last three records."""
-    _, again = replay(VALID, paths=[str(_FILE)])
+def test_the_reference_state_is_taken(reference: Reference) -> None:
+    """The state the bad ones are made from is itself usable: the restart sends the last three records."""
+    _, again = replay(reference.state, paths=[str(reference.path)])
     assert ns(again) == [2, 3, 4]
 
 
@@ -76,31 +95,39 @@ JSON = st.recursive(
     max_leaves=20,
 )
 NUMBERS = st.integers(min_value=-2, max_value=2**70) | JSON
-ENTRY = st.fixed_dictionaries(
-    {
-        "path": st.just(str(_FILE)) | JSON,
-        "offset": NUMBERS,
-        "line": NUMBERS,
-        "pass": st.integers(min_value=-1, max_value=3) | JSON,
-        "fingerprint": st.just(VALID["files"][KEY]["fingerprint"]) | st.text("0123456789abcdef", min_size=64, max_size=64) | JSON,
-        "fingerprint_bytes": st.integers(min_value=-1, max_value=2000) | JSON,
-    },
-    optional={"broken": st.booleans() | JSON},
-)
-NEAR_VALID = st.fixed_dictionaries(
-    {
-        "format": st.just(1) | JSON,
-        "pass": st.integers(min_value=-1, max_value=3) | JSON,
-        "files": st.dictionaries(st.just(KEY) | st.sampled_from(["0:0", "1:2"]) | st.text(max_size=8), ENTRY, max_size=3) | JSON,
-    }
-)
+
+
+def near_valid(ref: Reference) -> st.SearchStrategy[Any]:
+    """States shaped like the reference, each field valid, off by a little, or any JSON value."""
+    entry = st.fixed_dictionaries(
+        {
+            "path": st.just(str(ref.path)) | JSON,
+            "offset": NUMBERS,
+            "line": NUMBERS,
+            "pass": st.integers(min_value=-1, max_value=3) | JSON,
+            "fingerprint": st.just(ref.state["files"][ref.key]["fingerprint"])
+            | st.text("0123456789abcdef", min_size=64, max_size=64)
+            | JSON,
+            "fingerprint_bytes": st.integers(min_value=-1, max_value=2000) | JSON,
+        },
+        optional={"broken": st.booleans() | JSON},
+    )
+    keys = st.just(ref.key) | st.sampled_from(["0:0", "1:2"]) | st.text(max_size=8)
+    return st.fixed_dictionaries(
+        {
+            "format": st.just(1) | JSON,
+            "pass": st.integers(min_value=-1, max_value=3) | JSON,
+            "files": st.dictionaries(keys, entry, max_size=3) | JSON,
+        }
+    )
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(JSON, NEAR_VALID))
-def test_any_state_is_taken_or_refused_with_checkpoint_unusable(state: Any) -> None:
+@given(data=st.data())
+def test_any_state_is_taken_or_refused_with_checkpoint_unusable(reference: Reference, data: st.DataObject) -> None:
     """Any JSON value as state: resume takes it or raises CheckpointUnusable, and a taken one replays without error."""
-    source = FileSource(FileSourceConfig(paths=[str(_FILE)]))
+    state = data.draw(st.one_of(JSON, near_valid(reference)), label="state")
+    source = FileSource(FileSourceConfig(paths=[str(reference.path)]))
     try:
         source.resume(state)
     except CheckpointUnusable:
