@@ -133,7 +133,7 @@ def verdict_lines(ratios: dict[str, dict[str, float]], results: list[DurabilityR
             cost = 100 * (1 - x["delivery_rate_x"])
             lines.append(
                 (
-                    f"- {name}: costs {cost:.0f} % of its baseline's delivering records/s"
+                    f"- {name}: costs {max(cost, 0.0):.0f} % of its baseline's delivering records/s"
                     if round(cost) >= 0
                     else f"- {name}: {-cost:.0f} % faster than its baseline (no cost measurable at this run's noise)"
                 )
