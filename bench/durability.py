@@ -24,15 +24,14 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from bench.durability_probe import by_label, cpu_at, file_system_of, free_port, process_cpu_s, settled_metrics, total
 from bench.durability_report import SECTION_HEADING, write_section
 from bench.kinesis import BENCH_FLUSH_DEADLINE, LIFTED_SHARD_LIMITS, CaseResult, _measure, median_run
 from bench.kinesis_cases import REGION, STREAM
@@ -49,12 +48,9 @@ DEFAULT_CASE_TIMEOUT_S = 300.0
 SYNTHETIC_SEED = 16
 # After the endpoint counted every record, the daemon's own counters may lag by the last answers in flight.
 METRICS_SETTLE_S = 10.0
-METRICS_POLL_S = 0.05
-METRICS_TIMEOUT_S = 5.0
 KIB = 1024
 PER_FSYNCS = 1000
 PER_CPU = 100_000
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The driver's poll of the endpoint, and of the daemon's CPU: the delivering window's CPU is interpolated
 # between two samples, so a short slice keeps that error small (each poll is one cheap local request).
 CPU_SAMPLE_S = 0.05
@@ -115,13 +111,6 @@ class DurabilityResult(CaseResult):
         return sum(self.fsyncs.values()) * PER_FSYNCS / self.records if self.records else 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def tweets_file(path: Path, records: int) -> Path:
     """data/sample_tweets.jsonl repeated (and cut) to `records` lines: the same generator as the synthetic
     source's tweets, so both sources hand over records of the same size."""
@@ -158,81 +147,6 @@ def case_config(case: Case, work: Path, state: Path, endpoint_url: str, tweets: 
     path = work / f"{state.name}.config.yaml"
     path.write_text(json.dumps(config, indent=1), encoding="utf-8")
     return path
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The daemon's Prometheus samples by `name{labels}`."""
-    url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=METRICS_TIMEOUT_S) as answer:
-        body = answer.read().decode()
-    samples: dict[str, float] = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            samples[key] = float(value)
-    return samples
-
-
-def _sum(samples: dict[str, float], name: str) -> float:
-    return sum(value for key, value in samples.items() if key == name or key.startswith(name + "{"))
-
-
-def _by_label(samples: dict[str, float], name: str, label: str) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for key, value in samples.items():
-        if key.startswith(name + "{") and f'{label}="' in key:
-            found[key.split(f'{label}="', 1)[1].split('"', 1)[0]] = value
-    return found
-
-
-def settled_metrics(port: int, records: int, deadline_s: float) -> dict[str, float]:
-    """Scrape until the daemon counts every record sent (its counters trail the endpoint by the answers in
-    flight), or the deadline passes: then the last scrape, which the consistency check will flag."""
-    give_up = time.monotonic() + deadline_s
-    while True:
-        samples = scrape(port)
-        if _sum(samples, "tweet_producer_records_sent_total") >= records or time.monotonic() > give_up:
-            return samples
-        time.sleep(METRICS_POLL_S)
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a running process and its threads so far (None once it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the command name (which may hold spaces, inside parentheses): utime and stime are 14 and 15.
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def cpu_at(samples: list[tuple[float, float]], moment: float) -> float:
-    """The CPU seconds at `moment`, linearly between the (time, cpu) samples around it."""
-    before = [s for s in samples if s[0] <= moment]
-    after = [s for s in samples if s[0] >= moment]
-    if not before:
-        return samples[0][1] if samples else 0.0
-    if not after:
-        return before[-1][1]
-    (t0, c0), (t1, c1) = before[-1], after[0]
-    return c0 if t1 == t0 else c0 + (c1 - c0) * (moment - t0) / (t1 - t0)
-
-
-def file_system_of(path: Path) -> str:
-    """The type of the file system holding `path` (the longest mount point above it in /proc/self/mounts)."""
-    best, kind = "", "unknown"
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return kind
-    resolved = str(path.resolve())
-    for line in mounts:
-        parts = line.split()
-        inside = len(parts) >= 3 and (resolved == parts[1] or resolved.startswith(parts[1].rstrip("/") + "/"))
-        if inside and len(parts[1]) >= len(best):
-            best, kind = parts[1], parts[2]
-    return kind
 
 
 def run_case(
@@ -298,9 +212,9 @@ def run_case(
     if result.ok and child.status not in (0, -signal.SIGTERM):
         result.ok, result.error = False, f"delivered everything but exited {child.status}: {child.first_error()}"
     result.error = result.error.replace(f"{work}/", "")
-    result.fsyncs = _by_label(result.metrics, "tweet_producer_fsyncs_total", "file")
+    result.fsyncs = by_label(result.metrics, "tweet_producer_fsyncs_total", "file")
     result.metrics = {
-        name: _sum(result.metrics, f"tweet_producer_{name}_total")
+        name: total(result.metrics, f"tweet_producer_{name}_total")
         for name in ("records_received", "records_sent", "records_kept", "spool_dropped_records", "spool_replayed_records")
     }
     result.state_fs = file_system_of(work)
