@@ -115,6 +115,7 @@ class SqliteSpool:
         self._lock = threading.Lock()  # the counters, the queue, the cursor
         self._changed = threading.Condition(self._lock)
         self._write_lock = threading.Lock()  # the writer connection
+        self._group_lock = threading.Lock()
         self._read_lock = threading.Lock()  # the reader connection
         self._checkpoint_lock = threading.Lock()  # the checkpointer's connection
         self._writer: sqlite3.Connection | None = None
@@ -223,6 +224,10 @@ class SqliteSpool:
         return time.monotonic() - self._checkpointed_at >= self._interval
 
     def _write_group(self) -> bool:
+        with self._group_lock:  # the committer thread and sync() take groups from the queue in turn
+            return self._write_group_locked()
+
+    def _write_group_locked(self) -> bool:
         with self._lock:
             group = self._queue[:GROUP_MAX_RECORDS]
         if not group:
@@ -298,9 +303,17 @@ class SqliteSpool:
 
     def append(self, data: bytes, event: Any, origin: str, stopping: threading.Event) -> bool:
         """Store one record; False only when `stopping` is set while the spool is full (block policy)."""
-        appended_at = self._clock()
-        origin_bytes = origin.encode()
-        size = _row_bytes(data, origin_bytes)
+        row = (0, self._clock(), origin.encode(), data)
+        size = _row_bytes(data, row[2])
+        while True:  # a failed insert is retried once _reserve let SPOOL_RETRY_S pass
+            row = (self._reserve(row, size, event, stopping), *row[1:])
+            if row[0] == 0:
+                return False
+            if self._grouped or self._insert(row, size):
+                return True
+
+    def _reserve(self, row: tuple[int, float, bytes, bytes], size: int, event: Any, stopping: threading.Event) -> int:
+        """Wait for room, count the record and give it its id (0: stopping or closed). Grouped: queue it."""
         blocked_since: float | None = None
         try:
             with self._lock:
@@ -310,31 +323,29 @@ class SqliteSpool:
                         continue
                     if room and time.monotonic() >= self._failed_until:
                         row_id = self._next_id
-                        row = (row_id, appended_at, origin_bytes, data)
-                        if self._grouped:
-                            self._queue.append(row)
-                        elif not self._insert(row):
-                            continue
                         self._next_id += 1
                         self._records += 1
                         self._bytes += size
                         self._hot[row_id] = event
                         if len(self._hot) > HOT_TAIL_RECORDS:
                             self._hot.popitem(last=False)
-                        self._changed.notify_all()
-                        return True
+                        if self._grouped:
+                            self._queue.append((row_id, *row[1:]))
+                            self._changed.notify_all()
+                        return row_id
                     if stopping.is_set():
-                        return False
+                        return 0
                     if blocked_since is None:
                         blocked_since = time.monotonic()
                     self._changed.wait(SPOOL_BLOCK_POLL_S)
-                return False
+                return 0
         finally:
             if blocked_since is not None:
                 self._events.spool_blocked(time.monotonic() - blocked_since)
 
-    def _insert(self, row: tuple[int, float, bytes, bytes]) -> bool:
-        """Under the lock (inserts "each"): one record, one transaction at synchronous=NORMAL."""
+    def _insert(self, row: tuple[int, float, bytes, bytes], size: int) -> bool:
+        """inserts "each": one record, one transaction at synchronous=NORMAL, outside the spool's lock (the
+        syncer and the reader go on meanwhile). One source thread appends, so ids reach the table in order."""
         assert self._writer is not None
         started = time.perf_counter()
         try:
@@ -342,11 +353,18 @@ class SqliteSpool:
                 self._writer.execute("INSERT INTO records VALUES (?, ?, ?, ?)", row)
         except sqlite3.Error as exc:
             self._events.spool_write_failed(_as_os_error(exc))
-            self._failed_until = time.monotonic() + SPOOL_RETRY_S
+            with self._lock:  # take the reservation back; retried after SPOOL_RETRY_S
+                self._next_id -= 1
+                self._records -= 1
+                self._bytes -= size
+                self._hot.pop(row[0], None)
+                self._failed_until = time.monotonic() + SPOOL_RETRY_S
             return False
         self._count_commit(started)
-        self._stored_upto = row[0]
-        self._unsynced = True
+        with self._lock:
+            self._stored_upto = row[0]
+            self._unsynced = True
+            self._changed.notify_all()
         return True
 
     def _drop_oldest_unread(self) -> bool:
