@@ -54,6 +54,7 @@ QUICK_RECORDS = 2000
 RECOVERY_RECORDS = 1_000_000
 QUICK_RECOVERY_RECORDS = 5000
 SEQ_DIGITS = 12
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the children run `-m bench.spool` from here
 _PREFIX = b'{"seq":'
 _SEQ_END = len(_PREFIX) + SEQ_DIGITS
 
@@ -83,7 +84,7 @@ CASES = (
 
 def record(seq: int, size: int) -> bytes:
     """A JSON record of exactly `size` bytes whose first bytes carry `seq`."""
-    head = b'%s%0*d,"text":"' % (_PREFIX, SEQ_DIGITS, seq)
+    head = b'%s%*d,"text":"' % (_PREFIX, SEQ_DIGITS, seq)  # space-padded: valid JSON
     return head + b"x" * (size - len(head) - 2) + b'"}'
 
 
@@ -279,7 +280,7 @@ def _child(mode: str, case: Case, size: int, records: int, directory: Path, stra
     trace = directory.parent / f"{directory.name}.strace"
     if strace:
         command = ["strace", "-f", "--seccomp-bpf", "-c", "-o", str(trace), "-e", "trace=fsync,fdatasync", *command]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=CASE_TIMEOUT_S, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=CASE_TIMEOUT_S, check=False, cwd=REPO_ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} {case} {size} B failed ({done.returncode}): {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
