@@ -17,12 +17,9 @@ How records get in (`inserts`):
   synchronous=NORMAL (in the WAL, so in the kernel, when it returns - the segment spool's guarantee). The
   WAL is fsynced by checkpoints, which a syncer thread runs: every `fsync_interval_s` (interval), or
   whenever commits are waiting for one (batch: one checkpoint covers every commit before it).
-SQLite's automatic checkpoints are off: the spool runs them itself, so it can count them: `commits` (each
-fsyncs the WAL at synchronous=FULL) and `checkpoints` (those that backfilled frames: each fsyncs). bench/spool.py
-also counts the fsync system calls themselves (strace), which is what the figures report.
-
-`max_bytes` bounds the bytes of the rows held (data + origin + ROW_OVERHEAD_BYTES each) plus the queue; the
-database file itself does not shrink (freed pages are reused).
+SQLite's automatic checkpoints are off: the spool runs them itself and counts them (`checkpoints`, those that
+synced) and its `commits`; bench/spool.py also counts the fsync system calls (strace). `max_bytes` bounds the
+rows' bytes (data + origin + ROW_OVERHEAD_BYTES) and the queue; the file does not shrink (pages are reused).
 """
 
 from __future__ import annotations
@@ -33,11 +30,11 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from daemon.durable import LOCAL, FileSystem
+from daemon.spool import SpooledRecord, SpoolStats  # positions here are [id]
 from sources.base import SpoolSettings
 
 DB_NAME = "spool.sqlite3"
@@ -61,23 +58,6 @@ SPOOL_BLOCK_POLL_S = 0.05
 THREAD_JOIN_S = 10.0
 # A busy database (the reader and the checkpointer hold it briefly) is waited for this long.
 BUSY_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledRecord:
-    data: bytes
-    event: Any | None
-    origin: str
-    position: list[int]  # [id]
-    appended_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolStats:
-    records: int
-    bytes: int
-    oldest_age_s: float
-    disk_bytes: int = 0
 
 
 def _row_bytes(data: bytes, origin: bytes) -> int:
@@ -223,27 +203,30 @@ class SqliteSpool:
     def _interval_due(self) -> bool:
         return time.monotonic() - self._checkpointed_at >= self._interval
 
+    def _transaction(self, statements: Callable[[sqlite3.Connection], object]) -> None:
+        assert self._writer is not None
+        with self._write_lock:
+            self._writer.execute("BEGIN")
+            try:
+                statements(self._writer)
+                self._writer.execute("COMMIT")
+            except BaseException:
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
+                raise
+
     def _write_group(self) -> bool:
         with self._group_lock:  # the committer thread and sync() take groups from the queue in turn
-            return self._write_group_locked()
+            with self._lock:
+                group = self._queue[:GROUP_MAX_RECORDS]
+            if not group:
+                return True
+            return self._insert_group(group)
 
-    def _write_group_locked(self) -> bool:
-        with self._lock:
-            group = self._queue[:GROUP_MAX_RECORDS]
-        if not group:
-            return True
-        assert self._writer is not None
+    def _insert_group(self, group: list[tuple[int, float, bytes, bytes]]) -> bool:
         started = time.perf_counter()
         try:
-            with self._write_lock:
-                self._writer.execute("BEGIN")
-                try:
-                    self._writer.executemany("INSERT INTO records VALUES (?, ?, ?, ?)", group)
-                    self._writer.execute("COMMIT")
-                except BaseException:
-                    if self._writer.in_transaction:
-                        self._writer.execute("ROLLBACK")
-                    raise
+            self._transaction(lambda writer: writer.executemany("INSERT INTO records VALUES (?, ?, ?, ?)", group))
         except sqlite3.Error as exc:
             self._failed(exc)
             return False
@@ -428,19 +411,14 @@ class SqliteSpool:
             target = min(int(position[0]), self._cursor)
             if target <= self._committed:
                 return
-        assert self._writer is not None
         started = time.perf_counter()
+
+        def delete(writer: sqlite3.Connection) -> None:
+            writer.execute("DELETE FROM records WHERE id <= ?", (target,))
+            writer.execute("INSERT OR REPLACE INTO meta VALUES ('committed', ?)", (target,))
+
         try:
-            with self._write_lock:
-                self._writer.execute("BEGIN")
-                try:
-                    self._writer.execute("DELETE FROM records WHERE id <= ?", (target,))
-                    self._writer.execute("INSERT OR REPLACE INTO meta VALUES ('committed', ?)", (target,))
-                    self._writer.execute("COMMIT")
-                except BaseException:
-                    if self._writer.in_transaction:
-                        self._writer.execute("ROLLBACK")
-                    raise
+            self._transaction(delete)
         except sqlite3.Error as exc:
             self._events.spool_write_failed(_as_os_error(exc))
             return
