@@ -122,7 +122,7 @@ class Spool:
         self._readable = threading.Condition(self._lock)
         self._space = threading.Condition(self._lock)
         self._commit_lock = threading.Lock()  # one commit file write at a time
-        self._files = SegmentFiles(directory, fs, events, self._lock, max(MIN_SEGMENT_BYTES, segment_bytes))
+        self._files = SegmentFiles(directory, fs, events, self._lock, max(MIN_SEGMENT_BYTES, segment_bytes), self._batch)
         self._hot: deque[_Hot] = deque()
         self._hot_bytes = 0
         # Records read but not committed: (segment, end, appended_at, frame bytes), in read order.
@@ -137,6 +137,7 @@ class Spool:
         self._reader: tuple[int, Any] | None = None  # (segment id, open read handle)
         self._syncer: threading.Thread | None = None
         self._closed = False
+        self._reader_waiting = False
 
     # -- open / close -------------------------------------------------------------------------------------
 
@@ -151,6 +152,7 @@ class Spool:
         first = files.segments.get(self._commit[0])
         if first is not None:
             self._cursor = (first.id, max(self._commit[1], first.resume_at))
+            self._unread_since = first.first_appended_at
         self._advance_cursor()
         self._syncer = threading.Thread(target=self._sync_loop, name=f"spool-sync-{self._directory.name}", daemon=True)
         self._syncer.start()
@@ -177,6 +179,10 @@ class Spool:
     def sync(self) -> bool:
         """fsync everything appended so far, in this thread; True when it all is durable now."""
         return self._files.sync_round()
+
+    def wait_durable(self, timeout_s: float) -> bool:
+        """Wait until the syncer made every record appended so far durable (a power loss keeps it)."""
+        return self._files.wait_synced(timeout_s)
 
     def _sync_loop(self) -> None:
         self._files.sync_loop(self._batch, self._interval)
@@ -242,7 +248,9 @@ class Spool:
         self._hot_bytes += len(data)
         while len(self._hot) > HOT_TAIL_RECORDS or self._hot_bytes > HOT_TAIL_BYTES:
             self._hot_bytes -= len(self._hot.popleft().data)
-        self._readable.notify()
+        if self._reader_waiting:  # one wake-up per wait: Condition.notify costs even with nobody waiting
+            self._reader_waiting = False
+            self._readable.notify()
         return True
 
     def _drop_oldest_unread(self) -> bool:
@@ -281,20 +289,35 @@ class Spool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
-                self._readable.wait(remaining)
+                self._reader_waiting = True
+                try:
+                    self._readable.wait(remaining)
+                finally:
+                    self._reader_waiting = False
         return self._read_disk(segment, offset, limit, max_records)
 
     def _read_hot(self, max_records: int) -> list[SpooledRecord]:
         out: list[SpooledRecord] = []
-        hot = self._hot
-        while hot and len(out) < max_records and (hot[0].segment, hot[0].start) == self._cursor:
-            item = hot.popleft()
-            self._hot_bytes -= len(item.data)
+        hot, inflight = self._hot, self._inflight
+        cursor = self._cursor
+        taken_bytes = 0
+        while hot and len(out) < max_records:
+            item = hot[0]
+            if item.start != cursor[1] or item.segment != cursor[0]:
+                self._cursor = cursor
+                self._advance_cursor()  # the next record may open the following segment
+                cursor = self._cursor
+                if item.start != cursor[1] or item.segment != cursor[0]:
+                    break
+            hot.popleft()
+            taken_bytes += len(item.data)
             out.append(SpooledRecord(item.data, item.event, item.origin, [item.segment, item.end], item.appended_at))
-            self._inflight.append((item.segment, item.end, item.appended_at, item.end - item.start))
-            self._cursor = (item.segment, item.end)
-            self._advance_cursor()
-        self._unread_since = hot[0].appended_at if hot else (out[-1].appended_at if out else self._unread_since)
+            inflight.append((item.segment, item.end, item.appended_at, item.end - item.start))
+            cursor = (item.segment, item.end)
+        self._cursor = cursor
+        self._hot_bytes -= taken_bytes
+        if out:
+            self._unread_since = out[-1].appended_at  # the next unread came later: an estimate, within a record
         return out
 
     def _read_disk(self, segment: SpoolSegment, offset: int, limit: int, max_records: int) -> list[SpooledRecord]:
@@ -370,39 +393,55 @@ class Spool:
     def commit(self, position: Sequence[int]) -> None:
         """Everything up to `position` is done: persist that, then delete the segments wholly behind it.
 
-        A failed commit file write is reported (spool_write_failed) and deletes nothing: those records would
-        be sent again after a restart, never lost. A position past what was read is cut back to it.
+        A failed commit file write is reported (spool_write_failed) and the next commit writes it again; the
+        segments wholly behind `position` are deleted all the same - their records are done, and on a full
+        disk deleting them is what makes room (the new commit file itself may not fit). A restart before the
+        next good write sends the rest of the oldest surviving segment again: duplicates, never a loss.
+        A position past what was read is cut back to it.
         """
         with self._commit_lock:
             with self._lock:
                 target = min((int(position[0]), int(position[1])), self._cursor)
                 if target <= self._commit:
                     return
-            try:
-                atomic_write(self._fs, self._directory / COMMIT_NAME, encode_commit(*target))
-            except OSError as exc:
-                self._events.spool_write_failed(exc)
-                return
-            with self._lock:
-                self._commit = target
                 inflight = self._inflight
                 while inflight and (inflight[0][0], inflight[0][1]) <= target:
                     _, _, _, frame_bytes = inflight.popleft()
                     self._records -= 1
                     self._bytes -= frame_bytes
+            try:
+                atomic_write(self._fs, self._directory / COMMIT_NAME, encode_commit(*target))
+                written = True
+            except OSError as exc:
+                self._events.spool_write_failed(exc)
+                written = False
+            with self._lock:
+                if written:
+                    self._commit = target
                 if self._files.delete_behind(target):
+                    if self._reader is not None and self._reader[0] not in self._files.segments:
+                        self._close_reader()  # the reader is past it; an open handle would keep its space
                     self._space.notify_all()
 
     def stats(self) -> SpoolStats:
+        """Records not yet committed, their bytes and the age of the oldest (cheap: no I/O, no scan of records)."""
         with self._lock:
             records = self._records
-            if records <= 0:
+            unread = records - len(self._inflight)
+            if self._inflight:
+                oldest: float | None = self._inflight[0][2]
+            elif unread <= 0:
                 oldest = None
-            elif self._inflight:
-                oldest = self._inflight[0][2]
-            elif self._hot and (self._hot[0].segment, self._hot[0].start) == self._cursor:
-                oldest = self._hot[0].appended_at
+            elif unread <= len(self._hot):  # the hot tail holds only unread records, the newest ones
+                oldest = self._hot[-unread].appended_at
             else:
-                oldest = self._unread_since
+                oldest = self._oldest_unread_on_disk()
             age = 0.0 if oldest is None else max(0.0, self._clock() - oldest)
             return SpoolStats(records, self._bytes, age, self._files.disk_bytes)
+
+    def _oldest_unread_on_disk(self) -> float | None:
+        segment = self._files.segments.get(self._cursor[0])
+        if segment is not None and self._cursor[1] < segment.end:
+            return self._unread_since  # within a record: the last one read, or the segment's first
+        following = self._files.next_after(self._cursor[0])
+        return None if following is None else following.first_appended_at

@@ -51,6 +51,7 @@ class SpoolSegment:
     sealed: bool = True  # no more appends (every segment but the active one)
     deleted: bool = False
     unsynced: bool = False  # written to since its last fsync
+    syncing: bool = False  # in the syncer's current round (its handle must not be closed by anyone else)
 
     @property
     def start(self) -> int:
@@ -58,12 +59,16 @@ class SpoolSegment:
 
 
 class SegmentFiles:
-    def __init__(self, directory: Path, fs: FileSystem, events: SpoolEvents, lock: threading.Lock, segment_bytes: int) -> None:
+    def __init__(
+        self, directory: Path, fs: FileSystem, events: SpoolEvents, lock: threading.Lock, segment_bytes: int, batch: bool
+    ) -> None:
+        self._batch = batch
         self._directory = directory
         self._fs = fs
         self._events = events
         self._lock = lock
         self._sync_cv = threading.Condition(lock)
+        self._synced_cv = threading.Condition(lock)
         self._sync_lock = threading.Lock()  # one fsync round at a time
         self.segment_bytes = segment_bytes
         self.segments: dict[int, SpoolSegment] = {}  # by id, increasing (insertion order)
@@ -75,15 +80,19 @@ class SegmentFiles:
         self.synced = 0  # appends known durable
         self._dir_dirty = False
         self._pending_writes = False
-        self._pending_close = False
         self._stop = False
+        self._syncer_waiting = False
 
     # -- recovery ---------------------------------------------------------------------------------------------
 
     def recover(self) -> tuple[int, int]:
         """Scan the directory (cut torn tails, delete what the commit covers); returns the commit position."""
         fs, directory = self._fs, self._directory
-        fs.mkdir(directory)
+        missing = [d for d in (directory, *directory.parents) if not fs.exists(d)]
+        if missing:
+            fs.mkdir(directory)
+            for created in reversed(missing):  # a new directory entry survives a power loss once its parent is fsynced
+                fs.fsync_dir(created.parent)
         commit = (0, 0)
         commit_path = directory / COMMIT_NAME
         if fs.exists(commit_path):
@@ -185,8 +194,11 @@ class SegmentFiles:
         segment.unsynced = True
         self.disk_bytes += len(frame)
         self._written += 1
-        self._pending_writes = True
-        self._sync_cv.notify()
+        if self._batch:
+            self._pending_writes = True
+            if self._syncer_waiting:
+                self._syncer_waiting = False
+                self._sync_cv.notify()
         return segment, start
 
     def _roll(self) -> None:
@@ -196,15 +208,15 @@ class SegmentFiles:
         self._next_id += 1  # never reused, even when creating it fails
         path = self._directory / segment_name(segment_id)
         handle = self._fs.open_append(path)
-        segment = SpoolSegment(segment_id, path, handle=handle, sealed=False, unsynced=True)
-        self._open.append(segment)
         try:
             handle.write(encode_header(segment_id))
         except OSError:
-            segment.deleted = True
-            self._pending_close = True
+            with contextlib.suppress(OSError):
+                handle.close()
             self._unlink_quietly(path)
             raise
+        segment = SpoolSegment(segment_id, path, handle=handle, sealed=False, unsynced=True)
+        self._open.append(segment)
         self.segments[segment_id] = segment
         self.disk_bytes += HEADER_BYTES
         self.active = segment
@@ -220,12 +232,10 @@ class SegmentFiles:
             self._fs.unlink(path)
 
     def seal(self, segment: SpoolSegment) -> None:
-        """No more appends to `segment`; the syncer fsyncs and closes it."""
+        """No more appends to `segment`; the syncer's next round fsyncs and closes it."""
         segment.sealed = True
         if segment is self.active:
             self.active = None
-            self._pending_close = True
-            self._sync_cv.notify()
 
     # -- deleting (under the lock) ----------------------------------------------------------------------------
 
@@ -240,9 +250,8 @@ class SegmentFiles:
             return False
         self.seal(segment)
         segment.deleted = True
-        if segment.handle is not None:
-            self._pending_close = True
-            self._sync_cv.notify()
+        if not segment.syncing:  # closed at once so its space is freed; else the syncer closes it
+            self._close(segment)
         del self.segments[segment.id]
         self.disk_bytes -= segment.end
         self._dir_dirty = True
@@ -271,8 +280,9 @@ class SegmentFiles:
                 work = [(segment, segment.unsynced and not segment.deleted) for segment in self._open]
                 for segment, _ in work:
                     segment.unsynced = False
+                    segment.syncing = True
                 dir_dirty, self._dir_dirty = self._dir_dirty, False
-                self._pending_writes = self._pending_close = False
+                self._pending_writes = False
             ok = True
             for segment, needed in work:
                 if needed and segment.handle is not None:
@@ -287,11 +297,19 @@ class SegmentFiles:
                         self._dir_dirty = True
             with self._lock:
                 for segment, _ in work:
-                    if segment is not self.active and not segment.unsynced:
+                    segment.syncing = False
+                    if segment is not self.active and (segment.deleted or not segment.unsynced):
                         self._close(segment)
                 if ok:
                     self.synced = max(self.synced, sequence)
+                    self._synced_cv.notify_all()
                 return ok
+
+    def wait_synced(self, timeout_s: float) -> bool:
+        """Wait (without fsyncing) until a round made every append so far durable; False on timeout."""
+        with self._lock:
+            target = self._written
+            return self._synced_cv.wait_for(lambda: self.synced >= target or self._stop, timeout_s) and self.synced >= target
 
     def _fsync(self, segment: SpoolSegment) -> bool:
         assert segment.handle is not None
@@ -315,19 +333,21 @@ class SegmentFiles:
                 handle.close()
 
     def sync_loop(self, batch: bool, interval_s: float) -> None:
-        """The syncer thread: batch fsyncs as soon as appends wait; interval every `interval_s`. Sealed
-        segments are closed (their space freed) promptly under both."""
+        """The syncer thread: batch fsyncs as soon as appends wait; interval every `interval_s`."""
         due = time.monotonic() + interval_s
         while True:
             with self._lock:
-                while not self._stop and not self._pending_close and not (batch and self._pending_writes):
+                while not self._stop and not (batch and self._pending_writes):
+                    remaining = None
                     if not batch:
                         remaining = due - time.monotonic()
                         if remaining <= 0:
                             break
+                    self._syncer_waiting = True
+                    try:
                         self._sync_cv.wait(remaining)
-                    else:
-                        self._sync_cv.wait()
+                    finally:
+                        self._syncer_waiting = False
                 if self._stop:
                     return
             if time.monotonic() >= due:

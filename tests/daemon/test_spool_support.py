@@ -80,3 +80,11 @@ def read_all(spool: Spool, timeout_s: float = 0.0, batch: int = 1000) -> list[Sp
 
 def record(n: int) -> bytes:
     return b'{"n": %d, "text": "tweet %d"}' % (n, n)
+
+
+def abandon(spool: Spool) -> None:
+    """The process died: stop the spool's thread and let go of its files without another write or fsync."""
+    spool._stop_threads()
+    with spool._lock:
+        spool._files.close_all()
+        spool._close_reader()
