@@ -116,6 +116,7 @@ class SqliteSpool:
         self._last_checkpoint: tuple[int, int] | None = None
         self._checkpointed_at = 0.0
         self._failed_until = 0.0
+        self._wake_pending = False  # someone waits on _changed since the last notify
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -187,7 +188,7 @@ class SqliteSpool:
         while True:
             with self._lock:
                 if not self._queue and not self._stop.is_set():
-                    self._changed.wait(None if self._batch else self._interval)
+                    self._wait(None if self._batch else self._interval)
                 if self._stop.is_set() and not self._queue:
                     return
                 wait = self._failed_until - time.monotonic()
@@ -236,7 +237,7 @@ class SqliteSpool:
             del self._queue[: len(group)]
             self._unsynced = True
             self._stored_upto = max(self._stored_upto, group[-1][0])
-            self._changed.notify_all()
+            self._wake()
         return True
 
     def _sync_loop(self) -> None:
@@ -245,7 +246,7 @@ class SqliteSpool:
             if self._batch:
                 with self._lock:
                     while not self._unsynced and not self._stop.is_set():
-                        self._changed.wait()
+                        self._wait()
             else:
                 self._stop.wait(self._interval)
             if self._unsynced:
@@ -271,6 +272,17 @@ class SqliteSpool:
             self._events.spool_fsync(time.perf_counter() - started)
         self._last_checkpoint = (log, backfilled)
         return bool(busy == 0 and log == backfilled)
+
+    def _wait(self, timeout: float | None = None) -> None:
+        """Under the lock: wait for a change. The next change notifies once, not every append while we wait
+        (a notify per append costs about as much as the append)."""
+        self._wake_pending = True
+        self._changed.wait(timeout)
+
+    def _wake(self) -> None:
+        if self._wake_pending:
+            self._wake_pending = False
+            self._changed.notify_all()
 
     def _count_commit(self, started: float) -> None:
         self.commits += 1
@@ -314,13 +326,13 @@ class SqliteSpool:
                             self._hot.popitem(last=False)
                         if self._grouped:
                             self._queue.append((row_id, *row[1:]))
-                            self._changed.notify_all()
+                            self._wake()
                         return row_id
                     if stopping.is_set():
                         return 0
                     if blocked_since is None:
                         blocked_since = time.monotonic()
-                    self._changed.wait(SPOOL_BLOCK_POLL_S)
+                    self._wait(SPOOL_BLOCK_POLL_S)
                 return 0
         finally:
             if blocked_since is not None:
@@ -347,7 +359,7 @@ class SqliteSpool:
         with self._lock:
             self._stored_upto = row[0]
             self._unsynced = True
-            self._changed.notify_all()
+            self._wake()
         return True
 
     def _drop_oldest_unread(self) -> bool:
@@ -383,7 +395,7 @@ class SqliteSpool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
-                self._changed.wait(remaining)
+                self._wait(remaining)
             if self._closed:
                 return []
             cursor = self._cursor
