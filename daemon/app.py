@@ -6,7 +6,8 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -15,15 +16,19 @@ from prometheus_client import start_http_server
 from daemon.buffer import RecordBuffer
 from daemon.config import Config, dead_letter_path, sink_name, split_listen
 from daemon.deadletter import DeadLetterFile
+from daemon.durability import Durability
+from daemon.durable import LOCAL, FileSystem
 from daemon.logs import get_logger
 from daemon.pipeline import COMPONENT_SINK_WORKER, FatalStop, SinkWorker, SourceContext
 from daemon.progress import ProgressWindow
+from daemon.spooling import SpoolFeeder
 from daemon.supervisor import SourceSupervisor
 from daemon.telemetry import Telemetry
+from daemon.telemetry_state import FILE_DEAD_LETTER
 from infra.settings import StackSettings
 from sinks import SINK_TYPES, SinkConfig
 from sources import SOURCE_TYPES
-from sources.base import Source
+from sources.base import Source, SourceConfig
 
 # Sources check their stop flag at least this often (buffer waits, rate limiter); joining them is quick.
 _SOURCE_STOP_TIMEOUT_S = 5.0
@@ -65,8 +70,9 @@ def resolve_sink_config(
 class Daemon:
     """One run of the producer, from start to the final summary."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, fs: FileSystem = LOCAL) -> None:
         self.config = config
+        self.fs = fs  # under the durable state; tests put a power-loss layer here
         self.log = get_logger()
         self.shutdown_requested = threading.Event()
         self.stopping_sources = threading.Event()
@@ -85,9 +91,9 @@ class Daemon:
             except StartupError as exc:
                 self.log.error("startup_failed", component=exc.component, error=str(exc.__cause__ or exc))
                 return EXIT_STARTUP_FAILED
-            return self._serve(*parts)
+            return self._serve(parts)
 
-    def _start(self, cleanup: contextlib.ExitStack) -> tuple[Telemetry, FatalStop, SinkWorker, list[SourceSupervisor]]:
+    def _start(self, cleanup: contextlib.ExitStack) -> Running:
         """Start everything but the sources' data flow; each started part is stopped by `cleanup`."""
         config = self.config
         embedded_url = None
@@ -118,23 +124,44 @@ class Daemon:
         # Before any data flows: a wrong stream, region or credential fails start-up here, naming them.
         with _step(f"sink {telemetry.sink} check"):
             sink.check()
+        durability = Durability(config, telemetry, self.fs)
+        with _step(f"state directory {config.state.directory}"):
+            durability.open(cleanup)
         with _step(f"dead-letter file {dead_letter_path(config)}"):
-            dead_letters = DeadLetterFile(dead_letter_path(config), telemetry.sink)
+            dead_letters = DeadLetterFile(
+                dead_letter_path(config), telemetry.sink, config.state.fsync, config.state.fsync_interval, self.fs,
+                on_fsync=lambda: telemetry.fsynced(FILE_DEAD_LETTER),
+            )  # fmt: skip
         cleanup.callback(dead_letters.close)
+        durability.checkpointer.sync_first = dead_letters.sync
         buffer = RecordBuffer(config.buffer.max_records, config.buffer.max_bytes)
-        sources: dict[str, Source] = {}
-        windows: dict[str, ProgressWindow] = {}
-        worker = SinkWorker(sink, buffer, telemetry, dead_letters, fatal, Acknowledger(windows, telemetry))
+        with _step("sources"):
+            sources = {
+                source_config.name or source_config.type: SOURCE_TYPES[source_config.type](source_config)
+                for source_config in config.sources
+            }
+        keeping = frozenset(
+            name for (name, source), c in zip(sources.items(), config.sources, strict=True) if Durability.keeps(c, source)
+        )
+        worker = SinkWorker(sink, buffer, telemetry, dead_letters, fatal, Acknowledger(durability.windows, telemetry), keeping)
+        destination = sink.destination()
+
+        def make_context(name: str, window: ProgressWindow | None) -> SourceContext:
+            return SourceContext(name, buffer, telemetry, dead_letters, self.stopping_sources, sink, fatal, window, keeping)
+
         supervisors = []
-        for source_config in config.sources:
-            name = source_config.name or source_config.type
-            with _step(f"source {name}"):
-                source = SOURCE_TYPES[source_config.type](source_config)
-            sources[name] = source
+        feeders = []
+        for (name, source), source_config in zip(sources.items(), config.sources, strict=True):
+            with _step(f"source {name} state"):
+                durable = durability.attach(
+                    name, source_config, source, destination, make_context, _source_factory(source_config), cleanup
+                )
+            if durable.feeder is not None:
+                feeders.append(durable.feeder)
             supervisors.append(
                 SourceSupervisor(
-                    source,
-                    SourceContext(name, buffer, telemetry, dead_letters, self.stopping_sources, sink, fatal),
+                    durable.source,
+                    durable.context,
                     telemetry,
                     self.stopping_sources,
                     config.supervision.restart_initial_backoff,
@@ -150,13 +177,18 @@ class Daemon:
             endpoint=getattr(sink_config, "endpoint_url", None) or "aws",
             metrics=f"http://{config.metrics.listen}/metrics" if config.metrics.enabled else None,
             dead_letter=str(dead_letter_path(config)),
+            state=str(config.state.directory),
         )
-        return telemetry, fatal, worker, supervisors
+        return Running(telemetry, fatal, worker, supervisors, feeders, durability)
 
-    def _serve(self, telemetry: Telemetry, fatal: FatalStop, worker: SinkWorker, supervisors: list[SourceSupervisor]) -> int:
-        """Run until SIGTERM/SIGINT or a fatal error, then stop the sources, flush within the deadline, log the
-        summary and return the exit code."""
+    def _serve(self, running: Running) -> int:
+        """Run until SIGTERM/SIGINT or a fatal error, then stop the sources, flush within the deadline, save the
+        checkpoints, log the summary and return the exit code."""
+        telemetry, fatal, worker, supervisors = running.telemetry, running.fatal, running.worker, running.supervisors
         worker.start()
+        running.durability.start()
+        for feeder in running.feeders:
+            feeder.start()
         for supervisor in supervisors:
             supervisor.start()
         announced_idle = False
@@ -170,7 +202,10 @@ class Daemon:
 
         started = time.monotonic()
         self.stopping_sources.set()
-        stop_and_flush(supervisors, worker, _SOURCE_STOP_TIMEOUT_S, self.config.shutdown.flush_deadline, self.log)
+        stop_and_flush(
+            supervisors, worker, _SOURCE_STOP_TIMEOUT_S, self.config.shutdown.flush_deadline, self.log, running.feeders
+        )
+        running.durability.finish()
         failed = [component for component, _ in fatal.failures]
         self.log.info(
             "shutdown_complete",
@@ -181,10 +216,28 @@ class Daemon:
         return EXIT_FATAL if failed else EXIT_OK
 
 
+@dataclass
+class Running:
+    """The started parts of a run, handed from start-up to serving."""
+
+    telemetry: Telemetry
+    fatal: FatalStop
+    worker: SinkWorker
+    supervisors: list[SourceSupervisor]
+    feeders: list[SpoolFeeder]
+    durability: Durability
+
+
 def stop_and_flush(
-    supervisors: list[SourceSupervisor], worker: SinkWorker, join_timeout_s: float, flush_deadline_s: float, log: Any
+    supervisors: list[SourceSupervisor],
+    worker: SinkWorker,
+    join_timeout_s: float,
+    flush_deadline_s: float,
+    log: Any,
+    feeders: Sequence[SpoolFeeder] = (),
 ) -> None:
-    """With the stop flag set: wait for each source, abandon the ones that do not stop, then flush the buffer."""
+    """With the stop flag set: wait for each source (and spool feeder), abandon the ones that do not stop, then
+    flush the buffer."""
     for supervisor in supervisors:
         if not supervisor.join(join_timeout_s):
             # Abandoned: what it hands over from now on is refused (logged, counted), and a record it is
@@ -192,6 +245,10 @@ def stop_and_flush(
             # closed, as lost - never written into a closed file.
             supervisor.context.close()
             log.error("source_did_not_stop", source=supervisor.context.name, waited_s=join_timeout_s)
+    for feeder in feeders:
+        if not feeder.join(join_timeout_s):
+            feeder.context.close()
+            log.error("spool_feeder_did_not_stop", source=feeder.context.name, waited_s=join_timeout_s)
     worker.finish(flush_deadline_s)
 
 
@@ -219,6 +276,11 @@ class Acknowledger:
             window.acknowledged(tokens)
         except Exception as exc:  # noqa: BLE001 - a bug here must not stop delivery for everyone
             self.telemetry.acknowledge_failed(source, exc, len(tokens))
+
+
+def _source_factory(config: SourceConfig) -> Callable[[], Source]:
+    """Makes a new source from `config` (one whose checkpoint turned out unusable starts over with it)."""
+    return lambda: SOURCE_TYPES[config.type](config)
 
 
 def _embedded_stack_class() -> Any:

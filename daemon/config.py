@@ -12,6 +12,7 @@ from daemon.yamlsource import ConfigError, LocatedDocument, Path_, Problem, load
 from infra.settings import DEFAULT_STACK_NAME, STACK_NAME_PATTERN
 from sinks import SINK_TYPES, SinkConfig, load_builtin_sinks
 from sources import SOURCE_TYPES, SourceConfig, load_builtin_sources
+from sources.units import ByteSize
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 DEFAULT_EMBEDDED_LISTEN = "127.0.0.1:4566"
@@ -19,8 +20,6 @@ DEFAULT_METRICS_LISTEN = "127.0.0.1:9477"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
 
 
 def _parse_duration(value: Any) -> Any:
@@ -30,16 +29,6 @@ def _parse_duration(value: Any) -> Any:
         if not match:
             raise ValueError(f"{shown(value)} is not a duration (examples: 0.5, 250ms, 10s, 2m)")
         return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    return value
-
-
-def _parse_size(value: Any) -> Any:
-    """Bytes as an integer, or a string such as "64MiB", "512KiB"."""
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if not match:
-            raise ValueError(f"{shown(value)} is not a size (examples: 1048576, 512KiB, 64MiB)")
-        return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
     return value
 
 
@@ -53,7 +42,6 @@ def _parse_listen(value: Any) -> Any:
 
 # Finite: `.inf` as a flush deadline or a backoff would make shutdown or a restart wait forever.
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0, allow_inf_nan=False)]
-ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
 Listen = Annotated[str, BeforeValidator(_parse_listen)]
 
 

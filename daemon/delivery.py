@@ -59,32 +59,84 @@ def last_resort(line: str) -> None:
 
 
 class Outcomes:
-    """Ends records in the dead-letter file, or - when that file fails - as lost, logged and counted."""
+    """Ends records in the dead-letter file, or - when that file fails - as lost, logged and counted.
 
-    def __init__(self, telemetry: Telemetry, dead_letters: DeadLetterFile, fatal: FatalStop) -> None:
+    Records of the sources in `keeping` (those with a checkpoint or a spool) that are unsent at shutdown are
+    not written to the dead-letter file: the next start reads them again (after the checkpoint, or from the
+    spool), so they are counted as kept instead.
+    """
+
+    def __init__(
+        self, telemetry: Telemetry, dead_letters: DeadLetterFile, fatal: FatalStop, keeping: frozenset[str] = frozenset()
+    ) -> None:
         self.telemetry = telemetry
         self.dead_letters = dead_letters
         self.fatal = fatal
+        self.keeping = keeping
 
-    def dead_letter(self, record: Record, reason: str, detail: str) -> None:
-        self.dead_letter_many([(record, reason, detail)])
+    def dead_letter(self, record: Record, reason: str, detail: str) -> bool:
+        """Dead-letter one record; False when the dead-letter file could not keep it (it is then lost)."""
+        return bool(self.dead_letter_many([(record, reason, detail)]))
 
-    def dead_letter_many(self, items: Iterable[tuple[Record, str, str]]) -> None:
-        """Dead-letter each (record, reason, detail); those the file cannot take are lost together, in one log line."""
-        for record, reason, detail in self._keep(items):
+    def dead_letter_soon(self, record: Record, reason: str, detail: str, after_sync: Callable[[], None] | None) -> None:
+        """Dead-letter one record without waiting for the disk: `after_sync` runs once an fsync covered it (the
+        checkpoint thread syncs at every interval). For input a source rejects, one at a time."""
+        try:
+            self.dead_letters.write(
+                data=record.data, source=record.source, origin=record.origin, reason=reason, detail=detail,
+                durable=False, after_sync=after_sync,
+            )  # fmt: skip
+        except DeadLetterUnavailable as exc:
+            self.lose([record], exc)
+            return
+        self.telemetry.record_dead_lettered(record.source, record.origin, reason, detail)
+
+    def dead_letter_many(self, items: Iterable[tuple[Record, str, str]]) -> list[Record]:
+        """Dead-letter each (record, reason, detail); returns the records kept. Those the file cannot take are
+        lost together, in one log line."""
+        kept = self._keep(items)
+        for record, reason, detail in kept:
             self.telemetry.record_dead_lettered(record.source, record.origin, reason, detail)
+        return [record for record, _, _ in kept]
 
     def unsent(self, records: Iterable[Record], detail: str) -> None:
-        """Unsent records are kept in the dead-letter file for replay, but counted as unsent, not dead."""
-        kept = Counter(record.source for record, _, _ in self._keep((r, REASON_UNSENT_AT_SHUTDOWN, detail) for r in records))
-        if kept:
-            self.telemetry.records_unsent(kept)
+        """Unsent records are kept in the dead-letter file for replay, but counted as unsent, not dead - or,
+        for a source in `keeping`, left to its checkpoint or spool and counted as kept."""
+        left: Counter[str] = Counter()
+        to_file: list[Record] = []
+        keeping = self.keeping
+        for record in records:
+            if record.source in keeping:
+                left[record.source] += 1
+            else:
+                to_file.append(record)
+        if left:
+            self.telemetry.records_kept(left)
+        if to_file:
+            kept = Counter(r.source for r, _, _ in self._keep((r, REASON_UNSENT_AT_SHUTDOWN, detail) for r in to_file))
+            if kept:
+                self.telemetry.records_unsent(kept)
 
     def _keep(self, items: Iterable[tuple[Record, str, str]]) -> list[tuple[Record, str, str]]:
         """Write each item to the dead-letter file; returns those written. The rest are lost (and fatal)."""
+        items = list(items)
+        if not items:
+            return []
+        try:
+            self.dead_letters.write_many(
+                [(record.data, record.source, record.origin, reason, detail) for record, reason, detail in items]
+            )
+        except DeadLetterUnavailable as exc:
+            # write_many keeps nothing of a batch it failed on: each is tried alone, so the lost are exactly named.
+            return self._keep_one_by_one(items, exc)
+        return items
+
+    def _keep_one_by_one(
+        self, items: list[tuple[Record, str, str]], first: DeadLetterUnavailable
+    ) -> list[tuple[Record, str, str]]:
         kept: list[tuple[Record, str, str]] = []
         lost: list[Record] = []
-        failure: DeadLetterUnavailable | None = None
+        failure: DeadLetterUnavailable = first
         for record, reason, detail in items:
             try:
                 self.dead_letters.write(
@@ -95,7 +147,7 @@ class Outcomes:
                 failure = exc
                 continue
             kept.append((record, reason, detail))
-        if failure is not None:
+        if lost:
             self.lose(lost, failure)
         return kept
 
@@ -169,11 +221,12 @@ class Delivery:
         if not kept:
             return
         try:
-            self._outcomes.dead_letter_many((entry.record, reason, detail) for entry, reason, detail in kept)
+            written = self._outcomes.dead_letter_many((entry.record, reason, detail) for entry, reason, detail in kept)
+            # Only what the dead-letter file holds is done: a lost record must not move a checkpoint past it.
             tokens: dict[str, list[Any]] = {}
-            for entry, _, _ in kept:
-                if entry.record.token is not None:
-                    tokens.setdefault(entry.record.source, []).append(entry.record.token)
+            for record in written:
+                if record.token is not None:
+                    tokens.setdefault(record.source, []).append(record.token)
             self._ack(tokens)
         except Exception as exc:  # noqa: BLE001 - see sent
             self._broken(exc, [entry for entry, _, _ in kept])

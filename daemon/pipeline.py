@@ -24,6 +24,7 @@ from daemon.delivery import (
     SinkResultInconsistent,
     last_resort,
 )
+from daemon.progress import ProgressWindow
 from daemon.telemetry import Telemetry
 from sinks.base import Deadline, Entry, Record, RecordRejected, Sink
 from sinks.batch import REASON_SINK_ERROR, REASON_SINK_LOST_TRACK
@@ -52,7 +53,12 @@ UNSENT_DETAIL = "not delivered before the shutdown deadline"
 
 
 class SourceContext:
-    """What a running source is handed: emit into the buffer (prepared by the sink), reject into the dead-letter file."""
+    """What a running source is handed: emit into the buffer (prepared by the sink), reject into the dead-letter file.
+
+    With a `window` (a source with a checkpoint, or the feeder of a spool), each `(key, position)` token is
+    numbered in it and the number travels with the record; a record that is done at once (rejected input, or
+    refused by the sink's `prepare`) is acknowledged here, once it is in the dead-letter file.
+    """
 
     def __init__(
         self,
@@ -63,6 +69,8 @@ class SourceContext:
         stopping: threading.Event,
         sink: Sink[Any],
         fatal: FatalStop | None = None,
+        window: ProgressWindow | None = None,
+        keeping: frozenset[str] = frozenset(),
     ) -> None:
         self._name = name
         self._buffer = buffer
@@ -70,9 +78,10 @@ class SourceContext:
         self._stopping = stopping
         self._sink = sink
         self._fatal = fatal or FatalStop(telemetry)
-        self._outcomes = Outcomes(telemetry, dead_letters, self._fatal)
+        self._outcomes = Outcomes(telemetry, dead_letters, self._fatal, keeping)
         self._closed = False
         self._received = telemetry.received_tally(name)
+        self.window = window
 
     @property
     def name(self) -> str:
@@ -82,19 +91,41 @@ class SourceContext:
     def stopping(self) -> bool:
         return self._closed or self._stopping.is_set()
 
+    @property
+    def stopping_event(self) -> threading.Event:
+        return self._stopping
+
+    @property
+    def fatal(self) -> FatalStop:
+        return self._fatal
+
     def close(self) -> None:
         """The daemon gave up waiting for this source: whatever it hands over from now on is refused."""
         self._closed = True
 
+    def count_received(self, records: int = 1) -> None:
+        """Records that entered the daemon elsewhere (a spool) before they reach `forward`."""
+        self._received.add(records)
+
     def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
+        return self._take(data, event, origin, token, True)
+
+    def forward(self, data: bytes, event: Any, origin: str, token: Any) -> bool:
+        """`emit` for a record already counted received (by the spool that held it)."""
+        return self._take(data, event, origin, token, False)
+
+    def _take(self, data: bytes, event: Any, origin: str, token: Any, count: bool) -> bool:
         if self._closed or self._stopping.is_set():
             return False  # not taken, not counted: the source keeps it
-        record = Record(data, event, self._name, origin, token)
-        counted = False
+        window = self.window
+        number = window.emitted(token[0], token[1]) if window is not None and token is not None else None
+        record = Record(data, event, self._name, origin, number)
+        counted = not count
         try:
-            # Counted before the worker can see it, so no scrape ever shows more sent than received.
-            self._received.add()
-            counted = True
+            if count:
+                # Counted before the worker can see it, so no scrape ever shows more sent than received.
+                self._received.add()
+                counted = True
             entry = self._prepare(record)
             if entry is None:
                 return True
@@ -111,12 +142,14 @@ class SourceContext:
         if self._closed:
             self._telemetry.input_refused(self._name, origin, reason)
             return
-        record = Record(data, None, self._name, origin)
+        window = self.window
+        number = window.emitted(token[0], token[1]) if window is not None and token is not None else None
+        record = Record(data, None, self._name, origin, number)
         counted = False
         try:
             self._telemetry.record_received(self._name)
             counted = True
-            self._outcomes.dead_letter(record, reason, detail)
+            self._outcomes.dead_letter_soon(record, reason, detail, self._when_synced(record))
         except Exception as exc:  # noqa: BLE001 - see emit
             self._fail(exc, record if counted else None)
 
@@ -132,15 +165,23 @@ class SourceContext:
     def protocol_message(self, kind: str, detail: str) -> None:
         self._telemetry.source_protocol_message(self._name, kind, detail)
 
+    def _when_synced(self, record: Record) -> Callable[[], None] | None:
+        """What acknowledges `record` once the dead-letter file holding it was fsynced (None: no checkpoint)."""
+        window, number = self.window, record.token
+        if window is None or number is None:
+            return None
+        return lambda: window.acknowledged((number,))
+
     def _prepare(self, record: Record) -> Any:
         """The sink's entry for `record`, or None when it was dead-lettered instead."""
         try:
             return self._sink.prepare(record)
         except RecordRejected as rejected:
-            self._outcomes.dead_letter(record, rejected.reason, rejected.detail)
+            reason, detail = rejected.reason, rejected.detail
         except Exception as exc:  # noqa: BLE001 - a sink bug must cost one record, not the source
             self._telemetry.sink_error("prepare", exc, records=1)
-            self._outcomes.dead_letter(record, REASON_SINK_ERROR, f"prepare raised {type(exc).__name__}: {exc}")
+            reason, detail = REASON_SINK_ERROR, f"prepare raised {type(exc).__name__}: {exc}"
+        self._outcomes.dead_letter_soon(record, reason, detail, self._when_synced(record))
         return None
 
     def _fail(self, error: Exception, record: Record | None) -> None:
@@ -163,12 +204,13 @@ class SinkWorker:
         dead_letters: DeadLetterFile,
         fatal: FatalStop | None = None,
         acknowledge: Callable[[str, list[Any]], None] | None = None,
+        keeping: frozenset[str] = frozenset(),
     ) -> None:
         self.sink = sink
         self.buffer = buffer
         self.telemetry = telemetry
         self.fatal = fatal or FatalStop(telemetry)
-        self._outcomes = Outcomes(telemetry, dead_letters, self.fatal)
+        self._outcomes = Outcomes(telemetry, dead_letters, self.fatal, keeping)
         self.delivery = Delivery(telemetry, self._outcomes, self.fatal, acknowledge)
         self.deadline = Deadline()
         self._closing = threading.Event()

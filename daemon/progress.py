@@ -59,6 +59,11 @@ class ProgressWindow:
             self._base = base
             self.committed_records += moved
 
+    @property
+    def emitted_records(self) -> int:
+        """Records numbered so far in this run."""
+        return self._next
+
     def committed(self) -> dict[Hashable, Any]:
         """Per key, the position after the last record of the acknowledged prefix (a copy)."""
         with self._lock:

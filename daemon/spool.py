@@ -29,14 +29,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from daemon.durable import LOCAL, FileSystem, atomic_write
 from daemon.spool_files import SegmentFiles, SpoolSegment
 from daemon.spool_segments import COMMIT_NAME, Frame, FrameReader, encode_commit, encode_frame
+from daemon.spool_types import HotRecord, SpooledRecord, SpoolEvents, SpoolStats
 from sources.base import SpoolSettings
+
+__all__ = ["Spool", "SpoolEvents", "SpoolStats", "SpooledRecord"]
 
 # After a disk error, appends are retried this often (the source waits meanwhile).
 SPOOL_RETRY_S = 1.0
@@ -52,48 +54,6 @@ MIN_SEGMENT_BYTES = 4096
 SYNCER_JOIN_S = 10.0
 _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 FSYNC_POLICIES = ("batch", "interval")
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledRecord:
-    data: bytes
-    event: Any | None  # the appended parsed event when served from memory, None when read from disk
-    origin: str
-    position: list[int]  # [segment id, end offset]: what to commit once this record is done
-    appended_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolStats:
-    records: int  # not yet committed (unread and in flight)
-    bytes: int  # their frame bytes
-    oldest_age_s: float  # age of the oldest of them (0 when none)
-    disk_bytes: int = 0  # the segment files (what max_bytes bounds), committed records not yet deleted included
-
-
-class SpoolEvents(Protocol):
-    def spool_fsync(self, seconds: float) -> None: ...
-
-    def spool_dropped(self, records: int, first_origin: str | None, last_origin: str | None) -> None: ...
-
-    def spool_blocked(self, seconds: float) -> None: ...
-
-    def spool_write_failed(self, error: OSError) -> None: ...
-
-    def spool_recovered(self, records: int, bytes: int) -> None: ...  # noqa: A002 - the sheet's name
-
-    def spool_corrupt(self, segment: str, offset: int, detail: str) -> None: ...
-
-
-@dataclass(slots=True)
-class _Hot:
-    segment: int
-    start: int
-    end: int
-    appended_at: float
-    origin: str
-    data: bytes
-    event: Any
 
 
 class Spool:
@@ -123,7 +83,7 @@ class Spool:
         self._space = threading.Condition(self._lock)
         self._commit_lock = threading.Lock()  # one commit file write at a time
         self._files = SegmentFiles(directory, fs, events, self._lock, max(MIN_SEGMENT_BYTES, segment_bytes), self._batch)
-        self._hot: deque[_Hot] = deque()
+        self._hot: deque[HotRecord] = deque()
         self._hot_bytes = 0
         # Records read but not committed: (segment, end, appended_at, frame bytes), in read order.
         self._inflight: deque[tuple[int, int, float, int]] = deque()
@@ -138,6 +98,7 @@ class Spool:
         self._syncer: threading.Thread | None = None
         self._closed = False
         self._reader_waiting = False
+        self._read_retry_at = 0.0  # monotonic: no disk read before this after a read error
 
     # -- open / close -------------------------------------------------------------------------------------
 
@@ -243,7 +204,7 @@ class Spool:
         self._last_error = None
         self._records += 1
         self._bytes += len(frame)
-        hot = _Hot(segment.id, start, segment.end, appended_at, origin, data, event)
+        hot = HotRecord(segment.id, start, segment.end, appended_at, origin, data, event)
         self._hot.append(hot)
         self._hot_bytes += len(data)
         while len(self._hot) > HOT_TAIL_RECORDS or self._hot_bytes > HOT_TAIL_BYTES:
@@ -276,19 +237,24 @@ class Spool:
             while True:
                 if self._closed:
                     return []
+                if self._reader is not None and self._reader[0] not in self._files.segments:
+                    self._close_reader()  # its segment was committed and deleted: an open handle keeps its space
                 self._advance_cursor()
                 hot = self._hot
                 segment = self._files.segments.get(self._cursor[0])
                 if hot and (hot[0].segment, hot[0].start) == self._cursor:
                     return self._read_hot(max_records)
-                if segment is not None:
+                now = time.monotonic()
+                if segment is not None and now >= self._read_retry_at:
                     limit = hot[0].start if hot and hot[0].segment == segment.id else segment.end
                     if self._cursor[1] < limit:
                         offset = self._cursor[1]
                         break
-                remaining = deadline - time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0:
                     return []
+                if self._read_retry_at > now:
+                    remaining = min(remaining, self._read_retry_at - now)
                 self._reader_waiting = True
                 try:
                     self._readable.wait(remaining)
@@ -325,6 +291,7 @@ class Spool:
         # segments after it, commits only what was read), and its bytes before `limit` never change.
         frames: list[Frame] = []
         error: str | None = None
+        failure: OSError | None = None
         try:
             reader = FrameReader(self._reader_for(segment), offset, limit)
             for frame in reader:
@@ -333,9 +300,10 @@ class Spool:
                     break
             error = reader.error
             stopped_at = reader.offset
-        except OSError as exc:
-            error = f"read failed: {exc}"
+        except OSError as exc:  # EIO, EMFILE...: the bytes may well be fine; try again later, skip nothing
+            failure = exc
             stopped_at = frames[-1].end if frames else offset
+            self._close_reader()
         out = [SpooledRecord(f.data, None, f.origin, [segment.id, f.end], f.appended_at) for f in frames]
         with self._lock:
             for frame in frames:
@@ -345,7 +313,11 @@ class Spool:
             if frames:
                 self._cursor = (segment.id, frames[-1].end)
                 self._unread_since = frames[-1].appended_at
-            if error is not None:
+            if failure is not None:
+                self._read_retry_at = time.monotonic() + SPOOL_RETRY_S
+                detail = f"read failed: {failure}; retried in {SPOOL_RETRY_S} s"
+                self._events.spool_corrupt(str(segment.path), stopped_at, detail)
+            elif error is not None:
                 self._skip_rest(segment, stopped_at, error)
         return out
 
@@ -419,8 +391,6 @@ class Spool:
                 if written:
                     self._commit = target
                 if self._files.delete_behind(target):
-                    if self._reader is not None and self._reader[0] not in self._files.segments:
-                        self._close_reader()  # the reader is past it; an open handle would keep its space
                     self._space.notify_all()
 
     def stats(self) -> SpoolStats:

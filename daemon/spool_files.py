@@ -27,7 +27,7 @@ from daemon.spool_segments import (
 )
 
 if TYPE_CHECKING:
-    from daemon.spool import SpoolEvents
+    from daemon.spool_types import SpoolEvents
 
 # A failed fsync round is retried after this long (not in a tight loop).
 SYNC_RETRY_S = 1.0

@@ -14,6 +14,7 @@ import time
 from collections.abc import Hashable
 
 from daemon.pipeline import FatalStop, SourceContext
+from daemon.spooling import SpoolingContext
 from daemon.telemetry import Telemetry
 from sources.base import SkippedInput, Source
 
@@ -28,7 +29,7 @@ class SourceSupervisor:
     def __init__(
         self,
         source: Source,
-        context: SourceContext,
+        context: SourceContext | SpoolingContext,
         telemetry: Telemetry,
         stopping: threading.Event,
         initial_backoff_s: float,

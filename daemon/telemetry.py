@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from daemon.logs import RateLimitedLog, get_logger
 from daemon.telemetry_sink import SinkEngineTelemetry
+from daemon.telemetry_state import StateTelemetry
 
 _wall_clock = time.time
 
@@ -34,17 +35,22 @@ _REPEATED_DEAD_LETTER_LOG_INTERVAL_S = 10.0
 
 @dataclass
 class Ledger:
-    """Per-source counts; every received record ends as exactly one of sent, dead-lettered, unsent or lost.
+    """Per-source counts; every received record ends as exactly one of sent, dead-lettered, unsent, kept,
+    dropped or lost.
 
-    received = sent + dead_lettered + unsent + lost once the daemon stopped (`lost` is non-zero only
-    after a fatal error: records that could be written neither to the sink nor to the dead-letter file).
-    While running, received also counts the records in the buffer and in flight.
+    received = sent + dead_lettered + unsent + kept + dropped + lost once the daemon stopped. `kept`: left
+    for the next start (after the source's checkpoint, or in its spool); `dropped`: a full spool dropped them
+    (when_full: drop_oldest); `lost` is non-zero only after a fatal error: records that could be written
+    neither to the sink nor to the dead-letter file. While running, received also counts the records in the
+    spool, the buffer and in flight.
     """
 
     tallies: dict[str, ReceivedTally] = field(default_factory=dict)  # source -> records received
     sent: _Tally[str] = field(default_factory=_Tally)
     dead_lettered: _Tally[str] = field(default_factory=_Tally)
     unsent: _Tally[str] = field(default_factory=_Tally)
+    kept: _Tally[str] = field(default_factory=_Tally)
+    dropped: _Tally[str] = field(default_factory=_Tally)
     lost: _Tally[str] = field(default_factory=_Tally)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -61,6 +67,8 @@ class Ledger:
                 "sent": sum(self.sent.values()),
                 "dead_lettered": sum(self.dead_lettered.values()),
                 "unsent": sum(self.unsent.values()),
+                "kept": sum(self.kept.values()),
+                "dropped": sum(self.dropped.values()),
                 "lost": sum(self.lost.values()),
             }
             tallies = list(self.tallies.values())
@@ -82,9 +90,9 @@ class ReceivedTally:
         self._seen = 0  # the count at the previous read
         self._lock = threading.Lock()
 
-    def add(self) -> None:
+    def add(self, records: int = 1) -> None:
         with self._lock:
-            self.count += 1
+            self.count += records
 
     def read(self) -> tuple[int, float]:
         """(count, last_at), stamping now if records came since the previous read."""
@@ -123,7 +131,7 @@ class ReceivedCollector:
         return 0 if tally is None else tally.count
 
 
-class Telemetry(SinkEngineTelemetry):
+class Telemetry(SinkEngineTelemetry, StateTelemetry):
     """The daemon's metrics registry, counters and event functions."""
 
     def __init__(self, sink: str) -> None:
@@ -220,6 +228,7 @@ class Telemetry(SinkEngineTelemetry):
         self.dead_letter_log_limiter = RateLimitedLog(_REPEATED_DEAD_LETTER_LOG_INTERVAL_S)
         self._unhealthy_since: float | None = None
         self._init_engine_metrics(r)
+        self._init_state_metrics(r)
 
     # --- records -------------------------------------------------------------------------------
 

@@ -229,6 +229,11 @@ class Sink(ABC, Generic[E]):
         The default checks nothing.
         """
 
+    def destination(self) -> str | None:
+        """Names the destination this very sink writes to (after `check`), so a checkpoint saved while writing
+        elsewhere is known as foreign: a stream's ARN and creation time, say. None: the sink cannot tell."""
+        return None
+
     def close(self) -> None:
         """Release connections; called once after the last write."""
 

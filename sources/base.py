@@ -9,6 +9,8 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sources.units import ByteSize
+
 
 class SourceConfig(BaseModel):
     """Fields every source has. Subclasses add their own and set `type` to a `Literal` of their name."""
@@ -150,13 +152,13 @@ class SpoolSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True, description="Spool this source's records on disk (in state.directory).")
-    max_bytes: int = Field(default=1024**3, gt=0, description="Disk the spool may use at most.")
+    max_bytes: ByteSize = Field(default=1024**3, description="Disk the spool may use at most.")
     when_full: Literal["block", "drop_oldest"] = Field(
         default="block",
         description="block: the source waits (a live server may disconnect it); drop_oldest: the oldest "
         "records not yet sent are dropped, counted and logged.",
     )
-    segment_bytes: int = Field(default=64 * 1024**2, gt=0, description="Size of one spool segment file.")
+    segment_bytes: ByteSize = Field(default=64 * 1024**2, description="Size of one spool segment file.")
 
 
 SOURCE_TYPES: dict[str, type[Source]] = {}

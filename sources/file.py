@@ -5,23 +5,26 @@ Every input that cannot become a record (bad UTF-8, bad JSON, a CSV row that doe
 over-long line, a damaged gzip stream, ... see sources/file_formats.py and sources/parsing.py) is rejected
 with its file and line number and the replay goes on. A UTF-8 byte-order mark at the start of a file is
 dropped. Positions are byte offsets per file identity (device, inode): `position()` names the next input,
-`positions()` every file's progress (for checkpoints), `skip` seeks past one input.
+`positions()` every file's progress, `skip` seeks past one input. With `checkpoint` (the default) every
+emitted or rejected input carries a token naming the file and where the next input starts; the saved state
+and how a restart resumes from it are in sources/file_checkpoint.py.
 """
 
 from __future__ import annotations
 
 import glob
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sources import file_formats
 from sources.base import SkippedInput, Source, SourceConfig, SourceContext, register_source
+from sources.file_checkpoint import Checkpoint, FilePosition, Progress, key_of
 from sources.file_formats import CsvDecoder, Decoded, decode_jsonl, decode_text
 from sources.file_pace import Pacer
-from sources.file_read import GZIP_ERRORS, Identity, LineReader, OpenFile, RawInput, line_number_at, read_csv_record
+from sources.file_read import GZIP_ERRORS, Cursor, Identity, LineReader, OpenFile, RawInput, line_number_at, read_csv_record
 from sources.pacing import RateLimiter, auto_burst
 from sources.parsing import Rejection, safe_detail
 
@@ -77,6 +80,9 @@ class FileSourceConfig(SourceConfig):
     max_line_bytes: int = Field(
         default=DEFAULT_MAX_LINE_BYTES, gt=0, le=MAX_LINE_BYTES_LIMIT, description="Longer lines are rejected."
     )
+    checkpoint: bool = Field(
+        default=True, description="Save how far each file was delivered; a restart resumes there (state.directory)."
+    )
 
     @field_validator("paths")
     @classmethod
@@ -106,54 +112,6 @@ class FileSourceConfig(SourceConfig):
         return self
 
 
-class FilePosition(NamedTuple):
-    """How far one file was handed over: the next input starts at byte `offset`, on line `line`."""
-
-    path: str
-    device: int
-    inode: int
-    offset: int
-    line: int
-
-
-class _Progress:
-    """A file's progress, updated in place per input (cheaper than a new tuple per line on the hot path)."""
-
-    __slots__ = ("at", "device", "inode", "path")
-
-    def __init__(self, path: str, device: int, inode: int, offset: int, line: int) -> None:
-        self.path, self.device, self.inode = path, device, inode
-        self.at = (offset, line)  # one attribute, so another thread never sees an offset with a stale line
-
-    def snapshot(self) -> FilePosition:
-        return FilePosition(self.path, self.device, self.inode, *self.at)
-
-
-class Cursor:
-    """One open file being read: its stream, line reader and (CSV) header."""
-
-    def __init__(self, opened: OpenFile, reader: LineReader, csv: CsvDecoder | None, progress: _Progress) -> None:
-        self.opened = opened
-        self.name = str(opened.path)
-        self.progress = progress
-        self.reader = reader
-        self.csv = csv
-        self.broken = False  # its gzip stream is damaged: nothing more to read
-
-    @property
-    def path(self) -> Path:
-        return self.opened.path
-
-    def restart(self) -> None:
-        """The file was truncated in place: read it again from its start."""
-        self.reader.rewind(0, 1)
-        if self.csv is not None:
-            self.csv.reset()
-
-    def close(self) -> None:
-        self.opened.close()
-
-
 @register_source
 class FileSource(Source):
     config_model = FileSourceConfig
@@ -163,10 +121,13 @@ class FileSource(Source):
         super().__init__(config)
         # Progress per file identity: a restart after a crash resumes after what was handed over instead of
         # sending it twice. (In memory; persisting `positions()` is the checkpoint's job.)
-        self._progress: dict[Identity, _Progress] = {}
+        self._progress: dict[Identity, Progress] = {}
         self._broken: set[Identity] = set()  # damaged gzip files already reported in this pass
         # The file being read, for `position()`: None between passes, where no input is the next one.
         self._reading: Identity | None = None
+        self._checkpoint = Checkpoint()
+        self._tokens = config.checkpoint
+        self._pass = 0  # loops over the files so far (with a checkpoint, counted on from the saved one)
         self.emitted = 0
         self.unpaced = 0  # records sent at once under `pace` because they had no readable timestamp
 
@@ -181,7 +142,7 @@ class FileSource(Source):
         while not ctx.stopping:
             emitted_before = self.emitted
             for path in self.expand():
-                cursor = self.open(path)
+                cursor = self.open(path, ctx)
                 try:
                     if self.drain(cursor, ctx, True, limiter, pacer) is None:
                         return
@@ -190,6 +151,7 @@ class FileSource(Source):
             self._reading = None
             if not self.config.loop:
                 return
+            self._pass += 1
             self._progress.clear()
             self._broken.clear()
             if pacer is not None:
@@ -203,6 +165,17 @@ class FileSource(Source):
         if known is None:
             return None
         return known.path, known.device, known.inode, known.at[0]
+
+    def checkpoints(self) -> bool:
+        return self._tokens
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Restore a saved state (format in sources/file_checkpoint.py): files resume as `open` says."""
+        self._checkpoint.resume(state)
+        self._pass = self._checkpoint.pass_
+
+    def checkpoint_state(self, committed: Mapping[Hashable, Any]) -> dict[str, Any]:
+        return self._checkpoint.state(committed)
 
     def positions(self) -> dict[Identity, FilePosition]:
         """Every file read in this pass (or followed), by (device, inode): how far it was handed over."""
@@ -232,7 +205,9 @@ class FileSource(Source):
             return None
         if raw is None:
             return None
-        self._progress[(device, inode)] = _Progress(name, device, inode, raw.end, reader.line)
+        info = self._checkpoint.files.get(key_of((device, inode)))
+        generation = known.at[3] if known is not None else info.generation if info is not None else 0
+        self._progress[(device, inode)] = Progress(name, (device, inode), (raw.end, reader.line, self._pass, generation))
         return SkippedInput(raw.data, f"{name}:{raw.line}")
 
     def expand(self, follow: bool = False) -> list[Path]:
@@ -256,13 +231,25 @@ class FileSource(Source):
             found.update(dict.fromkeys(files))
         return list(found)
 
-    def open(self, path: Path) -> Cursor:
-        """Opens `path`, resuming where its identity's progress says."""
+    def open(self, path: Path, ctx: SourceContext | None = None) -> Cursor:
+        """Opens `path`, resuming where its identity's progress in this run says, else its checkpoint."""
         opened = OpenFile(path)
         try:
             limit = self.config.max_line_bytes
             known = self._progress.get(opened.identity)
-            offset, line = known.at if known is not None else (0, 1)
+            generation = 0
+            if known is not None:
+                offset, line, _, generation = known.at
+            elif self._tokens:
+                key = key_of(opened.identity)
+                offset, line, broken, note = self._checkpoint.start(opened, key, self._pass)
+                generation = self._checkpoint.generation(key)
+                if broken:
+                    self._broken.add(opened.identity)
+                if note is not None and ctx is not None:
+                    ctx.protocol_message(*note)
+            else:
+                offset, line = 0, 1
             csv = None
             if self.config.format == "csv":
                 csv = CsvDecoder(self.config.csv_delimiter, self.config.csv_infer_numbers, limit)
@@ -275,20 +262,34 @@ class FileSource(Source):
         except BaseException:
             opened.close()
             raise
-        progress = self._progress[opened.identity] = _Progress(str(path), *opened.identity, offset, line)
+        progress = Progress(str(path), opened.identity, (offset, line, self._pass, generation))
+        self._progress[opened.identity] = progress
         return Cursor(opened, reader, csv, progress)
 
     def keep_progress(self, identities: set[Identity]) -> None:
         """Following: forget the progress of files no followed path shows any more (rotated away, deleted)."""
-        for key in [key for key in self._progress if key not in identities]:
+        gone = [key for key in self._progress if key not in identities]
+        for key in gone:
             del self._progress[key]
             if self._reading == key:
                 self._reading = None
+        if self._tokens:
+            self._checkpoint.forget({key_of(key) for key in gone})
+            self._checkpoint.keep_resumed({key_of(key) for key in identities})
 
     def restart_progress(self, cursor: Cursor) -> None:
-        """A followed file was truncated in place: its progress starts over."""
-        cursor.progress.at = (0, 1)
+        """A followed file was truncated in place: its progress (and what its checkpoint said) starts over."""
+        generation = cursor.progress.at[3]
+        if self._tokens:
+            self._checkpoint.renewed(cursor.progress.key, cursor.opened)
+            generation = self._checkpoint.generation(cursor.progress.key)
+        cursor.progress.at = (0, 1, self._pass, generation)
         self._progress[cursor.opened.identity] = cursor.progress
+
+    def widen_fingerprint(self, cursor: Cursor) -> None:
+        """Following: fingerprint more of a file opened while short (see Checkpoint.widen)."""
+        if self._tokens:
+            self._checkpoint.widen(cursor.progress.key, cursor.opened, cursor.reader.offset)
 
     def drain(self, cursor: Cursor, ctx: SourceContext, final: bool, limiter: RateLimiter, pacer: Pacer | None) -> int | None:
         """Hands over every input `cursor` has now; their count, or None when the daemon is stopping."""
@@ -319,6 +320,7 @@ class FileSource(Source):
         """
         read, emit, progress, name = cursor.reader.read, ctx.emit, cursor.progress, cursor.name
         limit = self.config.max_line_bytes
+        key, pass_, generation, tokens = progress.key, self._pass, progress.at[3], self._tokens
         # decode_jsonl's call without its (data, event) tuple; looked up per drain, not bound at import, so a
         # replaced parser (tests do that) applies here as it does there.
         parse = file_formats.parse_json_record
@@ -332,13 +334,14 @@ class FileSource(Source):
             if raw is None:
                 return count
             event = parse(raw.data, limit, truncated=raw.too_long)
+            at = (raw.end, raw.line + 1, pass_, generation)  # one line per input: the reader's next line number
             if isinstance(event, Rejection):
-                ctx.reject(raw.data, f"{name}:{raw.line}", event.reason, event.detail)
-            elif emit(raw.data, event, f"{name}:{raw.line}"):
+                ctx.reject(raw.data, f"{name}:{raw.line}", event.reason, event.detail, (key, at) if tokens else None)
+            elif emit(raw.data, event, f"{name}:{raw.line}", (key, at) if tokens else None):
                 self.emitted += 1
             else:
                 return None
-            progress.at = (raw.end, raw.line + 1)  # one line per input: the reader's next line number
+            progress.at = at
             count += 1
 
     def _next_raw(self, reader: LineReader, csv: bool, final: bool) -> RawInput | None:
@@ -346,13 +349,16 @@ class FileSource(Source):
 
     def _hand_over(self, cursor: Cursor, raw: RawInput, ctx: SourceContext, limiter: RateLimiter, pacer: Pacer | None) -> bool:
         origin = f"{cursor.name}:{raw.line}"
+        progress = cursor.progress
+        at = (raw.end, cursor.reader.line, self._pass, progress.at[3])
+        token = (progress.key, at) if self._tokens else None
         decoded: Decoded | None
         if cursor.csv is not None and not cursor.csv.has_header:
             decoded = cursor.csv.take_header(raw)
         else:
             decoded = self._decode(cursor, raw)
         if isinstance(decoded, Rejection):
-            ctx.reject(raw.data, origin, decoded.reason, decoded.detail)
+            ctx.reject(raw.data, origin, decoded.reason, decoded.detail, token)
         elif decoded is not None:
             data, event = decoded
             if pacer is not None:
@@ -362,10 +368,10 @@ class FileSource(Source):
                     ctx.protocol_message(KIND_UNPACED, f"{origin}: no readable timestamp at {self.config.pace.field}")
                 elif delay > 0 and ctx.wait(delay):
                     return False
-            if not limiter.wait(ctx) or not ctx.emit(data, event, origin):
+            if not limiter.wait(ctx) or not ctx.emit(data, event, origin, token):
                 return False
             self.emitted += 1
-        cursor.progress.at = (raw.end, cursor.reader.line)
+        progress.at = at
         return True
 
     def _decode(self, cursor: Cursor, raw: RawInput) -> Decoded:
@@ -382,4 +388,6 @@ class FileSource(Source):
         self._broken.add(cursor.opened.identity)
         reason = REASON_GZIP_TRUNCATED if isinstance(exc, EOFError) else REASON_GZIP_CORRUPT
         detail = safe_detail(f"{cursor.path}: after byte {cursor.reader.offset} of its content: {type(exc).__name__}: {exc}")
-        ctx.reject(b"", f"{cursor.path}:{cursor.reader.line}", reason, detail)
+        # Its token says the file is done: a restart does not read it again only to report the damage twice.
+        token = (cursor.progress.key, (*cursor.progress.at, True)) if self._tokens else None
+        ctx.reject(b"", f"{cursor.path}:{cursor.reader.line}", reason, detail, token)

@@ -13,6 +13,13 @@ name:
 Patterns are expanded again at each poll, so new files matching a glob or appearing in a directory are
 followed from their start. Compressed files are read once, to their end (a gzip file is complete when it
 appears). Every wait is `ctx.wait(poll_interval)`, so a stop is noticed within one interval.
+
+Across restarts (with `checkpoint`): each file found at a followed path is looked up by identity in the
+saved state, whatever its name now, so a file rotated while the daemon was down resumes where it was
+delivered to, as long as a followed path shows it (follow `app.log*`, not only `app.log`, to keep the tail
+of a file renamed while stopped); the new file at the old name is read from its start. Entries of files no
+followed path shows any more (after the first look at the paths, and whenever one disappears while
+running) are dropped from the state: nothing could read them.
 """
 
 from __future__ import annotations
@@ -22,15 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sources.base import SourceContext
+from sources.file_checkpoint import KIND_TRUNCATED
 from sources.file_pace import Pacer
-from sources.file_read import Identity, identity
+from sources.file_read import Cursor, Identity, identity
 
 if TYPE_CHECKING:
-    from sources.file import Cursor, FileSource
+    from sources.file import FileSource
     from sources.pacing import RateLimiter
 
 KIND_ROTATED = "file_rotated"
-KIND_TRUNCATED = "file_truncated"
+__all__ = ["KIND_ROTATED", "KIND_TRUNCATED", "follow"]
 
 
 class _Tail:
@@ -83,13 +91,14 @@ def _poll(
         if tail.present in _open_identities(tails):
             return False  # a rotated file another path still reads: it passes here once that one lets go
         try:
-            tail.cursor = source.open(tail.path)
+            tail.cursor = source.open(tail.path, ctx)
         except (FileNotFoundError, IsADirectoryError):
             return False  # gone again, or a followed directory that did not exist at the last expansion
     cursor = tail.cursor
     count = source.drain(cursor, ctx, False, limiter, pacer)
     if count is None:
         return None
+    source.widen_fingerprint(cursor)
     try:
         now = os.stat(tail.path)
     except FileNotFoundError:

@@ -10,9 +10,13 @@ import gzip
 import os
 import zlib
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from sources.parsing import UTF8_BOM
+
+if TYPE_CHECKING:
+    from sources.file_checkpoint import Progress
+    from sources.file_formats import CsvDecoder
 
 GZIP_MAGIC = b"\x1f\x8b"
 # RFC 1952: the magic, compression method 8 (deflate, the only one defined), then a flag byte whose top three
@@ -199,3 +203,28 @@ def line_number_at(stream: BinaryIO, offset: int) -> int:
         left -= len(chunk)
     stream.seek(offset)
     return newlines + 1
+
+
+class Cursor:
+    """One open file being read: its stream, line reader and (CSV) header."""
+
+    def __init__(self, opened: OpenFile, reader: LineReader, csv: CsvDecoder | None, progress: Progress) -> None:
+        self.opened = opened
+        self.name = str(opened.path)
+        self.progress = progress
+        self.reader = reader
+        self.csv = csv
+        self.broken = False  # its gzip stream is damaged: nothing more to read
+
+    @property
+    def path(self) -> Path:
+        return self.opened.path
+
+    def restart(self) -> None:
+        """The file was truncated in place: read it again from its start."""
+        self.reader.rewind(0, 1)
+        if self.csv is not None:
+            self.csv.reset()
+
+    def close(self) -> None:
+        self.opened.close()

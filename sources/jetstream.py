@@ -12,6 +12,10 @@ Resume: `position()` is the highest `time_us` handled so far (emitted or counted
 asks for `cursor = position - rewind` and drops events it already handled (`_Seen`, bounded), so a disconnect
 leaves neither a gap nor a duplicate. Compression (`compress=true`, zstd with Jetstream's dictionary) is not
 implemented; the client offers only permessage-deflate, which Jetstream accepts without `compress`.
+
+Checkpoint (`checkpoint`, default on): emitted records, and rejected events with a `time_us`, carry the token
+`(None, time_us)`; the state is `{"format": 1, "cursor": time_us or null}`; a restart connects with `cursor =
+saved - rewind` as a reconnect does, over the configured `cursor`, and sends the events of that window again.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Literal, TypeGuard
 from urllib.parse import urlencode, urlsplit
 
 from pydantic import Field, field_validator
@@ -30,7 +34,7 @@ from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
 from sources.backoff import Backoff, exponential
-from sources.base import Source, SourceConfig, SourceContext, register_source
+from sources.base import CheckpointUnusable, Source, SourceConfig, SourceContext, register_source
 from sources.parsing import Rejection, parse_json_record, safe_detail
 
 # Bluesky's public instances (their README); cursors are wall-clock microseconds, valid on every instance.
@@ -62,6 +66,7 @@ _SEEN_MARGIN_US = 5_000_000
 MAX_SEEN_EVENTS = 200_000
 _MICROSECONDS = 1_000_000
 _USER_AGENT = "tweet-producer-jetstream/1"
+STATE_FORMAT = 1
 
 _RECORD_OPERATIONS = ("create", "update")
 _NOTICE_KINDS = ("identity", "account")
@@ -107,6 +112,7 @@ class JetstreamSourceConfig(SourceConfig):
     )
     initial_backoff: float = Field(default=1.0, ge=0, description="Seconds before the first reconnect (doubling, jittered).")
     max_backoff: float = Field(default=60.0, gt=0, description="Longest delay between reconnects, in seconds.")
+    checkpoint: bool = Field(default=True, description="Save the delivered cursor; a restart resumes there, less `rewind`.")
 
     @field_validator("instances")
     @classmethod
@@ -183,12 +189,34 @@ class JetstreamSource(Source):
         self._rewind_us = rewind_us
         self._seen = _Seen(rewind_us + _SEEN_MARGIN_US)
         self._cursor: int | None = None  # highest time_us handled; None before the first event
+        self._saved: int | None = None  # the cursor a checkpoint restored
         self._instance = 0
         self._failures = 0  # failed connections in a row to the current instance
 
     def position(self) -> int | None:
         """The resume cursor: the highest `time_us` handed over as a record or counted as a notice so far."""
         return self._cursor
+
+    def checkpoints(self) -> bool:
+        return self.config.checkpoint
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Start from a saved cursor (minus the rewind, as a reconnect does) instead of the configured one."""
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT or isinstance(state.get("format"), bool):
+            raise CheckpointUnusable(f"not a format {STATE_FORMAT} jetstream checkpoint")
+        cursor = state.get("cursor")
+        if cursor is not None and not _is_time_us(cursor):
+            raise CheckpointUnusable(f"cursor: not a time_us (non-negative integer): {str(cursor)[:60]!r}")
+        self._saved = cursor
+        if cursor is not None and self._cursor is None:
+            self._cursor = cursor
+
+    def checkpoint_state(self, committed: Mapping[Hashable, Any]) -> dict[str, Any]:
+        """The acknowledged prefix's cursor, or the restored one until this run passes it (the replay before it was delivered)."""
+        cursor = committed.get(None)
+        if self._saved is not None:
+            cursor = self._saved if cursor is None else max(cursor, self._saved)
+        return {"format": STATE_FORMAT, "cursor": cursor}
 
     def subscribe_url(self) -> str:
         """The current instance's URL with the filters and the cursor to resume from."""
@@ -325,7 +353,8 @@ class JetstreamSource(Source):
         shape = _shape(parsed)
         if isinstance(shape, str):
             time_us = parsed.get("time_us") if isinstance(parsed, dict) else None
-            ctx.reject(data, self._origin(host, time_us), REASON_UNEXPECTED_SHAPE, shape)
+            token = (None, time_us) if self.config.checkpoint and _is_time_us(time_us) else None
+            ctx.reject(data, self._origin(host, time_us), REASON_UNEXPECTED_SHAPE, shape, token)
             return True
         time_us, key, notice = shape
         origin = self._origin(host, time_us)
@@ -335,12 +364,16 @@ class JetstreamSource(Source):
             return True
         if notice is not None:
             ctx.protocol_message(notice, safe_detail(f"{origin} {parsed.get('did')}"))
-        elif not ctx.emit(data, parsed, origin):
+        elif not ctx.emit(data, parsed, origin, (None, time_us) if self.config.checkpoint else None):
             return False  # stopping; neither seen nor past the cursor, so a later run resumes with it
         # Marked seen only once handed over: if emit raised, the restarted run gets it again from the replay.
         self._seen.add(time_us, key)
         self._cursor = time_us if self._cursor is None else max(self._cursor, time_us)
         return True
+
+
+def _is_time_us(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _discard(conn: ClientConnection) -> None:
@@ -356,7 +389,7 @@ def _shape(event: Any) -> tuple[int, tuple[Any, ...], str | None] | str:
     did, time_us, kind = event.get("did"), event.get("time_us"), event.get("kind")
     if not isinstance(did, str) or not did:
         return "no `did` string"
-    if not isinstance(time_us, int) or isinstance(time_us, bool) or time_us < 0:
+    if not _is_time_us(time_us):
         return f"`time_us` is not a non-negative integer: {safe_detail(repr(time_us))[:80]}"
     if not isinstance(kind, str):
         return "no `kind` string"

@@ -46,6 +46,8 @@ class _Node:
     entries: dict[str, int] = field(default_factory=dict)
     # Set by a truncate: the durable data is then no longer a prefix of the file, so the next fsync reads it all.
     rewritten: bool = False
+    # The shortest size an unsynced truncate cut the file to (a power loss with keep_truncates applies it).
+    truncated_to: int | None = None
 
 
 class _PowerLossAppendFile:
@@ -77,6 +79,7 @@ class _PowerLossAppendFile:
             os.fsync(self._fd)
             self._fs.fsyncs += 1
             node, size = self._fs.nodes[self._node], os.fstat(self._fd).st_size
+            node.truncated_to = None
             if node.rewritten or size < len(node.data):
                 node.data, node.rewritten = bytearray(os.pread(self._fd, size, 0)), False
             else:  # appends only since the last fsync: read just the new tail (segments grow large)
@@ -218,19 +221,23 @@ class PowerLossFS:
             node = self._node_of(path)
             os.truncate(path, size)  # durable only at the next fsync of the file
             self.nodes[node].rewritten = True
+            previous = self.nodes[node].truncated_to
+            self.nodes[node].truncated_to = size if previous is None else min(previous, size)
 
     # -- the power loss
 
-    def power_loss(self, torn: bool = False) -> None:
+    def power_loss(self, torn: bool = False, keep_truncates: bool = False) -> None:
         """Rewrite the files under the root to what survives a power loss now, and forget open handles.
 
         torn: a file whose durable content is a prefix of what it holds now keeps half of the unsynced tail
         (the disk wrote some of it back before the power went): recovery must cope with a cut record.
+        keep_truncates: an unsynced truncate reached the disk (its metadata was journaled) but no data written
+        after it did - the other outcome POSIX allows; by default an unsynced truncate is undone.
         """
         with self.lock:
             current = {node: path for path, node in self._paths.items()}
             survivors: dict[Path, bytes | None] = {}  # relative path -> file content, None for a directory
-            self._collect(self.nodes[self._paths[self.root]], Path(), current, torn, survivors)
+            self._collect(self.nodes[self._paths[self.root]], Path(), current, (torn, keep_truncates), survivors)
             for name in os.listdir(self.root):
                 victim = self.root / name
                 if victim.is_dir() and not victim.is_symlink():
@@ -248,17 +255,25 @@ class PowerLossFS:
             self._adopt_all()
 
     def _collect(
-        self, directory: _Node, relative: Path, current: dict[int, Path], torn: bool, out: dict[Path, bytes | None]
+        self,
+        directory: _Node,
+        relative: Path,
+        current: dict[int, Path],
+        modes: tuple[bool, bool],
+        out: dict[Path, bytes | None],
     ) -> None:
+        torn, keep_truncates = modes
         for name, node_id in directory.entries.items():
             node = self.nodes[node_id]
             if node.is_dir:
                 out[relative / name] = None
-                self._collect(node, relative / name, current, torn, out)
+                self._collect(node, relative / name, current, modes, out)
                 continue
             data = bytes(node.data)
             where = current.get(node_id)
-            if torn and where is not None and where.is_file():
+            if keep_truncates and node.truncated_to is not None:
+                data = data[: node.truncated_to]
+            elif torn and not node.rewritten and where is not None and where.is_file():
                 now = where.read_bytes()
                 if len(now) > len(data) and now.startswith(data):
                     data = now[: len(data) + (len(now) - len(data)) // 2]

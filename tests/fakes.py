@@ -297,3 +297,13 @@ class RecordingContext:
         parts += [d for _, d in self.connections] + [f"{r} {d}" for r, _, d in self.reconnects]
         parts += [f"{k} {d}" for k, d in self.protocol_messages]
         return "\n".join(parts)
+
+
+def ledger(
+    received: int = 0, sent: int = 0, dead_lettered: int = 0, unsent: int = 0, kept: int = 0, dropped: int = 0, lost: int = 0
+) -> dict[str, int]:
+    """The daemon's `Ledger.totals()` as a test expects it: every outcome named, the unnamed ones zero."""
+    return {
+        "received": received, "sent": sent, "dead_lettered": dead_lettered, "unsent": unsent, "kept": kept,
+        "dropped": dropped, "lost": lost,
+    }  # fmt: skip

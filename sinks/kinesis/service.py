@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -190,6 +191,13 @@ class StreamSummary:
 
     status: str
     max_record_bytes: int | None  # None when the endpoint does not report MaxRecordSizeInKiB
+    arn: str | None = None
+    created: str | None = None  # StreamCreationTimestamp, ISO 8601: a stream deleted and created again differs
+
+    def identity(self, fallback: str) -> str:
+        """Names this very stream: its ARN (or `fallback`) and creation time."""
+        base = self.arn or fallback
+        return f"{base}@{self.created}" if self.created else base
 
 
 class KinesisService:
@@ -296,7 +304,15 @@ class KinesisService:
         """DescribeStreamSummary through `client`; raises botocore's exceptions as they come."""
         summary = client.describe_stream_summary(StreamName=self.stream)["StreamDescriptionSummary"]
         max_kib = summary.get("MaxRecordSizeInKiB")
-        return StreamSummary(str(summary.get("StreamStatus", "")), int(max_kib) * 1024 if max_kib else None)
+        created = summary.get("StreamCreationTimestamp")
+        if isinstance(created, datetime):
+            created = created.astimezone(UTC).isoformat()
+        return StreamSummary(
+            str(summary.get("StreamStatus", "")),
+            int(max_kib) * 1024 if max_kib else None,
+            str(summary["StreamARN"]) if summary.get("StreamARN") else None,
+            str(created) if created is not None else None,
+        )
 
     def close(self) -> None:
         self.client.close()

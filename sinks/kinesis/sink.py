@@ -69,6 +69,7 @@ class KinesisSink(Sink[KinesisEntry]):
         self._refresh_lock = threading.Lock()
         self._last_evidence_refresh = -EVIDENCE_REFRESH_MIN_INTERVAL_S
         self._engine: Engine | None = None
+        self._destination: str | None = None
         self._stop_map = threading.Event()
         self._map_thread: threading.Thread | None = None
 
@@ -77,8 +78,13 @@ class KinesisSink(Sink[KinesisEntry]):
         return self.health.unhealthy
 
     def check(self, timeout_s: float = STARTUP_CHECK_TIMEOUT_S) -> None:
-        check_stream(self.service, self.config, timeout_s)
+        summary = check_stream(self.service, self.config, timeout_s)
+        self._destination = summary.identity(f"{self.service.endpoint}/{self.service.stream}")
         self._ensure_map()
+
+    def destination(self) -> str | None:
+        """The stream checked at start-up: its ARN and creation time (None before `check`)."""
+        return self._destination
 
     def prepare(self, record: Record) -> KinesisEntry:
         return self.builder.build(record)

@@ -21,7 +21,7 @@ from daemon.telemetry import Telemetry
 from sinks.batch import BatchLimits
 from sources.base import Source, SourceConfig
 from sources.base import SourceContext as SourceContextProtocol
-from tests.fakes import ScriptedSink
+from tests.fakes import ScriptedSink, ledger
 
 WAIT_S = 5.0
 
@@ -96,7 +96,7 @@ def test_a_source_abandoned_at_shutdown_never_writes_into_the_closed_dead_letter
     assert source.emitted == [False]
     assert supervisor.ended_cleanly.is_set(), "the late writes must not crash the source"
     assert telemetry.refused.labels(source="stubborn")._value.get() == 1
-    assert telemetry.ledger.totals() == {"received": 0, "sent": 0, "dead_lettered": 0, "unsent": 0, "lost": 0}
+    assert telemetry.ledger.totals() == ledger()
     assert not path.read_text() and not fatal.triggered
     events = [e["event"] for e in logs]
     assert "source_did_not_stop" in events and "input_refused_after_shutdown" in events
@@ -114,7 +114,7 @@ def test_a_record_caught_between_buffer_close_and_file_close_is_counted_lost_not
     dead_letters.close()
     with capture_logs() as logs:
         assert not context.emit(b"{}", {}, "late:7")
-    assert telemetry.ledger.totals() == {"received": 1, "sent": 0, "dead_lettered": 0, "unsent": 0, "lost": 1}
+    assert telemetry.ledger.totals() == ledger(received=1, lost=1)
     lost: list[dict[str, Any]] = [e for e in logs if e["event"] == "records_lost"]
     assert lost and lost[0]["origins"] == ["late:7"] and "DeadLetterClosed" in lost[0]["why"]
     assert not fatal.triggered

@@ -14,10 +14,11 @@ import pytest
 from daemon.buffer import RecordBuffer
 from daemon.deadletter import DeadLetterFile
 from daemon.pipeline import REASON_SINK_LOST_TRACK, FatalStop, SinkWorker, SourceContext
+from daemon.progress import ProgressWindow
 from daemon.telemetry import Telemetry
 from sinks.base import Completion, Deadline, Record, RecordRejected, Sink, SinkConfig
 from sinks.batch import BatchLimits, WriteResult
-from tests.fakes import FakeEntry, ScriptedSink
+from tests.fakes import FakeEntry, ScriptedSink, ledger
 
 WAIT_S = 5.0
 
@@ -60,26 +61,51 @@ def n_of(record: Record) -> int:
     return int(record.origin.rpartition(":")[2])
 
 
-def test_sent_and_dead_lettered_records_are_acknowledged_by_token_unsent_ones_are_not(tmp_path: Path) -> None:
-    """Tokens of delivered and dead-lettered records reach their own source's acknowledge; unsent ones never do."""
-    acks = Acks()
+class RecordingWindow(ProgressWindow):
+    """A progress window that also keeps every acknowledged position, in the order acknowledgements came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions: dict[int, Any] = {}
+        self.acked: list[Any] = []
+
+    def emitted(self, key: Any, position: Any) -> int:
+        number = super().emitted(key, position)
+        self.positions[number] = (key, position)
+        return number
+
+    def acknowledged(self, numbers: Any) -> None:
+        numbers = list(numbers)
+        self.acked.extend(self.positions[n] for n in numbers)
+        super().acknowledged(numbers)
+
+
+def test_sent_and_dead_lettered_records_are_acknowledged_unsent_ones_are_not(tmp_path: Path) -> None:
+    """Delivered and dead-lettered records (also those `prepare` refused) reach their own source's progress
+    window; unsent ones never do."""
+    from daemon.app import Acknowledger
+
+    windows = {"a": RecordingWindow(), "b": RecordingWindow()}
     sink = ScriptedSink(
         BatchLimits(7, 10**6, 0.0),
         decide=lambda r: {3: "failed", 4: "unsent"}.get(n_of(r) % 10, "sent"),
         reject_when=lambda r: n_of(r) % 10 == 5,
     )
-    rig = Rig(tmp_path, sink, acks)
+    rig = Rig(tmp_path, sink, Acknowledger(dict(windows), Telemetry("fake")))
     rig.worker.start()
     for source in ("a", "b"):
-        ctx = rig.context(source)
+        ctx = SourceContext(
+            source, rig.buffer, rig.telemetry, rig.dead_letters, rig.stopping, rig.sink, rig.fatal, windows[source]
+        )
         for n in range(30):
             assert ctx.emit(b"x", None, f"{source}:{n}", token=(source, n))
     rig.worker.finish(WAIT_S)
-    settled = {n for n in range(30) if n % 10 not in (4, 5)}  # rejected at prepare: dead-lettered before any token path
-    assert sorted(n for _, n in acks.tokens["a"]) == sorted(settled)
-    assert {s for s, _ in acks.tokens["a"]} == {"a"} and {s for s, _ in acks.tokens["b"]} == {"b"}
+    settled = {n for n in range(30) if n % 10 != 4}
+    for source in ("a", "b"):
+        assert sorted(n for _, n in windows[source].acked) == sorted(settled)
+        assert {s for s, _ in windows[source].acked} == {source}
     totals = rig.telemetry.ledger.totals()
-    assert totals == {"received": 60, "sent": 42, "dead_lettered": 12, "unsent": 6, "lost": 0}
+    assert totals == ledger(received=60, sent=42, dead_lettered=12, unsent=6)
 
 
 class _StrayReportingSink(ScriptedSink):
@@ -111,7 +137,7 @@ def test_a_report_of_an_entry_not_outstanding_is_a_sink_error_and_changes_no_cou
     for n in range(10):
         assert ctx.emit(b"x", None, f"f:{n}")
     rig.worker.finish(WAIT_S)
-    assert rig.telemetry.ledger.totals() == {"received": 10, "sent": 10, "dead_lettered": 0, "unsent": 0, "lost": 0}
+    assert rig.telemetry.ledger.totals() == ledger(received=10, sent=10)
     assert rig.telemetry.sink_errors.labels(sink="fake", stage="result")._value.get() == 2
     assert rig.dead() == []
 
@@ -148,7 +174,7 @@ def test_entries_the_sink_never_reports_are_dead_lettered_when_it_finishes(tmp_p
     for n in range(10):
         assert ctx.emit(b"x", None, f"f:{n}")
     rig.worker.finish(WAIT_S)
-    assert rig.telemetry.ledger.totals() == {"received": 10, "sent": 5, "dead_lettered": 5, "unsent": 0, "lost": 0}
+    assert rig.telemetry.ledger.totals() == ledger(received=10, sent=5, dead_lettered=5)
     dead = rig.dead()
     assert sorted(n_of(Record(b"", None, "", d["origin"])) for d in dead) == [1, 3, 5, 7, 9]
     assert {d["reason"] for d in dead} == {REASON_SINK_LOST_TRACK}
@@ -175,9 +201,9 @@ def test_a_failing_acknowledge_is_counted_and_delivery_goes_on(tmp_path: Path) -
     rig.telemetry = telemetry
     rig.worker = SinkWorker(rig.sink, rig.buffer, telemetry, rig.dead_letters, rig.fatal, acknowledger)
     rig.worker.start()
-    ctx = rig.context("src")
+    ctx = SourceContext("src", rig.buffer, telemetry, rig.dead_letters, rig.stopping, rig.sink, rig.fatal, source)
     for n in range(20):
-        assert ctx.emit(b"x", None, f"f:{n}", token=n)
+        assert ctx.emit(b"x", None, f"f:{n}", token=("f", n))
     rig.worker.finish(WAIT_S)
     assert telemetry.ledger.totals()["sent"] == 20 and source.calls >= 4
     assert telemetry.acknowledge_errors.labels(source="src")._value.get() == source.calls

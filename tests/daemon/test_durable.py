@@ -104,6 +104,21 @@ def test_the_power_loss_fake_catches_a_rename_of_unsynced_data(tmp_path: Path) -
     assert b"" in outcomes_under_power_loss(tmp_path, unsafe_write_without_fsync)
 
 
+def test_the_power_loss_fake_catches_a_rewrite_in_place(tmp_path: Path) -> None:
+    """Control: with keep_truncates, rewriting a file in place loses both contents at some power-loss point."""
+    seen = []
+    for crash_at in range(1, 6):
+        root = tmp_path / f"p{crash_at}"
+        root.mkdir()
+        (root / "f").write_bytes(OLD)
+        power = PowerLossFS(root)
+        with contextlib.suppress(SimulatedCrash):
+            unsafe_write_in_place(CrashingFS(power, crash_at), root / "f", NEW)
+        power.power_loss(keep_truncates=True)
+        seen.append((root / "f").read_bytes())
+    assert b"" in seen and seen[-1] == NEW
+
+
 def test_the_crash_fake_catches_a_rewrite_in_place(tmp_path: Path) -> None:
     """Control: rewriting a file in place is caught: some crash point leaves an empty or torn file."""
     seen = []
@@ -187,12 +202,21 @@ def test_unlink_and_rename_are_undone_by_a_power_loss_until_the_directory_is_fsy
 
 
 def test_a_truncate_is_durable_only_after_an_fsync(tmp_path: Path) -> None:
-    """Cutting a torn tail and losing power before an fsync brings the tail back; after an fsync it stays cut."""
+    """Cutting a torn tail and losing power before an fsync brings the tail back (or, keep_truncates, keeps the cut
+    but nothing written after it); after an fsync it stays cut."""
     (tmp_path / "seg").write_bytes(b"goodTORN")
     power = PowerLossFS(tmp_path)
     power.truncate(tmp_path / "seg", 4)
     power.power_loss()
     assert (tmp_path / "seg").read_bytes() == b"goodTORN"
+    power = PowerLossFS(tmp_path)
+    power.truncate(tmp_path / "seg", 2)
+    handle = power.open_append(tmp_path / "seg")
+    handle.write(b"unsynced")
+    power.power_loss(torn=True, keep_truncates=True)
+    assert (tmp_path / "seg").read_bytes() == b"go"
+    handle.close()
+    (tmp_path / "seg").write_bytes(b"goodTORN")
     power = PowerLossFS(tmp_path)
     power.truncate(tmp_path / "seg", 4)
     handle = power.open_append(tmp_path / "seg")

@@ -70,7 +70,13 @@ def write_lines(path: Path, lines: list[bytes]) -> Path:
 
 
 def config_body(
-    replay: Path, fake: FakeKinesis, *, rate: float = 0, sink_extra: str = "", flush_deadline: float = 10.0
+    replay: Path,
+    fake: FakeKinesis,
+    *,
+    rate: float = 0,
+    sink_extra: str = "",
+    flush_deadline: float = 10.0,
+    checkpoint: bool = True,
 ) -> str:
     """A file source on `replay` and the kinesis sink on the fake; `sink_extra` adds lines to the sink section."""
     return f"""
@@ -79,6 +85,7 @@ sources:
     type: file
     paths: ["{replay}"]
     rate: {rate}
+    checkpoint: {str(checkpoint).lower()}
 sink:
   type: kinesis
   stream: {fake.stream}
@@ -243,16 +250,12 @@ def test_500s_slow_answers_and_resets_lose_nothing_and_duplicate_only_records_wh
         assert counted >= copied, f"{copied} copies stored before the scrape, {counted} counted as possible duplicates"
 
 
-@pytest.mark.parametrize(
-    ("status", "code"), [(500, INTERNAL_FAILURE), (400, "ResourceNotFoundException")], ids=["500", "not_found"]
-)
-def test_stream_down_at_sigterm_every_record_in_the_stream_or_dead_lettered_unsent_never_both(
-    tmp_path: Path, daemon_factory: Any, fake: FakeKinesis, status: int, code: str
-) -> None:
-    """Stream refusing all, then SIGTERM: exit in time; each line read is stored once or dead-lettered unsent, not both."""
-    lines = tweet_lines(6000)
-    replay = write_lines(tmp_path / "tweets.jsonl", lines)
-    daemon = start(daemon_factory, config_body(replay, fake, rate=1500, flush_deadline=FLUSH_DEADLINE_S))
+def stream_down_then_sigterm(
+    daemon_factory: Any, fake: FakeKinesis, replay: Path, status: int, code: str, checkpoint: bool
+) -> dict[str, Any]:
+    """Records flowing, then every call refused, then SIGTERM: exit in time, no record stored after the refusals
+    began; the daemon's summary."""
+    daemon = start(daemon_factory, config_body(replay, fake, rate=1500, flush_deadline=FLUSH_DEADLINE_S, checkpoint=checkpoint))
     assert fake.wait_until(lambda f: len(f.records()) >= 300, LAND_TIMEOUT_S), "records did not start flowing"
     fake.set_faults(call_failure_rate=1.0, call_failure_status=status, call_failure_code=code)
     assert fake.wait_until(lambda f: f.stats().injected["call_failure"] >= 3, LAND_TIMEOUT_S)
@@ -261,12 +264,28 @@ def test_stream_down_at_sigterm_every_record_in_the_stream_or_dead_lettered_unse
     summary = stop(daemon)
     assert time.monotonic() - started < FLUSH_DEADLINE_S + EXIT_MARGIN_S
     assert summary["seconds"] < FLUSH_DEADLINE_S + FLUSH_OVERRUN_S  # the daemon's own measure, signal to summary
+    assert len(fake.records()) == summary["sent"] == stored_before_signal, "the stream took records while refusing every call"
+    return summary
 
+
+STREAM_DOWN = pytest.mark.parametrize(
+    ("status", "code"), [(500, INTERNAL_FAILURE), (400, "ResourceNotFoundException")], ids=["500", "not_found"]
+)
+
+
+@STREAM_DOWN
+def test_stream_down_at_sigterm_every_record_in_the_stream_or_dead_lettered_unsent_never_both(
+    tmp_path: Path, daemon_factory: Any, fake: FakeKinesis, status: int, code: str
+) -> None:
+    """Without a checkpoint: stream refusing all, then SIGTERM: each line read is stored once or dead-lettered
+    unsent, not both."""
+    lines = tweet_lines(6000)
+    replay = write_lines(tmp_path / "tweets.jsonl", lines)
+    summary = stream_down_then_sigterm(daemon_factory, fake, replay, status, code, checkpoint=False)
     received, sent, dead_lettered, unsent, lost = totals(summary)
-    assert 0 < received < len(lines) and lost == 0 and dead_lettered == 0
+    assert 0 < received < len(lines) and lost == 0 and dead_lettered == 0 and summary["kept"] == 0
     assert received == sent + unsent and unsent > 0
     stored = fake.records()
-    assert len(stored) == sent == stored_before_signal, "the stream took records while refusing every call"
     line_of = {line: number for number, line in enumerate(lines, start=1)}
     in_stream = Counter(line_of[r.data] for r in stored)  # KeyError: data that is no line of the file
     assert set(in_stream.values()) == {1}
@@ -274,3 +293,28 @@ def test_stream_down_at_sigterm_every_record_in_the_stream_or_dead_lettered_unse
     assert {d["reason"] for d in dead} == {REASON_UNSENT} and len(dead) == unsent
     # The file is read in order: the daemon received its first `received` lines, each in exactly one place.
     assert sorted([*in_stream, *(line_number(d["origin"]) for d in dead)]) == list(range(1, received + 1))
+
+
+@STREAM_DOWN
+def test_stream_down_at_sigterm_with_a_checkpoint_keeps_the_rest_and_the_next_start_sends_it_once(
+    tmp_path: Path, daemon_factory: Any, fake: FakeKinesis, status: int, code: str
+) -> None:
+    """With a checkpoint: the records not delivered at SIGTERM are kept (not dead-lettered); once the stream is
+    back, the next start sends every remaining line, and each line is in the stream exactly once."""
+    lines = tweet_lines(6000)
+    replay = write_lines(tmp_path / "tweets.jsonl", lines)
+    summary = stream_down_then_sigterm(daemon_factory, fake, replay, status, code, checkpoint=True)
+    received, sent, dead_lettered, unsent, lost = totals(summary)
+    assert 0 < received < len(lines) and lost == 0 and dead_lettered == 0 and unsent == 0
+    assert received == sent + summary["kept"] and summary["kept"] > 0
+    assert dead_letters(tmp_path) == []
+
+    fake.set_faults(call_failure_rate=0.0)
+    daemon = start(daemon_factory, config_body(replay, fake, flush_deadline=FLUSH_DEADLINE_S))
+    daemon.wait_for_event("all_sources_finished", timeout=LAND_TIMEOUT_S)
+    assert fake.wait_until(lambda f: len(f.records()) >= len(lines), LAND_TIMEOUT_S), f"{len(fake.records())} stored"
+    again = stop(daemon)
+    line_of = {line: number for number, line in enumerate(lines, start=1)}
+    in_stream = Counter(line_of[r.data] for r in fake.records())
+    assert sorted(in_stream) == list(range(1, len(lines) + 1)) and set(in_stream.values()) == {1}
+    assert again["received"] == len(lines) - sent, "the restart read again what the first run delivered"

@@ -6,11 +6,12 @@ import errno
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 import daemon.spool
-from daemon.durable import LOCAL, AppendFile, FileSystem
+from daemon.durable import LOCAL, AppendFile, FileSystem, LocalFileSystem
 from tests.daemon.test_spool_support import NO_STOP, abandon, make_spool, read_all, record
 from tests.fake_fs import FaultyFS
 
@@ -265,3 +266,36 @@ def test_a_failed_commit_write_still_frees_the_segments_behind_it(tmp_path: Path
     final, _ = make_spool(tmp_path, segment_bytes=4096)
     assert final.open() == 0
     final.close()
+
+
+class FlakyReadFS(LocalFileSystem):
+    """The local disk, where opening a file for reading fails `failures` times (EMFILE: out of descriptors)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def open_read(self, path: Path) -> BinaryIO:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().open_read(path)
+
+
+def test_a_failed_disk_read_is_reported_and_retried_skipping_nothing(tmp_path: Path) -> None:
+    """A read error (not bad bytes) costs no record: reported, retried after SPOOL_RETRY_S, then everything in order."""
+    spool_with_records, _ = make_spool(tmp_path)
+    spool_with_records.open()
+    for n in range(100):
+        spool_with_records.append(record(n), None, str(n), NO_STOP)
+    spool_with_records.close()
+    fs = FlakyReadFS(failures=0)
+    spool, events = make_spool(tmp_path, fs)
+    spool.open()  # recovery reads through open_read too: it must not fail here
+    fs.failures = 2
+    got: list[int] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(got) < 100 and time.monotonic() < deadline:
+        got.extend(int(r.origin) for r in spool.read(1000, 0.2))
+    assert got == list(range(100))
+    assert len(events.corrupt) == 2 and all("read failed" in detail for _, _, detail in events.corrupt)
+    spool.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from hypothesis import settings
@@ -12,33 +14,50 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import daemon.spool
 from daemon.spool import Spool
-from tests.daemon.test_spool_support import NO_STOP, abandon, make_spool
+from tests.daemon.test_spool_support import RecordedEvents, abandon, make_spool
 from tests.fake_fs import PowerLossFS
 
 # A tiny hot tail and tiny segments, so short runs read from disk and roll segments.
 HOT_TAIL = 6
 SEGMENT_BYTES = 4096
+# fsync on tmpfs is free: the model counts fsyncs through PowerLossFS, it does not need the disk to flush.
+FAST_TMP = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+# Appends never wait in the machine: a full spool (block) answers False at once, as when the daemon stops.
+STOPPING = threading.Event()
+STOPPING.set()
 
 
 class SpoolMachine(RuleBasedStateMachine):
     """Rules: append, read, commit (any read position, stale ones too), sync, reopen, power loss."""
 
+    MAX_BYTES = 1024**3
+    WHEN_FULL = "block"
+
     def __init__(self) -> None:
         super().__init__()
-        self.root = Path(tempfile.mkdtemp(prefix="spool-model-"))
+        self.root = Path(tempfile.mkdtemp(prefix="spool-model-", dir=FAST_TMP))
         self.saved_hot = daemon.spool.HOT_TAIL_RECORDS
         daemon.spool.HOT_TAIL_RECORDS = HOT_TAIL
         self.fs = PowerLossFS(self.root)
         self.spool: Spool | None = None
+        self.events = RecordedEvents()
         self.spooled: list[int] = []  # ids appended and not committed, in append order
         self.read_count = 0  # of spooled, how many this run's reader took (in flight)
         self.positions: dict[int, list[int]] = {}  # id -> position, for the records read this run
         self.durable: set[int] = set()  # ids a power loss must not take
         self.committed_positions: list[list[int]] = []
+        self.dropped: set[int] = set()  # reported dropped (a power loss may bring back a drop not yet durable)
         self.next_id = 0
+        self.refused = 0  # appends a full spool refused
+
+    def _make(self) -> Spool:
+        spool, self.events = make_spool(
+            self.root / "spool", self.fs, segment_bytes=SEGMENT_BYTES, max_bytes=self.MAX_BYTES, when_full=self.WHEN_FULL
+        )
+        return spool
 
     def _open(self) -> None:
-        self.spool, _ = make_spool(self.root / "spool", self.fs, segment_bytes=SEGMENT_BYTES)
+        self.spool = self._make()
         assert self.spool.open() == len(self.spooled)
         self.read_count = 0
         self.positions = {}
@@ -55,9 +74,32 @@ class SpoolMachine(RuleBasedStateMachine):
 
     @rule(size=st.integers(min_value=0, max_value=900))
     def append(self, size: int) -> None:
+        self._append(size)
+
+    @rule(count=st.integers(min_value=2, max_value=25), size=st.integers(min_value=100, max_value=1500))
+    def append_burst(self, count: int, size: int) -> None:
+        for _ in range(count):
+            self._append(size)
+
+    def _append(self, size: int) -> None:
         assert self.spool is not None
         data = str(self.next_id).encode() + b":" + b"x" * size
-        assert self.spool.append(data, {"id": self.next_id}, str(self.next_id), NO_STOP)
+        drops = len(self.events.dropped)
+        if not self.spool.append(data, {"id": self.next_id}, str(self.next_id), STOPPING):
+            assert self.MAX_BYTES < 1024**3, "only a small spool can be full"
+            assert self.events.dropped[drops:] == [], "dropped, and still no room"
+            if self.WHEN_FULL == "drop_oldest":  # refused only when nothing unread lies beyond the reader's segment
+                assert self.spool._files.oldest_after(self.spool._cursor[0]) is None
+            self.refused += 1
+            return
+        for count, first, last in self.events.dropped[drops:]:
+            assert first is not None and last is not None
+            gone = list(range(int(first), int(last) + 1))
+            assert len(gone) == count
+            unread = self.spooled[self.read_count :]
+            assert set(gone) <= set(unread), "a record already read was dropped"
+            self.spooled = [n for n in self.spooled if n not in set(gone)]
+            self.dropped.update(gone)
         self.spooled.append(self.next_id)
         self.next_id += 1
 
@@ -113,7 +155,7 @@ class SpoolMachine(RuleBasedStateMachine):
         abandon(self.spool)
         self.fs.power_loss(torn=torn)
         self.fs = PowerLossFS(self.root)
-        self.spool, _ = make_spool(self.root / "spool", self.fs, segment_bytes=SEGMENT_BYTES)
+        self.spool = self._make()
         waiting = self.spool.open()
         back: list[int] = []
         while got := self.spool.read(100, 0.0):
@@ -121,7 +163,7 @@ class SpoolMachine(RuleBasedStateMachine):
             self.positions.update((int(r.origin), r.position) for r in got)
         assert len(back) == waiting
         assert back == sorted(set(back))
-        assert set(back) <= set(self.spooled), "a committed record came back"
+        assert set(back) <= set(self.spooled) | self.dropped, "a committed record came back"
         assert self.durable & set(self.spooled) <= set(back), "a durable record was lost"
         self.spooled = back
         self.read_count = len(back)
@@ -136,5 +178,24 @@ class SpoolMachine(RuleBasedStateMachine):
             assert (stats.bytes == 0) == (not self.spooled)
 
 
+class SmallDropOldestMachine(SpoolMachine):
+    """The same on a spool of four segments under drop_oldest: drops take only unread records, oldest first."""
+
+    MAX_BYTES = 4 * SEGMENT_BYTES
+    WHEN_FULL = "drop_oldest"
+
+
+class SmallBlockMachine(SpoolMachine):
+    """The same on a spool of four segments under block: a full spool refuses (stopping set), never drops."""
+
+    MAX_BYTES = 4 * SEGMENT_BYTES
+    WHEN_FULL = "block"
+
+
+MODEL_SETTINGS = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestSpoolModel = SpoolMachine.TestCase
-TestSpoolModel.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestSpoolModel.settings = MODEL_SETTINGS
+TestSmallDropOldest = SmallDropOldestMachine.TestCase
+TestSmallDropOldest.settings = MODEL_SETTINGS
+TestSmallBlock = SmallBlockMachine.TestCase
+TestSmallBlock.settings = MODEL_SETTINGS

@@ -136,3 +136,24 @@ def test_the_daemon_refuses_to_start_on_a_wrong_stream_name(tmp_path: Path, daem
     assert "'no-such-stream'" in failure["error"] and "ResourceNotFoundException" in failure["error"]
     assert str(daemon.embedded_port) in failure["error"]
     assert not any(entry.get("event") == "daemon_started" for entry in daemon.logs())
+
+
+def test_the_checked_stream_names_its_destination_by_arn_and_creation_time(
+    kinesis_fake: Callable[..., ScriptedKinesis], make_sink: Callable[..., KinesisSink]
+) -> None:
+    """After the check the sink names the very stream it writes to: ARN and creation time (a stream deleted and
+    created again, as the embedded stack does at each start, is another destination), and nothing before it."""
+    fake = kinesis_fake()
+    sink = make_sink(fake.server.endpoint_url)
+    assert sink.destination() is None
+    sink.check(SHORT_CHECK_S)
+    assert sink.destination() == f"arn:aws:kinesis:{REGION}:123456789012:stream/{STREAM}@2023-11-14T22:13:20+00:00"
+
+    def recreated(body: dict[str, Any]) -> dict[str, Any]:
+        answer = stream_summary()(body)
+        answer["StreamDescriptionSummary"]["StreamCreationTimestamp"] = 1_800_000_000
+        return answer
+
+    again = make_sink(kinesis_fake(describe=recreated).server.endpoint_url)
+    again.check(SHORT_CHECK_S)
+    assert again.destination() != sink.destination()
