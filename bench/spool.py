@@ -184,7 +184,7 @@ def run_throughput(case: Case, size: int, records: int, directory: Path) -> dict
         raise AssertionError(f"{directory}: not empty")
     stopping = threading.Event()
     done = threading.Event()
-    state: dict[str, Any] = {"read": 0, "last": None, "problem": None, "commits": 0}
+    state: dict[str, Any] = {"read": 0, "last": None, "problem": None, "commits": 0, "peak_disk": 0}
 
     def reader() -> None:
         expected = 0
@@ -201,6 +201,7 @@ def run_throughput(case: Case, size: int, records: int, directory: Path) -> dict
 
     def committer() -> None:
         while not done.wait(COMMIT_EVERY_S):
+            state["peak_disk"] = max(state["peak_disk"], spool.stats().disk_bytes)
             if state["last"] is not None:
                 spool.commit(state["last"])
                 state["commits"] += 1
@@ -218,6 +219,7 @@ def run_throughput(case: Case, size: int, records: int, directory: Path) -> dict
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if state["problem"]:
         raise AssertionError(state["problem"])
+    peak_disk = max(state["peak_disk"], spool.stats().disk_bytes)
     spool.commit(state["last"])
     left = spool.stats()
     fsyncs = _spool_fsyncs(spool, fs)
@@ -230,6 +232,7 @@ def run_throughput(case: Case, size: int, records: int, directory: Path) -> dict
         "append_records_per_s": round(records / append_wall),
         "drained_records_per_s": round(records / wall),
         "cpu_s_per_100k": round(cpu * PER_RECORDS / records, 3),
+        "peak_disk_bytes": peak_disk,  # the spool's files, sampled at each commit
         "spool_counted": fsyncs,
         "events": dict(events.counts),
     }
@@ -309,8 +312,9 @@ def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 def measure(base: Path, repeat: int, sizes: tuple[int, ...], records: dict[int, int], recovery: int,
             strace: bool) -> dict[str, Any]:  # fmt: skip
+    """recovery=0: no recovery measurements."""
     throughput: dict[tuple[Case, int], list[dict[str, Any]]] = {}
-    for _ in range(repeat):
+    for _ in range(repeat if records else 0):
         for size in sizes:
             for case in CASES:
                 directory = Path(tempfile.mkdtemp(prefix="spool-", dir=base))
@@ -323,7 +327,7 @@ def measure(base: Path, repeat: int, sizes: tuple[int, ...], records: dict[int, 
     for (case, size), runs in throughput.items():
         rows.append({"spool": case.label, "fsync": case.fsync, "size": size, **_median_run(runs, "drained_records_per_s")})
     recoveries = []
-    for size in sizes:
+    for size in sizes if recovery else ():
         # Recovery does not depend on how the records were written: one build per spool (interval: quick).
         for case in (Case("segments", "interval", "-"), Case("sqlite", "interval", "grouped")):
             directory = Path(tempfile.mkdtemp(prefix="spool-", dir=base))
@@ -342,8 +346,8 @@ def measure(base: Path, repeat: int, sizes: tuple[int, ...], records: dict[int, 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "| spool | fsync | record | records | appends/s | drained records/s | CPU s per 100k | fsync calls per 1k "
-        "| counted by the spool |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| counted by the spool | peak disk MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in result["throughput"]:
         low, high = row["range"]
@@ -353,7 +357,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {row['spool']} | {row['fsync']} | {row['size']:,} B | {row['appended']:,} | "
             f"{row['append_records_per_s']:,} | {row['drained_records_per_s']:,} ({low:,}–{high:,}) | "
-            f"{row['cpu_s_per_100k']:.2f} | {per_1k} | {counted} |"
+            f"{row['cpu_s_per_100k']:.2f} | {per_1k} | {counted} | {row['peak_disk_bytes'] / 1024**2:,.1f} |"
         )
     lines += ["", "| spool | record | records | disk bytes per record | recovery s (open) | runs |"]
     lines += ["|---|---:|---:|---:|---:|---|"]
@@ -374,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(RECORD_SIZES))
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_RECORDS} records a run, one repeat")
     parser.add_argument("--no-strace", action="store_true", help="do not count fsync system calls with strace")
+    parser.add_argument("--only", choices=("throughput", "recovery"), help="measure only this part")
     parser.add_argument("--dir", type=Path, help="where the temp spools go (default: the system's temp dir)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
@@ -387,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat, args.recovery_records = 1, min(args.recovery_records, QUICK_RECOVERY_RECORDS)
     sizes = tuple(args.sizes)
     records = {size: args.records or (QUICK_RECORDS if args.quick else DEFAULT_RECORDS.get(size, 30_000)) for size in sizes}
+    if args.only == "recovery":
+        records = {}
+    elif args.only == "throughput":
+        args.recovery_records = 0
     strace = not args.no_strace and shutil.which("strace") is not None
     base = Path(tempfile.mkdtemp(prefix="spool-bench-", dir=args.dir))
     try:

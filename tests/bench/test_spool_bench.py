@@ -46,6 +46,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.slow
 def test_quick_mode_measures_every_case_and_reads_every_record_back(quick: dict[str, Any]) -> None:
     """Every spool x fsync x insert style x record size ran; each read back every record it appended (the
     child checks content and order) and held nothing after the last commit; no drop, corruption or write error."""
@@ -63,9 +64,11 @@ def test_quick_mode_measures_every_case_and_reads_every_record_back(quick: dict[
         assert not {"dropped", "corrupt", "write_failed", "blocked"} & set(row["events"]), row
         assert row["events"]["recovered"] == 0
         assert row["append_records_per_s"] > 0 and row["drained_records_per_s"] > 0 and row["cpu_s_per_100k"] > 0
+        assert row["peak_disk_bytes"] >= QUICK_RECORDS * row["size"] // 10  # sampled: the files held records
         assert len(row["runs"]) == 1
 
 
+@pytest.mark.slow
 def test_quick_mode_fsync_counts_add_up(quick: dict[str, Any]) -> None:
     """fsync=batch syncs during the run on both spools; what a spool counts it did is within the fsync system
     calls of its process (when strace could count them)."""
@@ -83,6 +86,7 @@ def test_quick_mode_fsync_counts_add_up(quick: dict[str, Any]) -> None:
             assert row["fsync_syscalls"] >= max(spool_fsyncs, 1), row
 
 
+@pytest.mark.slow
 def test_quick_mode_recovers_both_spools_with_every_record(quick: dict[str, Any]) -> None:
     """Both spools were filled, left by a killed process and reopened: open() found every record, the first
     reads back intact, and their files hold at least the records' bytes."""
@@ -96,6 +100,7 @@ def test_quick_mode_recovers_both_spools_with_every_record(quick: dict[str, Any]
         assert row["recovery_s"] > 0
 
 
+@pytest.mark.slow
 def test_markdown_has_a_row_per_measurement(quick: dict[str, Any]) -> None:
     """The Markdown report has one row per throughput and per recovery measurement."""
     text = bench.markdown(quick)
@@ -144,6 +149,7 @@ def test_sqlite_reopen_replays_uncommitted_and_positions_keep_increasing(tmp_pat
     third.close()
 
 
+@pytest.mark.slow
 def test_sqlite_records_appended_one_transaction_each_survive_a_kill(tmp_path: Path) -> None:
     """inserts=each: what append returned is in SQLite's WAL, so a process killed without close (no checkpoint,
     no final fsync) loses none of it - the segment spool's guarantee on a process crash."""
