@@ -293,6 +293,14 @@ def _child(mode: str, case: Case, size: int, records: int, directory: Path, stra
     return result
 
 
+def _strace_works() -> bool:
+    """strace is installed and may trace here (ptrace can be forbidden in containers)."""
+    if shutil.which("strace") is None:
+        return False
+    probe = ["strace", "-f", "--seccomp-bpf", "-c", "-o", os.devnull, "-e", "trace=fsync", sys.executable, "-c", "pass"]
+    return subprocess.run(probe, capture_output=True, timeout=CASE_TIMEOUT_S, check=False).returncode == 0
+
+
 def _strace_calls(summary: str) -> int:
     calls = 0
     for line in summary.splitlines():
@@ -396,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         records = {}
     elif args.only == "throughput":
         args.recovery_records = 0
-    strace = not args.no_strace and shutil.which("strace") is not None
+    strace = not args.no_strace and _strace_works()
     base = Path(tempfile.mkdtemp(prefix="spool-bench-", dir=args.dir))
     try:
         result = measure(base, args.repeat, sizes, records, args.recovery_records, strace)
