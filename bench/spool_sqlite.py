@@ -398,20 +398,21 @@ class SqliteSpool:
                 self._wait(remaining)
             if self._closed:
                 return []
+            # Ids up to `upper` are all stored (or were dropped); drops stay above it while we read, so after the
+            # read every id up to it was read or dropped, and the cursor moves past gaps drop_oldest left.
             cursor = self._cursor
-            self._reading_upto = cursor + max_records
+            upper = self._reading_upto = min(cursor + max_records, self._stored_upto)
         assert self._reader is not None
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT id, appended_at, origin, data FROM records WHERE id > ? ORDER BY id LIMIT ?", (cursor, max_records)
+                "SELECT id, appended_at, origin, data FROM records WHERE id > ? AND id <= ? ORDER BY id", (cursor, upper)
             ).fetchall()
         out: list[SpooledRecord] = []
         with self._lock:
             for row_id, appended_at, origin, data in rows:
                 out.append(SpooledRecord(data, self._hot.pop(row_id, None), origin.decode(), [row_id], appended_at))
                 self._inflight.append((row_id, _row_bytes(data, origin)))
-            if rows:
-                self._cursor = rows[-1][0]
+            self._cursor = upper
             self._reading_upto = 0
         return out
 
