@@ -71,7 +71,9 @@ class DeadLetterFile:
         self._written = 0  # bytes appended through this handle
         self._synced = 0  # of those, bytes an fsync covered
         self._after_sync: list[tuple[int, Callable[[], None]]] = []  # (bytes written when registered, callback)
-        fs.mkdir(path.parent)
+        if not fs.exists(path.parent):
+            fs.mkdir(path.parent)
+            fs.fsync_dir(path.parent.parent)  # else the directory, the file and its lines vanish at a power loss
         created = not fs.exists(path)
         self._handle = fs.open_append(path)
         if created:

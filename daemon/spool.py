@@ -32,16 +32,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from daemon import spool_reading
 from daemon.durable import LOCAL, FileSystem, atomic_write
-from daemon.spool_files import SegmentFiles, SpoolSegment
-from daemon.spool_segments import COMMIT_NAME, Frame, FrameReader, encode_commit, encode_frame
+from daemon.spool_files import SegmentFiles
+from daemon.spool_reading import SPOOL_RETRY_S, SpoolReading
+from daemon.spool_segments import (
+    COMMIT_NAME,
+    HEADER_BYTES,
+    encode_commit,
+    encode_frame,
+)
 from daemon.spool_types import HotRecord, SpooledRecord, SpoolEvents, SpoolStats
 from sources.base import SpoolSettings
 
-__all__ = ["Spool", "SpoolEvents", "SpoolStats", "SpooledRecord"]
+__all__ = ["SPOOL_RETRY_S", "Spool", "SpoolEvents", "SpoolStats", "SpooledRecord"]
 
-# After a disk error, appends are retried this often (the source waits meanwhile).
-SPOOL_RETRY_S = 1.0
 # A blocked append looks at `stopping` this often.
 SPOOL_BLOCK_POLL_S = 0.05
 # A long block is reported in pieces this long, so the blocked-seconds metric moves during an outage.
@@ -56,7 +61,7 @@ _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 FSYNC_POLICIES = ("batch", "interval")
 
 
-class Spool:
+class Spool(SpoolReading):
     def __init__(
         self,
         directory: Path,
@@ -165,11 +170,11 @@ class Spool:
                         if written:
                             return True
                         if written is None:  # a disk error: retry later; drop_oldest frees space meanwhile
-                            self._failed_until = time.monotonic() + SPOOL_RETRY_S
+                            self._failed_until = time.monotonic() + spool_reading.SPOOL_RETRY_S
                             if self._drop and self._space_error():
                                 self._drop_oldest_unread()
                             continue
-                        if self._drop and self._drop_oldest_unread():
+                        if self._drop and self._room_by_dropping(len(frame)) and self._drop_oldest_unread():
                             continue
                     if stopping.is_set():
                         return False
@@ -214,6 +219,12 @@ class Spool:
             self._readable.notify()
         return True
 
+    def _room_by_dropping(self, frame_bytes: int) -> bool:
+        """Under the lock: would dropping every unread segment make room? If not, dropping only loses records
+        (what fills the spool is in flight): block instead."""
+        left = self._files.disk_bytes - self._files.droppable_bytes(self._cursor[0])
+        return left == 0 or left + frame_bytes + HEADER_BYTES <= self._max_bytes
+
     def _drop_oldest_unread(self) -> bool:
         """Under the lock: drop the oldest segment nobody read from; False when there is none."""
         segment = self._files.oldest_after(self._cursor[0])
@@ -227,138 +238,6 @@ class Spool:
             self._hot = kept
         self._events.spool_dropped(segment.records, segment.first_origin, segment.last_origin)
         return True
-
-    # -- read -------------------------------------------------------------------------------------------------
-
-    def read(self, max_records: int, timeout_s: float) -> list[SpooledRecord]:
-        """The next records in append order (at most `max_records`); waits up to `timeout_s` for the first."""
-        deadline = time.monotonic() + timeout_s
-        with self._lock:
-            while True:
-                if self._closed:
-                    return []
-                if self._reader is not None and self._reader[0] not in self._files.segments:
-                    self._close_reader()  # its segment was committed and deleted: an open handle keeps its space
-                self._advance_cursor()
-                hot = self._hot
-                segment = self._files.segments.get(self._cursor[0])
-                if hot and (hot[0].segment, hot[0].start) == self._cursor:
-                    return self._read_hot(max_records)
-                now = time.monotonic()
-                if segment is not None and now >= self._read_retry_at:
-                    limit = hot[0].start if hot and hot[0].segment == segment.id else segment.end
-                    if self._cursor[1] < limit:
-                        offset = self._cursor[1]
-                        break
-                remaining = deadline - now
-                if remaining <= 0:
-                    return []
-                if self._read_retry_at > now:
-                    remaining = min(remaining, self._read_retry_at - now)
-                self._reader_waiting = True
-                try:
-                    self._readable.wait(remaining)
-                finally:
-                    self._reader_waiting = False
-        return self._read_disk(segment, offset, limit, max_records)
-
-    def _read_hot(self, max_records: int) -> list[SpooledRecord]:
-        out: list[SpooledRecord] = []
-        hot, inflight = self._hot, self._inflight
-        cursor = self._cursor
-        taken_bytes = 0
-        while hot and len(out) < max_records:
-            item = hot[0]
-            if item.start != cursor[1] or item.segment != cursor[0]:
-                self._cursor = cursor
-                self._advance_cursor()  # the next record may open the following segment
-                cursor = self._cursor
-                if item.start != cursor[1] or item.segment != cursor[0]:
-                    break
-            hot.popleft()
-            taken_bytes += len(item.data)
-            out.append(SpooledRecord(item.data, item.event, item.origin, [item.segment, item.end], item.appended_at))
-            inflight.append((item.segment, item.end, item.appended_at, item.end - item.start))
-            cursor = (item.segment, item.end)
-        self._cursor = cursor
-        self._hot_bytes -= taken_bytes
-        if out:
-            self._unread_since = out[-1].appended_at  # the next unread came later: an estimate, within a record
-        return out
-
-    def _read_disk(self, segment: SpoolSegment, offset: int, limit: int, max_records: int) -> list[SpooledRecord]:
-        # Outside the lock: the cursor segment is never dropped or deleted under the reader (drops take only
-        # segments after it, commits only what was read), and its bytes before `limit` never change.
-        frames: list[Frame] = []
-        error: str | None = None
-        failure: OSError | None = None
-        try:
-            reader = FrameReader(self._reader_for(segment), offset, limit)
-            for frame in reader:
-                frames.append(frame)
-                if len(frames) >= max_records:
-                    break
-            error = reader.error
-            stopped_at = reader.offset
-        except OSError as exc:  # EIO, EMFILE...: the bytes may well be fine; try again later, skip nothing
-            failure = exc
-            stopped_at = frames[-1].end if frames else offset
-            self._close_reader()
-        out = [SpooledRecord(f.data, None, f.origin, [segment.id, f.end], f.appended_at) for f in frames]
-        with self._lock:
-            for frame in frames:
-                self._inflight.append((segment.id, frame.end, frame.appended_at, frame.end - frame.start))
-                segment.read_bytes += frame.end - frame.start
-            segment.read += len(frames)
-            if frames:
-                self._cursor = (segment.id, frames[-1].end)
-                self._unread_since = frames[-1].appended_at
-            if failure is not None:
-                self._read_retry_at = time.monotonic() + SPOOL_RETRY_S
-                detail = f"read failed: {failure}; retried in {SPOOL_RETRY_S} s"
-                self._events.spool_corrupt(str(segment.path), stopped_at, detail)
-            elif error is not None:
-                self._skip_rest(segment, stopped_at, error)
-        return out
-
-    def _skip_rest(self, segment: SpoolSegment, offset: int, error: str) -> None:
-        """Under the lock: bytes that were good when written no longer read back; give up on the segment."""
-        lost = segment.records - segment.read
-        self._events.spool_corrupt(str(segment.path), offset, f"{error}; {lost} records after it skipped")
-        self._records -= lost
-        self._bytes -= segment.frame_bytes - segment.read_bytes
-        segment.read = segment.records
-        segment.read_bytes = segment.frame_bytes
-        self._files.seal(segment)
-        self._cursor = (segment.id, segment.end)
-        self._hot = deque(hot for hot in self._hot if hot.segment != segment.id)
-        self._hot_bytes = sum(len(hot.data) for hot in self._hot)
-
-    def _reader_for(self, segment: SpoolSegment) -> Any:
-        if self._reader is not None and self._reader[0] == segment.id:
-            return self._reader[1]
-        self._close_reader()
-        handle = self._fs.open_read(segment.path)
-        self._reader = (segment.id, handle)
-        return handle
-
-    def _close_reader(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader[1].close()
-
-    def _advance_cursor(self) -> None:
-        """Under the lock: move the cursor past the end of sealed (or deleted) segments to the next one."""
-        segments = self._files.segments
-        while True:
-            segment = segments.get(self._cursor[0])
-            if segment is not None and (not segment.sealed or self._cursor[1] < segment.end):
-                return
-            following = self._files.next_after(self._cursor[0])
-            if following is None:
-                return
-            self._cursor = (following.id, following.start)
-            self._unread_since = following.first_appended_at
 
     # -- commit / stats ---------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ stopped) closes a segment's append handle, so an fsync in progress outside the l
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 import time
 from dataclasses import dataclass, field
@@ -266,6 +267,10 @@ class SegmentFiles:
         """The oldest segment after `segment_id` that holds records (all unread: the reader is not past it)."""
         return next((s for s in self.segments.values() if s.id > segment_id and s.records > 0), None)
 
+    def droppable_bytes(self, segment_id: int) -> int:
+        """Bytes of the segments after `segment_id` that hold records (what drop_oldest could free)."""
+        return sum(s.end for s in self.segments.values() if s.id > segment_id and s.records > 0)
+
     def next_after(self, segment_id: int) -> SpoolSegment | None:
         return next((s for s in self.segments.values() if s.id > segment_id), None)
 
@@ -283,27 +288,38 @@ class SegmentFiles:
                     segment.syncing = True
                 dir_dirty, self._dir_dirty = self._dir_dirty, False
                 self._pending_writes = False
-            ok = True
-            for segment, needed in work:
-                if needed and segment.handle is not None:
-                    ok = self._fsync(segment) and ok
-            if dir_dirty:
-                try:
-                    self._fs.fsync_dir(self._directory)
-                except OSError as exc:
-                    ok = False
-                    self._events.spool_write_failed(exc)
-                    with self._lock:
+            ok = False
+            try:
+                ok = self._fsync_all(work, dir_dirty)
+            except Exception as exc:  # noqa: BLE001 - a bug under us must not stop fsyncs for good, nor hide
+                self._events.spool_write_failed(OSError(errno.EIO, f"fsync round failed: {exc!r}"))
+            finally:
+                with self._lock:
+                    for segment, needed in work:
+                        segment.syncing = False
+                        if not ok and needed:
+                            segment.unsynced = True  # not known durable: the next round tries again
+                        if segment is not self.active and (segment.deleted or not segment.unsynced):
+                            self._close(segment)
+                    if ok:
+                        self.synced = max(self.synced, sequence)
+                        self._synced_cv.notify_all()
+                    elif dir_dirty:
                         self._dir_dirty = True
-            with self._lock:
-                for segment, _ in work:
-                    segment.syncing = False
-                    if segment is not self.active and (segment.deleted or not segment.unsynced):
-                        self._close(segment)
-                if ok:
-                    self.synced = max(self.synced, sequence)
-                    self._synced_cv.notify_all()
-                return ok
+            return ok
+
+    def _fsync_all(self, work: list[tuple[SpoolSegment, bool]], dir_dirty: bool) -> bool:
+        ok = True
+        for segment, needed in work:
+            if needed and segment.handle is not None:
+                ok = self._fsync(segment) and ok
+        if dir_dirty:
+            try:
+                self._fs.fsync_dir(self._directory)
+            except OSError as exc:
+                ok = False
+                self._events.spool_write_failed(exc)
+        return ok
 
     def wait_synced(self, timeout_s: float) -> bool:
         """Wait (without fsyncing) until a round made every append so far durable; False on timeout."""
@@ -318,8 +334,6 @@ class SegmentFiles:
             segment.handle.fsync()
         except OSError as exc:
             self._events.spool_write_failed(exc)
-            with self._lock:
-                segment.unsynced = True
             return False
         self._events.spool_fsync(time.perf_counter() - started)
         return True
@@ -355,6 +369,7 @@ class SegmentFiles:
             if not self.sync_round():
                 with self._lock:
                     self._sync_cv.wait_for(lambda: self._stop, SYNC_RETRY_S)
+                    self._pending_writes = True  # what failed is still unsynced: batch tries again now
 
     def stop_syncer(self) -> None:
         with self._lock:

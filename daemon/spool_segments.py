@@ -34,6 +34,7 @@ _FRAME = struct.Struct(">II")
 FRAME_HEADER_BYTES = _FRAME.size
 _PAYLOAD = struct.Struct(">dH")
 _PAYLOAD_FIXED = _PAYLOAD.size
+_ORIGIN_LEN = struct.Struct(">H")
 # An origin is a short label ("x:filtered-stream", "file:/path:12"); longer ones are cut to fit the u16.
 ORIGIN_MAX_BYTES = 1024
 MAX_PAYLOAD_BYTES = 2**32 - 1
@@ -42,6 +43,8 @@ COMMIT_NAME = "commit"
 COMMIT_VERSION = 1
 # Recovery reads a segment this much at a time: memory stays bounded whatever the segment size.
 SCAN_CHUNK_BYTES = 1024 * 1024
+# The feeder reads a batch at a time and may stop after any frame: smaller reads waste less.
+READ_CHUNK_BYTES = 64 * 1024
 
 
 class SpoolFormatError(ValueError):
@@ -105,69 +108,89 @@ def encode_frame(appended_at: float, origin: str, data: bytes) -> bytes:
     return length + struct.pack(">I", crc) + payload
 
 
-def _decode_payload(payload: bytes) -> tuple[float, str, bytes]:
-    appended_at, origin_len = _PAYLOAD.unpack_from(payload)
-    if _PAYLOAD_FIXED + origin_len > len(payload):
-        raise SpoolFormatError("origin length past the payload")
-    origin = payload[_PAYLOAD_FIXED : _PAYLOAD_FIXED + origin_len].decode("utf-8", "replace")
-    return appended_at, origin, payload[_PAYLOAD_FIXED + origin_len :]
-
-
 class FrameReader:
     """Frames of one segment from `offset` up to `limit` (bytes known good); stops at the first bad frame.
 
     After iteration `error` says why it stopped early (None: it reached `limit` or a clean end of file) and
-    `offset` is the end of the last good frame, where a torn or corrupt tail begins.
+    `offset` is the end of the last good frame, where a torn or corrupt tail begins. The file is read a chunk
+    at a time (frames are parsed out of memory: one read call per chunk, not two per frame); a frame larger
+    than a chunk is read whole, but never past the end of the file, so a damaged length cannot ask for more.
     """
 
-    def __init__(self, handle: BinaryIO, offset: int, limit: int | None = None) -> None:
+    def __init__(self, handle: BinaryIO, offset: int, limit: int | None = None, chunk_bytes: int = SCAN_CHUNK_BYTES) -> None:
         self._handle = handle
+        self._chunk = chunk_bytes
         self.offset = offset
         self._limit = limit
         self.error: str | None = None
         handle.seek(offset)
 
-    def __iter__(self) -> Iterator[Frame]:
-        handle = self._handle
-        while self._limit is None or self.offset < self._limit:
-            start = self.offset
-            head = handle.read(FRAME_HEADER_BYTES)
-            if not head:
-                return
-            if len(head) < FRAME_HEADER_BYTES:
-                self.error = f"frame header torn ({len(head)} of {FRAME_HEADER_BYTES} bytes)"
-                return
-            length, crc = _FRAME.unpack(head)
-            if length < _PAYLOAD_FIXED or (self._limit is not None and start + FRAME_HEADER_BYTES + length > self._limit):
+    def _fill(self, buffer: bytes, pos: int, need: int) -> bytes:
+        """`buffer[pos:]` plus what the file holds next, at least `need` bytes when it has them."""
+        parts = [buffer[pos:]]
+        have = len(buffer) - pos
+        while have < need:
+            want = max(need - have, self._chunk)
+            if self._limit is not None:
+                want = min(want, self._limit - self.offset - have)
+            chunk = self._handle.read(want) if want > 0 else b""
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        return b"".join(parts)
+
+    def raw(self) -> Iterator[tuple[int, memoryview]]:
+        """(start offset, payload) of each good frame; the payload is a view into the chunk read (kept alive by it)."""
+        buffer, pos = b"", 0
+        limit = self._limit
+        while limit is None or self.offset < limit:
+            if len(buffer) - pos < FRAME_HEADER_BYTES:
+                buffer, pos = self._fill(buffer, pos, FRAME_HEADER_BYTES), 0
+                if len(buffer) < FRAME_HEADER_BYTES:
+                    if buffer:
+                        self.error = f"frame header torn ({len(buffer)} of {FRAME_HEADER_BYTES} bytes)"
+                    return
+            length, crc = _FRAME.unpack_from(buffer, pos)
+            size = FRAME_HEADER_BYTES + length
+            if length < _PAYLOAD_FIXED or (limit is not None and self.offset + size > limit):
                 self.error = f"frame length {length} impossible here"
                 return
-            payload = _read_exactly(handle, length)
-            if len(payload) < length:
-                self.error = f"frame torn ({len(payload)} of {length} payload bytes)"
-                return
-            if zlib.crc32(payload, zlib.crc32(head[:4])) != crc:
+            if len(buffer) - pos < size:
+                buffer, pos = self._fill(buffer, pos, size), 0
+                if len(buffer) < size:
+                    self.error = f"frame torn ({len(buffer) - FRAME_HEADER_BYTES} of {length} payload bytes)"
+                    return
+            view = memoryview(buffer)
+            payload = view[pos + FRAME_HEADER_BYTES : pos + size]
+            if zlib.crc32(payload, zlib.crc32(view[pos : pos + 4])) != crc:
                 self.error = "frame CRC mismatch"
                 return
-            try:
-                appended_at, origin, data = _decode_payload(payload)
-            except SpoolFormatError as exc:
-                self.error = str(exc)
+            origin_len = _ORIGIN_LEN.unpack_from(payload, 8)[0]
+            if _PAYLOAD_FIXED + origin_len > length:
+                self.error = "origin length past the payload"
                 return
-            self.offset = start + FRAME_HEADER_BYTES + length
-            yield Frame(start, self.offset, appended_at, origin, data)
+            start = self.offset
+            self.offset = start + size
+            pos += size
+            yield start, payload
+
+    def __iter__(self) -> Iterator[Frame]:
+        for start, payload in self.raw():
+            yield Frame(start, self.offset, *decode_payload(payload))
 
 
-def _read_exactly(handle: BinaryIO, size: int) -> bytes:
-    # A frame larger than the chunk is read in pieces so a corrupt length cannot ask for gigabytes at once.
-    parts: list[bytes] = []
-    remaining = size
-    while remaining > 0:
-        chunk = handle.read(min(remaining, SCAN_CHUNK_BYTES))
-        if not chunk:
-            break
-        parts.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(parts)
+def decode_payload(payload: memoryview) -> tuple[float, str, bytes]:
+    """appended_at, origin and data of a good frame's payload."""
+    appended_at, origin_len = _PAYLOAD.unpack_from(payload)
+    origin = bytes(payload[_PAYLOAD_FIXED : _PAYLOAD_FIXED + origin_len]).decode("utf-8", "replace")
+    return appended_at, origin, bytes(payload[_PAYLOAD_FIXED + origin_len :])
+
+
+def payload_origin(payload: memoryview) -> tuple[float, str]:
+    """The appended_at and origin of a (good) frame payload, without copying its data."""
+    appended_at, origin_len = _PAYLOAD.unpack_from(payload)
+    return appended_at, bytes(payload[_PAYLOAD_FIXED : _PAYLOAD_FIXED + origin_len]).decode("utf-8", "replace")
 
 
 @dataclass(slots=True)
@@ -196,16 +219,18 @@ def scan_segment(fs: FileSystem, path: Path, segment_id: int, skip_to: int) -> S
         decode_header(handle.read(HEADER_BYTES), segment_id)
         scanned = ScannedSegment(segment_id, HEADER_BYTES, HEADER_BYTES, 0, 0, None, None, None, None, file_size)
         reader = FrameReader(handle, HEADER_BYTES)
-        for frame in reader:
-            if frame.end <= skip_to:
-                scanned.resume_at = frame.end
+        last: memoryview | None = None
+        for start, payload in reader.raw():
+            if reader.offset <= skip_to:
+                scanned.resume_at = reader.offset
                 continue
             if scanned.first_origin is None:
-                scanned.first_origin = frame.origin
-                scanned.first_appended_at = frame.appended_at
-            scanned.last_origin = frame.origin
+                scanned.first_appended_at, scanned.first_origin = payload_origin(payload)
+            last = payload
             scanned.records += 1
-            scanned.frame_bytes += frame.end - frame.start
+            scanned.frame_bytes += reader.offset - start
+        if last is not None:
+            scanned.last_origin = payload_origin(last)[1]
         scanned.end = reader.offset
         scanned.error = reader.error
         if scanned.error is None and scanned.end < file_size:

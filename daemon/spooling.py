@@ -50,7 +50,7 @@ class SpoolingContext:
         return True
 
     def reject(self, data: bytes, origin: str, reason: str, detail: str, token: Any = None) -> None:
-        self.inner.reject(data, origin, reason, detail)
+        self.inner.reject(data, origin, reason, detail)  # not spooled: done once dead-lettered, nothing to commit
 
     def wait(self, seconds: float) -> bool:
         return self.inner.wait(seconds)

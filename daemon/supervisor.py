@@ -80,7 +80,8 @@ class SourceSupervisor:
                     skipped = self._skip(position)
                     if skipped is not None:
                         self.telemetry.source_crashed(self.context.name, exc, 0.0, position=skipped.origin, skipped=True)
-                        self.context.reject(skipped.data, skipped.origin, REASON_SOURCE_CRASH, f"{type(exc).__name__}: {exc}")
+                        detail = f"{type(exc).__name__}: {exc}"
+                        self.context.reject(skipped.data, skipped.origin, REASON_SOURCE_CRASH, detail, skipped.token)
                         last_crash_at = None
                         continue
                 last_crash_at = position

@@ -142,7 +142,9 @@ class StateTelemetry:
     def checkpoint_unusable(self, source: str, path: Path, reason: str, moved_to: Path | None) -> None:
         kind = "foreign" if reason.startswith("foreign") else "unusable"
         self.checkpoint_errors.labels(source=source, reason=kind).inc()
-        self.log.error(
+        # Foreign is expected after a change of stream (and at every start on the embedded stack): a warning.
+        log = self.log.warning if kind == "foreign" else self.log.error
+        log(
             "checkpoint_unusable",
             source=source,
             path=str(path),

@@ -82,10 +82,12 @@ class SourceContext(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SkippedInput:
-    """One input a source stepped over without reading it as a record: its raw bytes and where it was."""
+    """One input a source stepped over without reading it as a record: its raw bytes and where it was, and the
+    checkpoint token of the position after it (as `emit` takes), so a checkpoint can pass it."""
 
     data: bytes
     origin: str
+    token: Any = None
 
 
 class Source(ABC):

@@ -207,8 +207,10 @@ class FileSource(Source):
             return None
         info = self._checkpoint.files.get(key_of((device, inode)))
         generation = known.at[3] if known is not None else info.generation if info is not None else 0
-        self._progress[(device, inode)] = Progress(name, (device, inode), (raw.end, reader.line, self._pass, generation))
-        return SkippedInput(raw.data, f"{name}:{raw.line}")
+        at = (raw.end, reader.line, self._pass, generation)
+        progress = self._progress[(device, inode)] = Progress(name, (device, inode), at)
+        token = (progress.key, progress.at) if self._tokens else None
+        return SkippedInput(raw.data, f"{name}:{raw.line}", token)
 
     def expand(self, follow: bool = False) -> list[Path]:
         """The files to read, in order, each once; following, a pattern may match nothing yet."""

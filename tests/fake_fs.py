@@ -169,6 +169,7 @@ class PowerLossFS:
         with self.lock:
             source, target = self._abs(source), self._abs(target)
             self._node_of(source)
+            self._node_of(target.parent)  # adopt before the rename, or the moved file would be adopted as durable
             if target.exists():
                 self._node_of(target)
             os.replace(source, target)
@@ -280,33 +281,82 @@ class PowerLossFS:
             out[relative / name] = data
 
 
-# ---------------------------------------------------------------------------------------------------- crashes
+# ---------------------------------------------------------------------------------------------------- interposers
 
 
-class _CrashingAppendFile:
-    def __init__(self, fs: CrashingFS, inner: AppendFile) -> None:
+class _InterposedAppendFile:
+    def __init__(self, fs: _Interposed, inner: AppendFile) -> None:
         self._fs, self._inner = fs, inner
 
     def write(self, data: bytes) -> None:
-        if self._fs._step("write"):
-            if self._fs.writes_torn:
-                self._inner.write(data[: len(data) // 2])
-            self._fs._crash()
+        self._fs._before_write(self._inner, data)
         self._inner.write(data)
 
     def fsync(self) -> None:
-        self._fs._mutate("fsync")
+        self._fs._before("fsync")
         self._inner.fsync()
 
     def close(self) -> None:
-        self._inner.close()  # not a step: closing loses nothing the kernel holds
+        self._inner.close()  # not a mutating call: closing loses nothing the kernel holds
 
     @property
     def size(self) -> int:
         return self._inner.size
 
 
-class CrashingFS:
+class _Interposed:
+    """A FileSystem over `inner` that calls `_before(name)` ahead of each mutating call (see MUTATING_CALLS)."""
+
+    def __init__(self, inner: FileSystem) -> None:
+        self.inner = inner
+
+    def _before(self, name: str) -> None:
+        raise NotImplementedError
+
+    def _before_write(self, handle: AppendFile, data: bytes) -> None:
+        self._before("write")
+
+    def open_append(self, path: Path) -> AppendFile:
+        self._before("open_append")
+        return _InterposedAppendFile(self, self.inner.open_append(path))
+
+    def open_read(self, path: Path) -> BinaryIO:
+        return self.inner.open_read(path)
+
+    def read_bytes(self, path: Path) -> bytes:
+        return self.inner.read_bytes(path)
+
+    def replace(self, source: Path, target: Path) -> None:
+        self._before("replace")
+        self.inner.replace(source, target)
+
+    def fsync_dir(self, path: Path) -> None:
+        self._before("fsync_dir")
+        self.inner.fsync_dir(path)
+
+    def unlink(self, path: Path) -> None:
+        self._before("unlink")
+        self.inner.unlink(path)
+
+    def listdir(self, path: Path) -> list[str]:
+        return self.inner.listdir(path)
+
+    def mkdir(self, path: Path) -> None:
+        self._before("mkdir")
+        self.inner.mkdir(path)
+
+    def exists(self, path: Path) -> bool:
+        return self.inner.exists(path)
+
+    def size(self, path: Path) -> int:
+        return self.inner.size(path)
+
+    def truncate(self, path: Path, size: int) -> None:
+        self._before("truncate")
+        self.inner.truncate(path, size)
+
+
+class CrashingFS(_Interposed):
     """`inner`, but the process dies (`SimulatedCrash`) at mutating call number `crash_at` (1-based), before it.
 
     `crash_at=None` never crashes: run once like that and `steps()` tells how many calls there are to crash at.
@@ -315,7 +365,8 @@ class CrashingFS:
     """
 
     def __init__(self, inner: FileSystem, crash_at: int | None, writes_torn: bool = False) -> None:
-        self.inner, self.crash_at, self.writes_torn = inner, crash_at, writes_torn
+        super().__init__(inner)
+        self.crash_at, self.writes_torn = crash_at, writes_torn
         self.calls: list[str] = []  # the mutating calls made, in order (the crashing one last)
         self.crashed = False
         self._lock = threading.Lock()
@@ -336,127 +387,32 @@ class CrashingFS:
             self.crashed = True
             raise SimulatedCrash(f"crash at step {len(self.calls)} ({self.calls[-1]})")
 
-    def _mutate(self, name: str) -> None:
+    def _before(self, name: str) -> None:
         if self._step(name):
             self._crash()
 
-    def open_append(self, path: Path) -> AppendFile:
-        self._mutate("open_append")
-        return _CrashingAppendFile(self, self.inner.open_append(path))
-
-    def open_read(self, path: Path) -> BinaryIO:
-        return self.inner.open_read(path)
-
-    def read_bytes(self, path: Path) -> bytes:
-        return self.inner.read_bytes(path)
-
-    def replace(self, source: Path, target: Path) -> None:
-        self._mutate("replace")
-        self.inner.replace(source, target)
-
-    def fsync_dir(self, path: Path) -> None:
-        self._mutate("fsync_dir")
-        self.inner.fsync_dir(path)
-
-    def unlink(self, path: Path) -> None:
-        self._mutate("unlink")
-        self.inner.unlink(path)
-
-    def listdir(self, path: Path) -> list[str]:
-        return self.inner.listdir(path)
-
-    def mkdir(self, path: Path) -> None:
-        self._mutate("mkdir")
-        self.inner.mkdir(path)
-
-    def exists(self, path: Path) -> bool:
-        return self.inner.exists(path)
-
-    def size(self, path: Path) -> int:
-        return self.inner.size(path)
-
-    def truncate(self, path: Path, size: int) -> None:
-        self._mutate("truncate")
-        self.inner.truncate(path, size)
+    def _before_write(self, handle: AppendFile, data: bytes) -> None:
+        if self._step("write"):
+            if self.writes_torn:
+                handle.write(data[: len(data) // 2])
+            self._crash()
 
 
-# ---------------------------------------------------------------------------------------------------- I/O errors
-
-
-class _FaultyAppendFile:
-    def __init__(self, fs: FaultyFS, inner: AppendFile) -> None:
-        self._fs, self._inner = fs, inner
-
-    def write(self, data: bytes) -> None:
-        self._fs._fail("write")
-        self._inner.write(data)
-
-    def fsync(self) -> None:
-        self._fs._fail("fsync")
-        self._inner.fsync()
-
-    def close(self) -> None:
-        self._inner.close()
-
-    @property
-    def size(self) -> int:
-        return self._inner.size
-
-
-class FaultyFS:
+class FaultyFS(_Interposed):
     """`inner`, but a mutating call named in `faults` raises that OSError instead (until the entry is removed).
 
     e.g. `fs.faults["fsync"] = OSError(errno.EIO, "Input/output error")`; `failed` counts the refused calls.
     """
 
     def __init__(self, inner: FileSystem) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.faults: dict[str, OSError] = {}
         self.failed: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def _fail(self, name: str) -> None:
+    def _before(self, name: str) -> None:
         with self._lock:
             error = self.faults.get(name)
             if error is not None:
                 self.failed[name] = self.failed.get(name, 0) + 1
                 raise OSError(error.errno, error.strerror)
-
-    def open_append(self, path: Path) -> AppendFile:
-        self._fail("open_append")
-        return _FaultyAppendFile(self, self.inner.open_append(path))
-
-    def open_read(self, path: Path) -> BinaryIO:
-        return self.inner.open_read(path)
-
-    def read_bytes(self, path: Path) -> bytes:
-        return self.inner.read_bytes(path)
-
-    def replace(self, source: Path, target: Path) -> None:
-        self._fail("replace")
-        self.inner.replace(source, target)
-
-    def fsync_dir(self, path: Path) -> None:
-        self._fail("fsync_dir")
-        self.inner.fsync_dir(path)
-
-    def unlink(self, path: Path) -> None:
-        self._fail("unlink")
-        self.inner.unlink(path)
-
-    def listdir(self, path: Path) -> list[str]:
-        return self.inner.listdir(path)
-
-    def mkdir(self, path: Path) -> None:
-        self._fail("mkdir")
-        self.inner.mkdir(path)
-
-    def exists(self, path: Path) -> bool:
-        return self.inner.exists(path)
-
-    def size(self, path: Path) -> int:
-        return self.inner.size(path)
-
-    def truncate(self, path: Path, size: int) -> None:
-        self._fail("truncate")
-        self.inner.truncate(path, size)

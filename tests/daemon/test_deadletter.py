@@ -3,7 +3,9 @@ every record that could not be kept is counted as lost instead of vanishing."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from structlog.testing import capture_logs
 from daemon.app import stop_and_flush
 from daemon.buffer import RecordBuffer
 from daemon.deadletter import DeadLetterClosed, DeadLetterFile, DeadLetterWriteFailed
+from daemon.durable import LOCAL, AppendFile, LocalFileSystem
 from daemon.logs import get_logger
 from daemon.pipeline import FatalStop, SinkWorker, SourceContext
 from daemon.supervisor import SourceSupervisor
@@ -21,6 +24,8 @@ from daemon.telemetry import Telemetry
 from sinks.batch import BatchLimits
 from sources.base import Source, SourceConfig
 from sources.base import SourceContext as SourceContextProtocol
+from tests.conftest import poll_until
+from tests.fake_fs import CrashingFS, FaultyFS, PowerLossFS
 from tests.fakes import ScriptedSink, ledger
 
 WAIT_S = 5.0
@@ -141,3 +146,205 @@ def test_an_origin_from_a_non_utf8_file_name_is_written_as_valid_utf8(tmp_path: 
     dead.close()
     (line,) = (tmp_path / "dead.jsonl").read_bytes().decode("utf-8").splitlines()
     assert json.loads(line)["origin"] == "tweets-\\udcff.jsonl:3"
+
+
+# ------------------------------------------------------------------------------------------ durability (state.fsync)
+
+
+def origins_in(path: Path) -> list[str]:
+    """Origins of the complete lines in the file (a power loss may leave a torn last line without its newline)."""
+    raw = path.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1]
+    return [json.loads(entry)["origin"] for entry in complete.splitlines()]
+
+
+class FsyncCounter:
+    """An on_fsync callback that counts."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def test_a_bad_policy_is_refused() -> None:
+    """An unknown fsync policy is a ValueError, not a file that never syncs."""
+    with pytest.raises(ValueError, match="fsync must be one of"):
+        DeadLetterFile(Path("/dev/null"), "s", fsync="never")
+
+
+def test_by_default_every_write_that_returned_survives_a_power_loss(tmp_path: Path) -> None:
+    """Four threads write concurrently into a new file in a new directory (default policy: batch); after a power
+    loss (torn tail) every line whose write returned is there - the directory and file entries included - and the
+    group commit used fewer fsyncs than writes."""
+    power, fsyncs = PowerLossFS(tmp_path), FsyncCounter()
+    dead = DeadLetterFile(tmp_path / "state" / "dl.jsonl", "s", fs=power, on_fsync=fsyncs)
+    returned: list[str] = []
+
+    def writer(name: str) -> None:
+        for number in range(50):
+            line(dead, f"{name}:{number}")
+            returned.append(f"{name}:{number}")
+
+    threads = [threading.Thread(target=writer, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert len(returned) == 200
+    power.power_loss(torn=True)
+    assert set(origins_in(tmp_path / "state" / "dl.jsonl")) >= set(returned)
+    assert 0 < fsyncs.count <= 200
+
+
+def test_under_interval_only_lines_before_the_last_sync_are_guaranteed(tmp_path: Path) -> None:
+    """fsync=interval: write returns before any fsync, so a power loss keeps the lines before the last sync()
+    and drops the later ones (the documented power-loss window)."""
+    power = PowerLossFS(tmp_path)
+    (tmp_path / "dl.jsonl").write_bytes(b"")  # an existing file: its entry is durable
+    dead = DeadLetterFile(tmp_path / "dl.jsonl", "s", fsync="interval", fsync_interval_s=3600, fs=power)
+    line(dead, "a:1")
+    line(dead, "a:2")
+    dead.sync()
+    line(dead, "a:3")
+    assert origins_in(tmp_path / "dl.jsonl") == ["a:1", "a:2", "a:3"]  # all in the kernel: a crash keeps them
+    power.power_loss()
+    assert origins_in(tmp_path / "dl.jsonl") == ["a:1", "a:2"]
+
+
+def test_under_interval_the_thread_fsyncs_and_close_fsyncs_the_rest(tmp_path: Path) -> None:
+    """The interval thread makes a line durable without any sync() call, and close does a last fsync."""
+    power, fsyncs = PowerLossFS(tmp_path), FsyncCounter()
+    dead = DeadLetterFile(tmp_path / "ticking.jsonl", "s", fsync="interval", fsync_interval_s=0.05, fs=power, on_fsync=fsyncs)
+    line(dead, "t:1")
+    poll_until(lambda: fsyncs.count >= 1, WAIT_S, "the interval fsync")
+    dead.close()
+    slow = DeadLetterFile(tmp_path / "closing.jsonl", "s", fsync="interval", fsync_interval_s=3600, fs=power)
+    line(slow, "c:1")
+    slow.close()
+    power.power_loss()
+    assert origins_in(tmp_path / "ticking.jsonl") == ["t:1"]
+    assert origins_in(tmp_path / "closing.jsonl") == ["c:1"]
+
+
+def test_a_non_durable_write_is_acknowledged_only_once_an_fsync_covered_it(tmp_path: Path) -> None:
+    """durable=False returns without an fsync and its after_sync waits: a power loss then loses the line and it was
+    never acknowledged; once sync() (or a later durable write) covered it, the callback runs and the line survives."""
+    (tmp_path / "dl.jsonl").write_bytes(b"")
+    power, fsyncs, acknowledged = PowerLossFS(tmp_path), FsyncCounter(), []
+    dead = DeadLetterFile(tmp_path / "dl.jsonl", "s", fs=power, on_fsync=fsyncs)
+    dead.write(
+        data=b"x", source="s", origin="r:1", reason="r", detail="d", durable=False, after_sync=lambda: acknowledged.append("r:1")
+    )
+    assert fsyncs.count == 0 and acknowledged == []
+    power.power_loss()
+    assert origins_in(tmp_path / "dl.jsonl") == []  # lost, but nobody was told it was kept
+    power = PowerLossFS(tmp_path)
+    dead = DeadLetterFile(tmp_path / "dl.jsonl", "s", fs=power, on_fsync=fsyncs)
+    dead.write(
+        data=b"x", source="s", origin="r:2", reason="r", detail="d", durable=False, after_sync=lambda: acknowledged.append("r:2")
+    )
+    dead.sync()
+    assert acknowledged == ["r:2"]
+    dead.write(
+        data=b"x", source="s", origin="r:3", reason="r", detail="d", durable=False, after_sync=lambda: acknowledged.append("r:3")
+    )
+    line(dead, "d:4")  # a durable write's fsync covers the earlier line too
+    assert acknowledged == ["r:2", "r:3"]
+    power.power_loss()
+    assert origins_in(tmp_path / "dl.jsonl") == ["r:2", "r:3", "d:4"]
+
+
+def test_write_many_is_one_write_and_one_fsync(tmp_path: Path) -> None:
+    """write_many appends all its lines in one write call covered by one fsync, in order."""
+    counter = CrashingFS(LOCAL, crash_at=None)
+    dead = DeadLetterFile(tmp_path / "dl.jsonl", "s", fs=counter)
+    before = counter.steps()
+    dead.write_many([(b"{}", "s", f"m:{n}", "r", "d") for n in range(3)])
+    assert counter.calls[before:] == ["write", "fsync"]
+    dead.close()
+    assert origins_in(tmp_path / "dl.jsonl") == ["m:0", "m:1", "m:2"]
+
+
+class GatedAppendFile:
+    """An append file whose fsync blocks until the gate opens (a slow disk), counting fsyncs."""
+
+    def __init__(self, fs: GatedFS, inner: AppendFile) -> None:
+        self._fs, self._inner = fs, inner
+
+    def write(self, data: bytes) -> None:
+        self._inner.write(data)
+
+    def fsync(self) -> None:
+        self._fs.entered.set()
+        assert self._fs.release.wait(WAIT_S * 2)
+        self._fs.fsyncs += 1
+        self._inner.fsync()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+
+class GatedFS(LocalFileSystem):
+    def __init__(self) -> None:
+        self.entered, self.release, self.fsyncs = threading.Event(), threading.Event(), 0
+
+    def open_append(self, path: Path) -> AppendFile:
+        return GatedAppendFile(self, super().open_append(path))
+
+
+def test_batch_writers_wait_for_their_fsync_and_share_the_next_one(tmp_path: Path) -> None:
+    """While one fsync is stuck, nine more writers append and wait (none returns before an fsync covered its line);
+    once it finishes, a single further fsync releases all nine (group commit)."""
+    fs = GatedFS()
+    dead = DeadLetterFile(tmp_path / "dl.jsonl", "s", fs=fs)
+    returned: list[str] = []
+
+    def writer(origin: str) -> None:
+        line(dead, origin)
+        returned.append(origin)
+
+    threads = [threading.Thread(target=writer, args=("first",))]
+    threads[0].start()
+    assert fs.entered.wait(WAIT_S)
+    threads += [threading.Thread(target=writer, args=(f"later:{n}",)) for n in range(9)]
+    for thread in threads[1:]:
+        thread.start()
+    poll_until(lambda: len(origins_in(tmp_path / "dl.jsonl")) == 10, WAIT_S, "ten lines in the kernel")
+    assert returned == []
+    fs.release.set()
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert sorted(returned) == sorted(["first", *(f"later:{n}" for n in range(9))])
+    assert fs.fsyncs == 2
+    dead.close()
+
+
+@pytest.mark.parametrize("policy", ["batch", "interval"])
+def test_a_failed_fsync_breaks_the_file_like_a_failed_write(tmp_path: Path, policy: str) -> None:
+    """An fsync that fails with EIO (injected) is a DeadLetterWriteFailed - raised by the write itself under batch,
+    by the next write under interval - and the file refuses every later write and sync()."""
+    faulty = FaultyFS(LOCAL)
+    dead = DeadLetterFile(tmp_path / "dl.jsonl", "s", fsync=policy, fsync_interval_s=0.05, fs=faulty)
+    faulty.faults["fsync"] = OSError(errno.EIO, os.strerror(errno.EIO))
+    if policy == "batch":
+        with pytest.raises(DeadLetterWriteFailed, match="Input/output error") as first:
+            line(dead, "a:1")
+        assert isinstance(first.value.__cause__, OSError)
+    else:
+        line(dead, "a:1")  # returns at once: the fsync comes later, on the thread
+        poll_until(lambda: dead.failure is not None, WAIT_S, "the interval fsync to fail")
+    with pytest.raises(DeadLetterWriteFailed, match="failed earlier"):
+        line(dead, "a:2")
+    with pytest.raises(DeadLetterWriteFailed):
+        dead.sync()
+    del faulty.faults["fsync"]
+    with pytest.raises(DeadLetterWriteFailed):  # a broken file stays broken: its lost lines were reported once
+        line(dead, "a:3")
+    dead.close()
+    assert faulty.failed["fsync"] == 1 and origins_in(tmp_path / "dl.jsonl") == ["a:1"]

@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import daemon.spool
 from daemon.spool import Spool
+from daemon.spool_segments import HEADER_BYTES, encode_frame
 from tests.daemon.test_spool_support import RecordedEvents, abandon, make_spool
 from tests.fake_fs import PowerLossFS
 
@@ -88,8 +89,10 @@ class SpoolMachine(RuleBasedStateMachine):
         if not self.spool.append(data, {"id": self.next_id}, str(self.next_id), STOPPING):
             assert self.MAX_BYTES < 1024**3, "only a small spool can be full"
             assert self.events.dropped[drops:] == [], "dropped, and still no room"
-            if self.WHEN_FULL == "drop_oldest":  # refused only when nothing unread lies beyond the reader's segment
-                assert self.spool._files.oldest_after(self.spool._cursor[0]) is None
+            if self.WHEN_FULL == "drop_oldest":  # refused only when even dropping every unread segment left no room
+                files = self.spool._files
+                kept = files.disk_bytes - files.droppable_bytes(self.spool._cursor[0])
+                assert kept + len(encode_frame(0.0, str(self.next_id), data)) + HEADER_BYTES > self.MAX_BYTES
             self.refused += 1
             return
         for count, first, last in self.events.dropped[drops:]:

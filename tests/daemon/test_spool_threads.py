@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import daemon.spool
+import daemon.spool_files
 from daemon.durable import LOCAL, AppendFile, LocalFileSystem
 from tests.daemon.test_spool_support import NO_STOP, make_spool, read_all, record
 
@@ -158,4 +162,50 @@ def test_oldest_age_is_the_new_record_after_an_idle_spell_not_the_last_one_read(
         daemon.spool.HOT_TAIL_RECORDS = saved
     now[0] = 5010.0
     assert spool.stats().oldest_age_s == 10.0
+    spool.close()
+
+
+class _FailingOnceFile:
+    def __init__(self, inner: AppendFile, fs: FsyncFailsOnceFS) -> None:
+        self._inner, self._fs = inner, fs
+
+    def write(self, data: bytes) -> None:
+        self._inner.write(data)
+
+    def fsync(self) -> None:
+        if self._fs.failures:
+            self._fs.failures -= 1
+            raise self._fs.error
+        self._inner.fsync()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+
+class FsyncFailsOnceFS(LocalFileSystem):
+    """The local disk whose first fsyncs fail with `error` (an OSError, or a bug's exception)."""
+
+    def __init__(self, error: Exception, failures: int = 1) -> None:
+        self.error, self.failures = error, failures
+
+    def open_append(self, path: Path) -> AppendFile:
+        return _FailingOnceFile(super().open_append(path), self)
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"), ValueError("a bug under the spool")])
+def test_the_batch_syncer_survives_a_failed_round_and_retries_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """A failed fsync round (EIO, or an unexpected exception) is reported; the syncer retries unasked and catches up."""
+    monkeypatch.setattr(daemon.spool_files, "SYNC_RETRY_S", 0.05)
+    spool, events = make_spool(tmp_path, FsyncFailsOnceFS(error), fsync="batch")
+    spool.open()
+    spool.append(b"only one", None, "o", NO_STOP)  # no later append to wake the syncer again
+    assert spool.wait_durable(DEADLINE_S)
+    assert len(events.write_failed) == 1
+    assert events.fsyncs
     spool.close()

@@ -18,8 +18,8 @@ RUN_TIMEOUT_S = 120.0
 CHILD = r"""
 import json, sys, threading, time
 from pathlib import Path
-import daemon.spool
-daemon.spool.SPOOL_RETRY_S = 0.05
+import daemon.spool_reading
+daemon.spool_reading.SPOOL_RETRY_S = 0.05
 from tests.daemon.test_spool_support import make_spool
 
 directory, policy, total = Path(sys.argv[1]) / "spool", sys.argv[2], int(sys.argv[3])

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from daemon.progress import ProgressWindow
 from sources.file import FileSource, FileSourceConfig
 from sources.file_checkpoint import KIND_REPLACED, KIND_TRUNCATED
 from tests.fakes import RecordingContext
+
+RUN_DEADLINE_S = 10.0
 
 
 def lines(first: int, count: int) -> bytes:
@@ -40,7 +43,23 @@ def replay(state: dict[str, Any] | None = None, **config: Any) -> tuple[FileSour
     if state is not None:
         source.resume(state)
     ctx = RecordingContext(max_wait_s=0, stop_after_emits=stop_after)
-    source.run(ctx)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            source.run(ctx)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(RUN_DEADLINE_S)
+    if thread.is_alive():  # e.g. a loop that finds nothing to read, pass after pass
+        ctx.stop.set()
+        thread.join(RUN_DEADLINE_S)
+        raise AssertionError(f"the source did not finish within {RUN_DEADLINE_S}s; it handed over {len(ctx.tokens)} inputs")
+    if failure:
+        raise failure[0]
     return source, ctx
 
 
@@ -269,3 +288,43 @@ def test_state_keeps_restored_files_this_run_did_not_reach(tmp_path: Path) -> No
     assert ns(again) == [3]
     nothing_acked = saved(resumed, again, [])
     assert nothing_acked == state
+
+
+def test_tokens_go_on_after_a_crash_and_a_skipped_input(tmp_path: Path) -> None:
+    """run crashes on an emit, the input is skipped (as the supervisor does): later tokens start after it."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(lines(0, 5))
+    source = FileSource(FileSourceConfig(paths=[str(path)]))
+    ctx = RecordingContext(max_wait_s=0, crash_after_emits=2)
+    with pytest.raises(OSError, match="disk hiccup"):
+        source.run(ctx)
+    position = source.position()
+    assert position is not None and position[3] == len(lines(0, 2))
+    skipped = source.skip(position)
+    assert skipped is not None and skipped.data == b'{"n": 2}'
+    source.run(ctx)
+    assert ns(ctx) == [0, 1, 3, 4]
+    assert [token[1][:2] for _, token in ctx.tokens] == [(len(lines(0, n)), n + 1) for n in (1, 2, 4, 5)]
+    state = saved(source, ctx)
+    _, again = replay(state, paths=[str(path)])
+    assert again.tokens == []
+
+
+def test_a_skipped_last_input_carries_the_token_after_it(tmp_path: Path) -> None:
+    """The poison input is the file's last: its skip carries the position after it, so a checkpoint that passes
+    it (once dead-lettered) reads nothing again at the next start - no second dead letter for it."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(lines(0, 3))
+    source = FileSource(FileSourceConfig(paths=[str(path)]))
+    ctx = RecordingContext(max_wait_s=0, crash_after_emits=2)
+    with pytest.raises(OSError, match="disk hiccup"):
+        source.run(ctx)
+    position = source.position()
+    assert position is not None
+    skipped = source.skip(position)
+    assert skipped is not None and skipped.data == b'{"n": 2}'
+    assert skipped.token == (ctx.tokens[-1][1][0], (len(lines(0, 3)), 4, 0, skipped.token[1][3]))
+    ctx.tokens.append(("reject", skipped.token))  # what the supervisor's reject hands over
+    state = saved(source, ctx)
+    _, again = replay(state, paths=[str(path)])
+    assert again.tokens == [] and again.rejected == []
