@@ -118,7 +118,7 @@ class Durability:
 
         def level() -> SpoolReading:
             stats = spool.stats()
-            return SpoolReading(stats.records, stats.bytes, stats.oldest_age_s)
+            return SpoolReading(stats.records, stats.disk_bytes, stats.oldest_age_s)
 
         self.telemetry.durability.watch_spool(name, level)
         self.spooled.append(name)

@@ -74,7 +74,9 @@ class DurabilityCollector:
             lag_records.add_metric([source], lag.records)
             lag_seconds.add_metric([source], lag.seconds)
         spool_records = GaugeMetricFamily("tweet_producer_spool_records", "Records in the spool not yet done.", labels=["source"])
-        spool_bytes = GaugeMetricFamily("tweet_producer_spool_bytes", "Disk the spool's files use.", labels=["source"])
+        spool_bytes = GaugeMetricFamily(
+            "tweet_producer_spool_bytes", "Disk the spool's files use (what spool.max_bytes bounds).", labels=["source"]
+        )
         spool_age = GaugeMetricFamily(
             "tweet_producer_spool_oldest_record_age_seconds",
             "Age of the oldest record in the spool not yet done.",

@@ -86,6 +86,16 @@ def tweet_line(n: int, author: str = "7", username: str = "alice", rule: str = "
     ).encode()
 
 
+def paced_steps(lines: list[bytes], rate: float, per_chunk: int) -> list[Step]:
+    """Steps sending `lines` (CRLF-terminated) in chunks of `per_chunk` at about `rate` lines/s: a fast live
+    stream for the crash tests (a few thousand tweets/s from one handler thread)."""
+    steps: list[Step] = []
+    for start in range(0, len(lines), per_chunk):
+        steps.append(Send(b"".join(line + b"\r\n" for line in lines[start : start + per_chunk])))
+        steps.append(Pause(per_chunk / rate))
+    return steps
+
+
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -105,6 +115,8 @@ class FakeX:
     hold_rules: bool = False  # never answer the rules listing
     tls: ssl.SSLContext | None = None
     requests: list[Request] = field(default_factory=list)
+    # Every Send's bytes, noted just before the write: a superset of what any client can have received.
+    sent: list[bytes] = field(default_factory=list)
     _next_rule_id: int = 100
     _server: ThreadingHTTPServer | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -118,6 +130,12 @@ class FakeX:
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def sent_lines(self) -> list[bytes]:
+        """The stream lines (tweets and bad lines, keep-alives left out) of every Send so far, in order."""
+        with self._lock:
+            chunks = list(self.sent)
+        return [line for chunk in chunks for line in chunk.split(b"\r\n") if line]
 
     def stream_connects(self) -> list[Request]:
         with self._lock:
@@ -273,6 +291,8 @@ class FakeX:
                 try:
                     for step in script.steps:
                         if isinstance(step, Send):
+                            with fake._lock:
+                                fake.sent.append(step.data)
                             self.wfile.write(b"%x\r\n%s\r\n" % (len(step.data), step.data))
                             self.wfile.flush()
                         elif isinstance(step, Pause):
