@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from daemon.durable import LOCAL, AppendFile
+from daemon.durable import LOCAL, AppendFile, ForwardingAppendFile
 from sources.base import SpoolSettings
 
 RECORD_SIZES = (300, 3000)
@@ -113,24 +113,14 @@ class CountingEvents:
         self.counts["corrupt"] += 1
 
 
-class _CountingAppendFile:
+class _CountingAppendFile(ForwardingAppendFile):
     def __init__(self, inner: AppendFile, fs: CountingFS) -> None:
         self._inner = inner
         self._fs = fs
 
-    def write(self, data: bytes) -> None:
-        self._inner.write(data)
-
     def fsync(self) -> None:
         self._fs.fsyncs += 1
         self._inner.fsync()
-
-    def close(self) -> None:
-        self._inner.close()
-
-    @property
-    def size(self) -> int:
-        return self._inner.size
 
 
 class CountingFS:

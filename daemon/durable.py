@@ -69,6 +69,27 @@ class FileSystem(Protocol):
         ...
 
 
+class ForwardingAppendFile:
+    """An AppendFile passing every call on to another: a layer overrides what it adds (counting, a slow or
+    failing disk) and leaves the rest as it is."""
+
+    def __init__(self, inner: AppendFile) -> None:
+        self._inner = inner
+
+    def write(self, data: bytes) -> None:
+        self._inner.write(data)
+
+    def fsync(self) -> None:
+        self._inner.fsync()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+
 class _LocalAppendFile:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from daemon.app import stop_and_flush
 from daemon.buffer import RecordBuffer
 from daemon.deadletter import DeadLetterClosed, DeadLetterFile, DeadLetterWriteFailed
-from daemon.durable import LOCAL, AppendFile, LocalFileSystem
+from daemon.durable import LOCAL, AppendFile, ForwardingAppendFile, LocalFileSystem
 from daemon.logs import get_logger
 from daemon.pipeline import FatalStop, SinkWorker, SourceContext
 from daemon.supervisor import SourceSupervisor
@@ -267,27 +267,17 @@ def test_write_many_is_one_write_and_one_fsync(tmp_path: Path) -> None:
     assert origins_in(tmp_path / "dl.jsonl") == ["m:0", "m:1", "m:2"]
 
 
-class GatedAppendFile:
+class GatedAppendFile(ForwardingAppendFile):
     """An append file whose fsync blocks until the gate opens (a slow disk), counting fsyncs."""
 
     def __init__(self, fs: GatedFS, inner: AppendFile) -> None:
         self._fs, self._inner = fs, inner
-
-    def write(self, data: bytes) -> None:
-        self._inner.write(data)
 
     def fsync(self) -> None:
         self._fs.entered.set()
         assert self._fs.release.wait(WAIT_S * 2)
         self._fs.fsyncs += 1
         self._inner.fsync()
-
-    def close(self) -> None:
-        self._inner.close()
-
-    @property
-    def size(self) -> int:
-        return self._inner.size
 
 
 class GatedFS(LocalFileSystem):

@@ -12,7 +12,7 @@ import pytest
 
 import daemon.spool
 import daemon.spool_reading
-from daemon.durable import LOCAL, AppendFile, FileSystem, LocalFileSystem
+from daemon.durable import LOCAL, AppendFile, FileSystem, ForwardingAppendFile, LocalFileSystem
 from tests.daemon.test_spool_support import NO_STOP, abandon, make_spool, read_all, record
 from tests.fake_fs import FaultyFS
 
@@ -139,7 +139,7 @@ def test_drop_oldest_never_drops_records_already_read(tmp_path: Path) -> None:
     spool.close()
 
 
-class _HalfThenENOSPC:
+class _HalfThenENOSPC(ForwardingAppendFile):
     """A write that stores half its bytes, then fails with ENOSPC (a disk filling up mid-frame)."""
 
     def __init__(self, inner: AppendFile, full: threading.Event) -> None:
@@ -150,16 +150,6 @@ class _HalfThenENOSPC:
             self._inner.write(data[: len(data) // 2])
             raise OSError(errno.ENOSPC, "No space left on device")
         self._inner.write(data)
-
-    def fsync(self) -> None:
-        self._inner.fsync()
-
-    def close(self) -> None:
-        self._inner.close()
-
-    @property
-    def size(self) -> int:
-        return self._inner.size
 
 
 class FillingFS(FaultyFS):

@@ -11,19 +11,16 @@ import pytest
 
 import daemon.spool
 import daemon.spool_files
-from daemon.durable import LOCAL, AppendFile, LocalFileSystem
+from daemon.durable import LOCAL, AppendFile, ForwardingAppendFile, LocalFileSystem
 from tests.daemon.test_spool_support import NO_STOP, make_spool, read_all, record
 
 DEADLINE_S = 30.0
 SLOW_FSYNC_S = 0.02
 
 
-class _SlowFsyncFile:
+class _SlowFsyncFile(ForwardingAppendFile):
     def __init__(self, inner: AppendFile, fs: SlowFsyncFS) -> None:
         self._inner, self._fs = inner, fs
-
-    def write(self, data: bytes) -> None:
-        self._inner.write(data)
 
     def fsync(self) -> None:
         self._fs.started.set()
@@ -31,13 +28,6 @@ class _SlowFsyncFile:
         self._inner.fsync()
         with self._fs.lock:
             self._fs.fsyncs += 1
-
-    def close(self) -> None:
-        self._inner.close()
-
-    @property
-    def size(self) -> int:
-        return self._inner.size
 
 
 class SlowFsyncFS(LocalFileSystem):
@@ -180,10 +170,6 @@ class _FailingOnceFile:
 
     def close(self) -> None:
         self._inner.close()
-
-    @property
-    def size(self) -> int:
-        return self._inner.size
 
 
 class FsyncFailsOnceFS(LocalFileSystem):
