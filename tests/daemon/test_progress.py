@@ -7,6 +7,7 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon import progress
 from daemon.progress import ProgressWindow
 
 
@@ -52,7 +53,16 @@ def test_lag_seconds_is_the_age_of_the_oldest_record_not_yet_done() -> None:
 @given(st.data(), st.integers(min_value=0, max_value=40))
 def test_committed_is_always_the_fold_of_the_longest_acknowledged_prefix(data: st.DataObject, count: int) -> None:
     """Whatever order and batching acknowledgements come in, committed = per key, the last position of the
-    longest prefix of acknowledged records."""
+    longest prefix of acknowledged records (with the folded part of the window trimmed every few records)."""
+    saved_trim = progress._TRIM_AT
+    progress._TRIM_AT = data.draw(st.integers(min_value=1, max_value=8))
+    try:
+        _check_prefix(data, count)
+    finally:
+        progress._TRIM_AT = saved_trim
+
+
+def _check_prefix(data: st.DataObject, count: int) -> None:
     window = ProgressWindow()
     tokens = [(data.draw(st.sampled_from(["a", "b", None])), n) for n in range(count)]
     numbers = [window.emitted(key, pos) for key, pos in tokens]
@@ -72,6 +82,8 @@ def test_committed_is_always_the_fold_of_the_longest_acknowledged_prefix(data: s
         assert window.committed() == expected
         assert window.committed_records == prefix
         assert window.lag()[0] == count - prefix
+        window.acknowledged(batch)  # a repeated report (of records maybe trimmed already) changes nothing
+        assert window.committed() == expected
 
 
 def test_concurrent_acknowledgements_from_many_threads_commit_everything() -> None:
