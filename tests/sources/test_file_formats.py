@@ -226,13 +226,13 @@ def test_pace_replays_at_the_original_spacing_divided_by_speed(tmp_path: Path) -
 def test_records_without_a_timestamp_are_sent_at_once_and_counted(tmp_path: Path) -> None:
     """Under pace, a record without a readable timestamp is sent without waiting and counted, not dead-lettered."""
     path = tmp_path / "t.jsonl"
-    path.write_bytes(b'{"t": 0}\n{"t": "soon"}\n{"x": 1}\n{"t": 0.05}\n')
+    path.write_bytes(b'{"t": 0}\n{"t": "soon"}\n{"x": 1}\n{"t": 0.5}\n')
     source = FileSource(FileSourceConfig(paths=[str(path)], pace={"field": "t", "speed": 1}))
     ctx = RecordingContext()
     source.run(ctx)
     assert len(ctx.emitted) == 4 and ctx.rejected == []
     assert source.unpaced == 2 and [kind for kind, _ in ctx.protocol_messages] == ["unpaced_record"] * 2
-    assert ctx.emitted_at[2] - ctx.emitted_at[0] < 0.03 <= ctx.emitted_at[3] - ctx.emitted_at[0]
+    assert ctx.emitted_at[2] - ctx.emitted_at[0] < 0.3 <= ctx.emitted_at[3] - ctx.emitted_at[0]
 
 
 def test_timestamp_formats() -> None:
