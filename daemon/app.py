@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from prometheus_client import start_http_server
-
 from daemon.buffer import RecordBuffer
 from daemon.config import Config, dead_letter_path, sink_name, split_listen
 from daemon.deadletter import DeadLetterFile
 from daemon.durability import Durability
 from daemon.durable import LOCAL, FileSystem
+from daemon.health import Health, MetricsServer
 from daemon.logs import get_logger
 from daemon.pipeline import COMPONENT_SINK_WORKER, FatalStop, SinkWorker, SourceContext
 from daemon.progress import ProgressWindow
@@ -76,6 +75,7 @@ class Daemon:
         self.log = get_logger()
         self.shutdown_requested = threading.Event()
         self.stopping_sources = threading.Event()
+        self.health = Health(lambda: {})  # given the telemetry's connection states once it exists
 
     def request_shutdown(self, signum: int, _frame: FrameType | None = None) -> None:
         if self.shutdown_requested.is_set():
@@ -111,10 +111,11 @@ class Daemon:
 
         telemetry = Telemetry(sink_name(config))
         fatal = FatalStop(telemetry, wake=self.shutdown_requested)
+        self.health = Health(lambda: dict(telemetry.connections))
         if config.metrics.enabled:
             host, port = split_listen(config.metrics.listen)
             with _step(f"metrics endpoint {config.metrics.listen}"):
-                metrics_server, _ = start_http_server(port, addr=host, registry=telemetry.registry)
+                metrics_server = MetricsServer(host, port, telemetry.registry, self.health)
             cleanup.callback(metrics_server.shutdown)
 
         sink_config = resolve_sink_config(config, embedded_url, embedded_credentials)
@@ -185,6 +186,12 @@ class Daemon:
         """Run until SIGTERM/SIGINT or a fatal error, then stop the sources, flush within the deadline, save the
         checkpoints, log the summary and return the exit code."""
         telemetry, fatal, worker, supervisors = running.telemetry, running.fatal, running.worker, running.supervisors
+        self.health.attach(
+            worker.thread,
+            [(s.context.name, s) for s in supervisors],
+            lambda: getattr(worker.sink, "unhealthy", None),
+            lambda: [component for component, _ in fatal.failures],
+        )
         worker.start()
         running.durability.start()
         for feeder in running.feeders:
@@ -192,7 +199,10 @@ class Daemon:
         for supervisor in supervisors:
             supervisor.start()
         announced_idle = False
+        self.health.tick()
+        self.health.state = "serving"
         while not self.shutdown_requested.wait(_MAIN_LOOP_TICK_S):
+            self.health.tick()
             watch_threads(fatal, worker, supervisors)
             if not announced_idle and all(not s.thread.is_alive() for s in supervisors):
                 announced_idle = True
@@ -201,6 +211,7 @@ class Daemon:
                 )
 
         started = time.monotonic()
+        self.health.state = "stopping"
         self.stopping_sources.set()
         stop_and_flush(
             supervisors, worker, _SOURCE_STOP_TIMEOUT_S, self.config.shutdown.flush_deadline, self.log, running.feeders

@@ -192,6 +192,8 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
         self.source_connected = Gauge(
             "tweet_producer_source_connected", "1 while a live source is connected to its server.", ["source"], registry=r
         )
+        # Each live source's last reported connection state (read by /readyz).
+        self.connections: dict[str, bool] = {}
         self.source_reconnects = Counter(
             "tweet_producer_source_reconnects", "Reconnections of a live source, by reason.", ["source", "reason"], registry=r
         )
@@ -370,6 +372,7 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
 
     def source_connection(self, source: str, connected: bool, detail: str) -> None:
         self.source_connected.labels(source=source).set(1 if connected else 0)
+        self.connections[source] = connected
         log = self.log.info if connected else self.log.warning
         log("source_connected" if connected else "source_disconnected", source=source, detail=detail)
 
