@@ -18,6 +18,7 @@ from daemon.durability import Durability
 from daemon.durable import LOCAL, FileSystem
 from daemon.health import Health, MetricsServer
 from daemon.logs import get_logger
+from daemon.notify import STATUS_INTERVAL_S, Notifier, WatchdogGate
 from daemon.pipeline import COMPONENT_SINK_WORKER, FatalStop, SinkWorker, SourceContext
 from daemon.progress import ProgressWindow
 from daemon.spooling import SpoolFeeder
@@ -201,8 +202,20 @@ class Daemon:
         announced_idle = False
         self.health.tick()
         self.health.state = "serving"
+        systemd = Notifier()
+        watchdog = None
+        if systemd.watchdog_interval_s is not None:
+            watchdog = WatchdogGate(systemd.watchdog_interval_s, lambda: worker.heartbeat, lambda: telemetry.last_request_at)
+        systemd.send("READY=1", _status(telemetry))
+        status_at = time.monotonic()
         while not self.shutdown_requested.wait(_MAIN_LOOP_TICK_S):
             self.health.tick()
+            now = time.monotonic()
+            if watchdog is not None and watchdog.due(now):
+                systemd.send("WATCHDOG=1")
+            if now - status_at >= STATUS_INTERVAL_S:
+                systemd.send(_status(telemetry))
+                status_at = now
             watch_threads(fatal, worker, supervisors)
             if not announced_idle and all(not s.thread.is_alive() for s in supervisors):
                 announced_idle = True
@@ -212,6 +225,7 @@ class Daemon:
 
         started = time.monotonic()
         self.health.state = "stopping"
+        systemd.send("STOPPING=1", "STATUS=stopping: delivering what is buffered, saving checkpoints")
         self.stopping_sources.set()
         stop_and_flush(
             supervisors, worker, _SOURCE_STOP_TIMEOUT_S, self.config.shutdown.flush_deadline, self.log, running.feeders
@@ -224,7 +238,14 @@ class Daemon:
             fatal=failed or None,
             **telemetry.ledger.totals(),
         )
+        systemd.close()
         return EXIT_FATAL if failed else EXIT_OK
+
+
+def _status(telemetry: Telemetry) -> str:
+    """The STATUS= line `systemctl status` shows: the running totals."""
+    totals = telemetry.ledger.totals()
+    return "STATUS=" + ", ".join(f"{key} {value}" for key, value in totals.items() if value or key in ("received", "sent"))
 
 
 @dataclass

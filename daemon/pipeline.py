@@ -215,6 +215,7 @@ class SinkWorker:
         self.deadline = Deadline()
         self._closing = threading.Event()
         self._started = False
+        self.heartbeat = time.monotonic()
         self.thread = threading.Thread(target=self._run, name="sink-worker", daemon=True)
 
     @property
@@ -241,6 +242,7 @@ class SinkWorker:
     def _run(self) -> None:
         try:
             while True:
+                self.heartbeat = time.monotonic()  # the loop turned (read by the systemd watchdog)
                 closing = self._closing.is_set()
                 if closing:
                     entries = self.buffer.get_many(_SUBMIT_CHUNK, 0.0)

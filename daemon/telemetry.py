@@ -192,6 +192,7 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
         self.source_connected = Gauge(
             "tweet_producer_source_connected", "1 while a live source is connected to its server.", ["source"], registry=r
         )
+        self.last_request_at = float("-inf")  # monotonic time the sink last completed a request (any result)
         # Each live source's last reported connection state (read by /readyz).
         self.connections: dict[str, bool] = {}
         self.source_reconnects = Counter(
@@ -303,6 +304,7 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
     # --- sink events (the SinkEvents protocol) ---------------------------------------------------
 
     def put_requested(self, *, result: str, records: int, accepted: int, latency_s: float | None) -> None:
+        self.last_request_at = time.monotonic()  # the sink side makes progress (read by the systemd watchdog)
         self.put_requests.labels(sink=self.sink, result=result).inc()
         if latency_s is not None:
             self.put_latency.labels(sink=self.sink).observe(latency_s)
