@@ -21,6 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -43,6 +44,10 @@ from sources.x_client import (
 from sources.x_stream import LineSplitter, StreamEnd, StreamReader
 
 TOKEN_ENV = "X_BEARER_TOKEN"  # noqa: S105 - the name of the variable, not a token
+# Under systemd, `LoadCredential=x-bearer-token:/etc/tweet-producer/x-bearer-token` puts the token in this file
+# of $CREDENTIALS_DIRECTORY (readable by the service alone), when $X_BEARER_TOKEN is not set.
+TOKEN_CREDENTIAL = "x-bearer-token"  # noqa: S105 - a file name, not a token
+CREDENTIALS_DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
 DEFAULT_API_URL = "https://api.x.com"
 # X sends a keep-alive every 20 s; a little grace for the network before calling it a stall.
 DEFAULT_STALL_TIMEOUT_S = 22.0
@@ -108,7 +113,7 @@ class XSourceConfig(SourceConfig):
     def _token_from_environment(cls, data: Any) -> Any:
         # Read when the config is built (not as a default argument): an unset key means $X_BEARER_TOKEN.
         if isinstance(data, dict) and not data.get("bearer_token") and not data.get("consumer_key"):
-            token = os.environ.get(TOKEN_ENV, "")
+            token = os.environ.get(TOKEN_ENV, "") or _credential(TOKEN_CREDENTIAL)
             if token:
                 return {**data, "bearer_token": token}
         return data
@@ -129,6 +134,18 @@ class XSourceConfig(SourceConfig):
         if duplicates:
             raise ValueError(f"rules: each value once (X refuses duplicates): {duplicates}")
         return self
+
+
+def _credential(name: str) -> str:
+    """A systemd credential (`LoadCredential=NAME:/path` in the unit): `$CREDENTIALS_DIRECTORY/NAME`, stripped;
+    empty when there is none."""
+    directory = os.environ.get(CREDENTIALS_DIRECTORY_ENV)
+    if not directory:
+        return ""
+    try:
+        return (Path(directory) / name).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
 
 
 class _Schedules:

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -198,6 +199,22 @@ def test_sample_stream_and_backfill(fake: FakeX) -> None:
     assert connect.path == "/2/tweets/sample/stream" and connect.query["backfill_minutes"] == ["2"]
     assert fake.calls("GET", "/2/tweets/search/stream/rules") == []
     assert ctx.emitted[0][2] == "x:sample"
+
+
+def test_config_reads_the_token_from_a_systemd_credential(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without X_BEARER_TOKEN: the token in $CREDENTIALS_DIRECTORY/x-bearer-token (LoadCredential=), stripped;
+    the environment variable wins when both are there."""
+    monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
+    (tmp_path / "x-bearer-token").write_text("from-credential\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    config = XSourceConfig()
+    assert config.bearer_token is not None and config.bearer_token.get_secret_value() == "from-credential"
+    monkeypatch.setenv("X_BEARER_TOKEN", "from-env")
+    assert XSourceConfig().bearer_token.get_secret_value() == "from-env"  # type: ignore[union-attr]
+    monkeypatch.delenv("X_BEARER_TOKEN")
+    (tmp_path / "x-bearer-token").unlink()
+    with pytest.raises(ValidationError, match="X_BEARER_TOKEN"):
+        XSourceConfig()
 
 
 def test_config_reads_the_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
