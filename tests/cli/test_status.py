@@ -16,19 +16,8 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest, start_http_server
 from prometheus_client.core import Metric
 
-from cli.status import (
-    CLEAR_SCREEN,
-    MISSING,
-    SINK_HEADER,
-    SOURCE_HEADER,
-    Snapshot,
-    StatusError,
-    parse_snapshot,
-    rates,
-    render,
-    run_status,
-    url_from_listen,
-)
+from cli.status import CLEAR_SCREEN, MISSING, SINK_HEADER, SOURCE_HEADER, render, run_status, url_from_listen
+from cli.status_model import Snapshot, StatusError, parse_snapshot, rates
 from daemon.telemetry import Telemetry
 from daemon.telemetry_state import LagReading, SpoolReading
 from tests.conftest import free_port
