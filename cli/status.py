@@ -37,11 +37,14 @@ def _num(value: Value, digits: int = 0) -> str:
     return f"{value:.{digits}f}"
 
 
-def _source_state(figures: SourceFigures) -> str:
-    # Only live sources (x, jetstream, mastodon) export `connected`; file-like ones have no per-source state.
-    if figures.connected is None:
+def _source_state(figures: SourceFigures, rate: Value) -> str:
+    # Only live sources (x, jetstream, mastodon) export `connected`; the daemon has no per-source running or
+    # finished gauge, so for the others the records/s is the state that can be told: active or idle.
+    if figures.connected is not None:
+        return "connected" if figures.connected >= 1 else "disconnected"
+    if rate is None:
         return MISSING
-    return "connected" if figures.connected >= 1 else "disconnected"
+    return "active" if rate > 0 else "idle"
 
 
 def _healthy(value: Value) -> str:
@@ -73,11 +76,12 @@ def render(url: str, after: Snapshot, rate: Rates) -> str:
         SOURCE_HEADER,
         [
             [
-                name, _source_state(f), _num(rate.received.get(name), 1), _num(f.received), _num(f.dead_lettered),
+                name, _source_state(f, r), _num(r, 1), _num(f.received), _num(f.dead_lettered),
                 _num(f.kept), _num(f.reconnects), _num(f.restarts), _num(f.lag_records), _num(f.lag_seconds, 1),
                 _num(f.spool_records), _num(f.spool_oldest_age_s, 1),
             ]
             for name, f in after.sources.items()
+            for r in [rate.received.get(name)]
         ],
     )
     lines.append("")

@@ -109,7 +109,10 @@ def test_rates_are_the_difference_over_the_time_between_snapshots() -> None:
     assert r.received == {"x": 20.0, "file": 0.0}
     assert r.sent == {SINK: 8.0}
     # A restarted daemon's counters start again from zero: no negative rate.
-    assert rates(after, before).received["x"] is None
+    restarted = Telemetry(SINK)
+    restarted.received_tally("x").add(5)
+    again = parse_snapshot(generate_latest(restarted.registry).decode(), taken_at=15.0)
+    assert rates(after, again).received["x"] is None
 
 
 def test_render_shows_each_source_and_sink_with_its_figures() -> None:
@@ -126,16 +129,22 @@ def test_render_shows_each_source_and_sink_with_its_figures() -> None:
     }
     file = dict(zip(SOURCE_HEADER, _row(shown, "file"), strict=True))
     assert (file["STATE"], file["REC/S"], file["RECEIVED"], file["KEPT"], file["LAG"], file["LAG_S"]) == (
-        MISSING, "0.0", "12", "2", "6", "1.5"
+        "idle", "0.0", "12", "2", "6", "1.5"
     )
+    t.received_tally("file").add(1)
+    moved = parse_snapshot(generate_latest(t.registry).decode(), taken_at=3.0)
+    assert _cell(render("u", moved, rates(after, moved)), "file", SOURCE_HEADER, "STATE") == "active"
     sink = dict(zip(SINK_HEADER, _row(shown, SINK), strict=True))
     assert sink == {
         "SINK": SINK, "HEALTHY": "yes", "SENT/S": "0.0", "SENT": "40", "PUT_ERR": "5", "IN_FLIGHT": "2",
         "BUF_REC": "7", "BUF_BYTES": "7000", "RETRIES": "5", "THROTTLES": "4",
     }
     t.sink_health(healthy=False, reason="ResourceNotFoundException", detail="no stream")
+    t.source_connection("x", False, "reset")
     unhealthy = parse_snapshot(generate_latest(t.registry).decode(), taken_at=3.0)
-    assert _cell(render("u", unhealthy, rates(after, unhealthy)), SINK, SINK_HEADER, "HEALTHY") == "NO"
+    shown = render("u", unhealthy, rates(after, unhealthy))
+    assert _cell(shown, SINK, SINK_HEADER, "HEALTHY") == "NO"
+    assert _cell(shown, "x", SOURCE_HEADER, "STATE") == "disconnected"
 
 
 class _Bump:
