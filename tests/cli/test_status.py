@@ -238,3 +238,29 @@ def test_any_text_is_a_snapshot_or_a_status_error(text: str) -> None:
     """Whatever a server answers, parsing ends in a Snapshot or a StatusError, never another exception."""
     with contextlib.suppress(StatusError):
         assert isinstance(parse_snapshot(text, 0.0), Snapshot)
+
+
+def test_live_view_says_when_the_daemon_goes_away_and_keeps_trying() -> None:
+    """A scrape failing mid-view keeps the last figures on screen under a line naming the URL and the error."""
+    t = _telemetry()
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=t.registry)
+    url = f"http://127.0.0.1:{port}/metrics"
+    out = io.StringIO()
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:  # after the first frame: the daemon stops
+            server.shutdown()
+            server.server_close()
+            thread.join()
+        if len(sleeps) == 3:
+            raise KeyboardInterrupt
+
+    assert run_status(url, once=False, interval_s=0.5, out=out, sleep=sleep) == 0
+    frames = out.getvalue().split(CLEAR_SCREEN)[1:]
+    assert len(frames) == 2
+    assert f"cannot read {url}" not in frames[0]
+    assert _cell(frames[1], "x", SOURCE_HEADER, "RECEIVED") == "40"
+    assert f"cannot read {url}: " in frames[1] and "refused" in frames[1].lower()
