@@ -7,15 +7,17 @@ cli/status_model.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli.status_model import Rates, Snapshot, SourceFigures, StatusError, Value, parse_snapshot, rates
+from cli.status_model import Rates, Snapshot, SourceFigures, StatusError, Value, parse_ready_states, parse_snapshot, rates
 
 DEFAULT_URL = "http://127.0.0.1:9477/metrics"
 DEFAULT_INTERVAL_S = 2.0
@@ -25,6 +27,8 @@ FETCH_TIMEOUT_S = 5.0
 MAX_BODY_BYTES = 8 * 1024 * 1024
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 MISSING = "-"
+# Where the daemon reports each source's state (daemon/health.py), beside /metrics.
+READY_PATH = "/readyz"
 EXIT_UNREACHABLE = 1
 EXIT_USAGE = 2
 # Bind-all addresses are not where a client connects: scrape the loopback instead.
@@ -37,9 +41,12 @@ def _num(value: Value, digits: int = 0) -> str:
     return f"{value:.{digits}f}"
 
 
-def _source_state(figures: SourceFigures, rate: Value) -> str:
-    # Only live sources (x, jetstream, mastodon) export `connected`; the daemon has no per-source running or
-    # finished gauge, so for the others the records/s is the state that can be told: active or idle.
+def _source_state(name: str, figures: SourceFigures, snapshot: Snapshot, rate: Value) -> str:
+    state = snapshot.states.get(name)
+    if state is not None:
+        return state
+    # No /readyz (an older daemon): live sources (x, jetstream, mastodon) still export `connected`; for the
+    # others the records/s is the state that can be told.
     if figures.connected is not None:
         return "connected" if figures.connected >= 1 else "disconnected"
     if rate is None:
@@ -76,7 +83,7 @@ def render(url: str, after: Snapshot, rate: Rates) -> str:
         SOURCE_HEADER,
         [
             [
-                name, _source_state(f, r), _num(r, 1), _num(f.received), _num(f.dead_lettered),
+                name, _source_state(name, f, after, r), _num(r, 1), _num(f.received), _num(f.dead_lettered),
                 _num(f.kept), _num(f.reconnects), _num(f.restarts), _num(f.lag_records), _num(f.lag_seconds, 1),
                 _num(f.spool_records), _num(f.spool_oldest_age_s, 1),
             ]
@@ -98,11 +105,11 @@ def render(url: str, after: Snapshot, rate: Rates) -> str:
     return "\n".join(lines) + "\n"
 
 
-def scrape(url: str, clock: Callable[[], float] = time.monotonic) -> Snapshot:
-    """One snapshot of the daemon at `url`; StatusError with the reason when it cannot be read."""
+def _get(url: str) -> bytes:
+    """The body at `url` (an error status still has one: /readyz answers 503 with its JSON)."""
     try:
         with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310 - an operator's URL
-            body = response.read(MAX_BODY_BYTES + 1)
+            body: bytes = response.read(MAX_BODY_BYTES + 1)
     except urllib.error.HTTPError as exc:
         raise StatusError(f"HTTP {exc.code} {exc.reason}") from exc
     except urllib.error.URLError as exc:
@@ -111,7 +118,26 @@ def scrape(url: str, clock: Callable[[], float] = time.monotonic) -> Snapshot:
         raise StatusError(f"{type(exc).__name__}: {exc}") from exc
     if len(body) > MAX_BODY_BYTES:
         raise StatusError(f"response larger than {MAX_BODY_BYTES} bytes")
-    return parse_snapshot(body.decode("utf-8", errors="replace"), clock())
+    return body
+
+
+def _ready_states(metrics_url: str) -> dict[str, str]:
+    """Per-source states from the daemon's /readyz beside /metrics; {} when it has none or it cannot be read."""
+    parts = urllib.parse.urlsplit(metrics_url)
+    url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, READY_PATH, "", ""))
+    try:
+        with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310 - an operator's URL
+            return parse_ready_states(response.read(MAX_BODY_BYTES))
+    except urllib.error.HTTPError as exc:  # 503 (not ready) still says why; 404 is an older daemon
+        return parse_ready_states(exc.read(MAX_BODY_BYTES))
+    except (OSError, ValueError):
+        return {}
+
+
+def scrape(url: str, clock: Callable[[], float] = time.monotonic) -> Snapshot:
+    """One snapshot of the daemon at `url`; StatusError with the reason when its /metrics cannot be read."""
+    snapshot = parse_snapshot(_get(url).decode("utf-8", errors="replace"), clock())
+    return dataclasses.replace(snapshot, states=_ready_states(url))
 
 
 def url_from_listen(listen: str) -> str:

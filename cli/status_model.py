@@ -8,6 +8,7 @@ once it was touched.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -55,6 +56,9 @@ class Snapshot:
     sources_running: Value = None
     sources: dict[str, SourceFigures] = field(default_factory=dict)
     sinks: dict[str, SinkFigures] = field(default_factory=dict)
+    # Per source, the state /readyz reports (running, connected, disconnected, finished, not running); empty
+    # when the daemon has no /readyz (an older version).
+    states: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -175,3 +179,13 @@ def rates(before: Snapshot, after: Snapshot) -> Rates:
         for name, figures in after.sinks.items()
     }
     return Rates(received, sent)
+
+
+def parse_ready_states(body: bytes) -> dict[str, str]:
+    """Per-source states from a /readyz JSON body; {} for anything else (an older daemon answers it with metrics)."""
+    try:
+        report = json.loads(body)
+        each = report["checks"]["sources"]["each"]
+        return {str(name): str(check["state"]) for name, check in each.items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}

@@ -6,8 +6,10 @@ import contextlib
 import io
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ from prometheus_client import generate_latest, start_http_server
 from prometheus_client.core import Metric
 
 from cli.status import CLEAR_SCREEN, MISSING, SINK_HEADER, SOURCE_HEADER, render, run_status, url_from_listen
-from cli.status_model import Snapshot, StatusError, parse_snapshot, rates
+from cli.status_model import Snapshot, StatusError, parse_ready_states, parse_snapshot, rates
+from daemon.health import Health, MetricsServer
 from daemon.telemetry import Telemetry
 from daemon.telemetry_state import LagReading, SpoolReading
 from tests.conftest import free_port
@@ -185,9 +188,11 @@ def test_once_against_a_real_daemon_endpoint_prints_sources_and_exits_0(served: 
     assert _cell(done.stdout, "x", SOURCE_HEADER, "STATE") == "connected"
     assert _cell(done.stdout, "file", SOURCE_HEADER, "RECEIVED") == "12"
     assert _cell(done.stdout, SINK, SINK_HEADER, "SENT") == "40"
-    # Ten records came between the two scrapes, at least ONCE_INTERVAL_S apart.
+    # A scrape reads /metrics, then /readyz, which this server (like a daemon older than /readyz) answers with
+    # the metrics too: two collections, so 2 x RECORDS_PER_SCRAPE between the reads, ONCE_INTERVAL_S or more apart.
+    assert _cell(done.stdout, "file", SOURCE_HEADER, "STATE") == "idle"
     rate = float(_cell(done.stdout, "x", SOURCE_HEADER, "REC/S"))
-    assert 0 < rate <= RECORDS_PER_SCRAPE / ONCE_INTERVAL_S
+    assert 0 < rate <= 2 * RECORDS_PER_SCRAPE / ONCE_INTERVAL_S
 
 
 def test_unreachable_url_exits_1_with_one_line_naming_it() -> None:
@@ -264,3 +269,46 @@ def test_live_view_says_when_the_daemon_goes_away_and_keeps_trying() -> None:
     assert f"cannot read {url}" not in frames[0]
     assert _cell(frames[1], "x", SOURCE_HEADER, "RECEIVED") == "40"
     assert f"cannot read {url}: " in frames[1] and "refused" in frames[1].lower()
+
+
+@dataclass
+class _Supervisor:
+    thread: threading.Thread
+    ended_cleanly: threading.Event
+
+
+def test_source_states_come_from_the_daemons_readyz() -> None:
+    """Against the daemon's own metrics server, STATE is what /readyz reports: finished, connected, running."""
+    t = _telemetry()
+    t.received_tally("tail").add(1)
+    stop = threading.Event()
+    alive = threading.Thread(target=stop.wait)
+    done_thread = threading.Thread(target=lambda: None)
+    alive.start()
+    done_thread.start()
+    done_thread.join()
+    finished = threading.Event()
+    finished.set()
+    health = Health(lambda: {"x": True})
+    health.attach(
+        alive,
+        [("x", _Supervisor(alive, threading.Event())), ("file", _Supervisor(done_thread, finished)),
+         ("tail", _Supervisor(alive, threading.Event()))],
+        sink_unhealthy=lambda: None,
+        fatal=list,
+    )
+    health.tick()
+    health.state = "serving"
+    server = MetricsServer("127.0.0.1", 0, t.registry, health)
+    try:
+        out = io.StringIO()
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        assert run_status(url, once=True, interval_s=0.1, out=out, sleep=lambda seconds: None) == 0
+    finally:
+        server.shutdown()
+        stop.set()
+        alive.join()
+    shown = out.getvalue()
+    states = {name: _cell(shown, name, SOURCE_HEADER, "STATE") for name in ("x", "file", "tail")}
+    assert states == {"x": "connected", "file": "finished", "tail": "running"}
+    assert parse_ready_states(b"# HELP not json\n") == {}
