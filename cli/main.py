@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         help="where the producer's key is written, mode 0600 (default: ~/.aws/credentials)",
     )
 
+    from cli.status import add_arguments as add_status_arguments
+
+    add_status_arguments(commands.add_parser("status", help="a live view of a running daemon, read from its /metrics"))
+
     sample = commands.add_parser("sample", help="write deterministic sample tweets (X API v2 stream lines)")
     sample.add_argument("-n", "--count", type=int, default=3000)
     sample.add_argument("--seed", type=int, default=2015)
@@ -102,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "configure":
         return _configure(args)
+
+    if args.command == "status":
+        from cli.status import main_status
+
+        return main_status(args, _load)
 
     config = _load(args.config)
     if config is None:
