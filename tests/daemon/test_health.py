@@ -16,7 +16,7 @@ import pytest
 
 from daemon.health import MAIN_LOOP_STALL_S, Health
 from tests.conftest import poll_until
-from tests.daemon.test_kinesis_delivery import FAST_RETRY, START_TIMEOUT_S, start, stop, tweet_lines, write_lines
+from tests.daemon.test_kinesis_delivery import START_TIMEOUT_S, config_body, start, stop, tweet_lines, write_lines
 from tests.fake_kinesis import FakeKinesis
 
 WAIT_S = 30.0
@@ -123,21 +123,7 @@ def test_a_real_daemon_answers_health_and_readiness_on_its_metrics_port(
     """/healthz 200 while it runs; /readyz 200, then 503 naming the sink while the stream refuses every write,
     then 200 again once it takes them; /metrics is still served on the same port."""
     replay = write_lines(tmp_path / "tweets.jsonl", tweet_lines(20_000))
-    body = f"""
-sources:
-  - name: replay
-    type: file
-    paths: ["{replay}"]
-    rate: 200
-sink:
-  type: kinesis
-  stream: {fake.stream}
-  endpoint_url: {fake.url}
-  region: us-east-1
-  linger: 0.01
-{FAST_RETRY}shutdown:
-  flush_deadline: 1s
-"""
+    body = config_body(replay, fake, rate=200, flush_deadline=1.0)
     daemon = start(daemon_factory, body)
     assert get(daemon, "/healthz")[0] == 200
     poll_until(lambda: get(daemon, "/readyz")[0] == 200, START_TIMEOUT_S, "ready")

@@ -14,7 +14,7 @@ import pytest
 
 from daemon.notify import Notifier, WatchdogGate
 from tests.conftest import poll_until
-from tests.daemon.test_kinesis_delivery import DUMMY_AWS, FAST_RETRY, START_TIMEOUT_S, tweet_lines, write_lines
+from tests.daemon.test_kinesis_delivery import DUMMY_AWS, START_TIMEOUT_S, config_body, tweet_lines, write_lines
 from tests.fake_kinesis import FakeKinesis
 
 WAIT_S = 30.0
@@ -97,19 +97,7 @@ def test_a_real_daemon_says_ready_pings_the_watchdog_and_says_stopping(
     WATCHDOG_USEC while it runs, STOPPING=1 on SIGTERM."""
     with FakeKinesis(1, seed=18) as fake:
         replay = write_lines(tmp_path / "tweets.jsonl", tweet_lines(2000))
-        body = f"""
-sources:
-  - name: replay
-    type: file
-    paths: ["{replay}"]
-    rate: 500
-sink:
-  type: kinesis
-  stream: {fake.stream}
-  endpoint_url: {fake.url}
-  region: us-east-1
-  linger: 0.01
-{FAST_RETRY}"""
+        body = config_body(replay, fake, rate=500)
         env = {**DUMMY_AWS, "NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "1000000"}
         daemon = daemon_factory(body, embedded=False).start(env)
         poll_until(lambda: "READY=1" in notify_socket.lines(), START_TIMEOUT_S, "READY=1")
