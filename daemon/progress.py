@@ -69,11 +69,6 @@ class ProgressWindow:
         """Records in the acknowledged prefix, this run."""
         return self._base
 
-    @property
-    def emitted_records(self) -> int:
-        """Records numbered so far in this run."""
-        return self._next
-
     def committed(self) -> dict[Hashable, Any]:
         """Per key, the position after the last record of the acknowledged prefix (a copy)."""
         with self._lock:
