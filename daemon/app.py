@@ -25,6 +25,7 @@ from daemon.spooling import SpoolFeeder
 from daemon.supervisor import SourceSupervisor
 from daemon.telemetry import Telemetry
 from daemon.telemetry_state import FILE_DEAD_LETTER
+from daemon.transforms import compile_chain
 from infra.settings import StackSettings
 from sinks import SINK_TYPES, SinkConfig
 from sources import SOURCE_TYPES
@@ -149,7 +150,11 @@ class Daemon:
         destination = sink.destination()
 
         def make_context(name: str, window: ProgressWindow | None) -> SourceContext:
-            return SourceContext(name, buffer, telemetry, dead_letters, self.stopping_sources, sink, fatal, window, keeping)
+            transforms = config.transforms.get(name)
+            chain = None if transforms is None else compile_chain(transforms, name)
+            return SourceContext(
+                name, buffer, telemetry, dead_letters, self.stopping_sources, sink, fatal, window, keeping, transform=chain
+            )
 
         supervisors = []
         feeders = []

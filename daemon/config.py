@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from daemon.transforms import STEP_MODELS, ConfigProblem, SourceTransforms, compile_chain
 from daemon.yamlsource import ConfigError, LocatedDocument, Path_, Problem, load_document, shown
 from infra.settings import DEFAULT_STACK_NAME, STACK_NAME_PATTERN
 from sinks import SINK_TYPES, SinkConfig, load_builtin_sinks
@@ -136,6 +137,9 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     supervision: SupervisionConfig = SupervisionConfig()
+    # Source name -> its `transforms:` (absent for a source without). Kept beside the plugin models, not in them:
+    # sources/ never imports daemon/. Compared by value on reload, like the rest of the config.
+    transforms: dict[str, SourceTransforms] = Field(default_factory=dict)
 
 
 _PLUGIN_KEYS = ("sources", "sink")
@@ -163,6 +167,8 @@ def load_config(path: Path) -> Config:
     top = _validate(Config, {**data, "sources": [], "sink": SinkConfig(type="placeholder")}, (), doc, problems)
 
     source_configs: list[SourceConfig] = []
+    # Index in `sources:` -> its transforms, named once the sources are.
+    source_transforms: dict[int, SourceTransforms] = {}
     if sources is None:
         problems.append(doc.problem(("sources",), "missing: at least one source is required"))
     elif not isinstance(sources, list) or not sources:
@@ -171,8 +177,13 @@ def load_config(path: Path) -> Config:
         for index, item in enumerate(sources):
             model = _plugin_model(item, ("sources", index), SOURCE_TYPES, "source", doc, problems)
             if model is not None:
+                item = dict(item)  # `transforms:` is the daemon's, not the plugin's: validated on its own
+                raw_transforms = item.pop("transforms", None)
                 parsed = _validate(model, item, ("sources", index), doc, problems)
+                transforms = _transforms(raw_transforms, ("sources", index, "transforms"), doc, problems)
                 if parsed is not None:
+                    if transforms is not None:
+                        source_transforms[len(source_configs)] = transforms
                     source_configs.append(parsed)
     sink_config = None
     if sink is None:
@@ -185,7 +196,46 @@ def load_config(path: Path) -> Config:
     source_configs = _name_sources(source_configs, doc, problems)
     if problems or top is None or sink_config is None:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
-    return top.model_copy(update={"sources": source_configs, "sink": sink_config})
+    named = {source_configs[i].name or "": transforms for i, transforms in source_transforms.items()}
+    return top.model_copy(update={"sources": source_configs, "sink": sink_config, "transforms": named})
+
+
+def _transforms(raw: Any, path: Path_, doc: LocatedDocument, problems: list[Problem]) -> SourceTransforms | None:
+    """A source's `transforms:` list validated step by step (each step a mapping of one kind), and compiled
+    once, so an expression or a hash key that cannot work is a problem at its line now, not at the first record."""
+    if raw is None:
+        return None
+    kinds = ", ".join(STEP_MODELS)
+    if not isinstance(raw, list):
+        problems.append(doc.problem(path, f"must be a list of steps (each one of: {kinds})"))
+        return None
+    steps: list[Any] = []
+    before = len(problems)
+    for index, item in enumerate(raw):
+        at = (*path, index)
+        if not isinstance(item, dict) or len(item) != 1:
+            found = f"keys {', '.join(map(str, item))}" if isinstance(item, dict) else shown(item)
+            problems.append(doc.problem(at, f"a step is a mapping with one key, one of: {kinds} (found {found})"))
+            continue
+        kind = next(iter(item))
+        model = STEP_MODELS.get(kind)
+        if model is None:
+            problems.append(doc.problem((*at, kind), f"unknown step {shown(kind)} (one of: {kinds})"))
+            continue
+        step = _validate(model, item, at, doc, problems)
+        if step is not None:
+            steps.append(step)
+        if kind == "partition_key" and index != len(raw) - 1:
+            problems.append(doc.problem((*at, kind), "must be the last step: the key is read from the record as shipped"))
+    if len(problems) > before:
+        return None
+    transforms = SourceTransforms(steps=tuple(steps))
+    try:
+        compile_chain(transforms, "check")
+    except ConfigProblem as problem:
+        problems.append(doc.problem((*path, problem.index, problem.kind), problem.message))
+        return None
+    return transforms
 
 
 def _plugin_model(

@@ -133,11 +133,12 @@ class Durability:
         """After the last record was settled: count what stays in the spools as kept, save every checkpoint."""
         ledger = self.telemetry.ledger
         received = ledger.received
+        filtered = ledger.filtered
         left: Counter[str] = Counter()
         with ledger.lock:
             for name in self.spooled:
-                ended = sum(tally[name] for tally in (ledger.sent, ledger.dead_lettered, ledger.unsent, ledger.kept,
-                                                       ledger.dropped, ledger.lost))  # fmt: skip
+                ended = sum(tally[name] for tally in (ledger.sent, ledger.dead_lettered, filtered, ledger.unsent,
+                                                       ledger.kept, ledger.dropped, ledger.lost))  # fmt: skip
                 if received[name] > ended:
                     left[name] = received[name] - ended
         if left:

@@ -26,6 +26,7 @@ from daemon.delivery import (
 )
 from daemon.progress import ProgressWindow
 from daemon.telemetry import Telemetry
+from daemon.transforms import REASON_TRANSFORM_FAILED, Chain, TransformFailed
 from sinks.base import Deadline, Entry, Record, RecordRejected, Sink
 from sinks.batch import REASON_SINK_ERROR, REASON_SINK_LOST_TRACK
 
@@ -71,6 +72,7 @@ class SourceContext:
         fatal: FatalStop | None = None,
         window: ProgressWindow | None = None,
         keeping: frozenset[str] = frozenset(),
+        transform: Chain | None = None,
     ) -> None:
         self._name = name
         self._buffer = buffer
@@ -81,7 +83,11 @@ class SourceContext:
         self._outcomes = Outcomes(telemetry, dead_letters, self._fatal, keeping)
         self._closed = False
         self._received = telemetry.received_tally(name)
+        self._filtered = telemetry.filtered_tally(name)
         self.window = window
+        # The source's `transforms:` (None: records go as the source read them). A spooled source applies it
+        # before the spool (SpoolingContext.emit); `forward` then only reads the partition key.
+        self.transform = transform
 
     @property
     def name(self) -> str:
@@ -107,6 +113,11 @@ class SourceContext:
         """Records that entered the daemon elsewhere (a spool) before they reach `forward`."""
         self._received.add(records)
 
+    def count_filtered(self) -> None:
+        """A record a spooled source handed over that its transforms filtered out before the spool."""
+        self._received.add()
+        self._filtered.add()
+
     def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
         return self._take(data, event, origin, token, True)
 
@@ -126,6 +137,8 @@ class SourceContext:
                 # Counted before the worker can see it, so no scrape ever shows more sent than received.
                 self._received.add()
                 counted = True
+            if self.transform is not None and not self._transformed(record, count):
+                return True  # filtered out or dead-lettered: done here
             entry = self._prepare(record)
             if entry is None:
                 return True
@@ -171,6 +184,27 @@ class SourceContext:
         if window is None or number is None:
             return None
         return lambda: window.acknowledged((number,))
+
+    def _transformed(self, record: Record, whole: bool) -> bool:
+        """Run the transforms on `record` (only the partition key for a spooled one, `whole` False: its steps ran
+        before the spool); False when the record ended here, filtered out (acknowledged at once) or dead-lettered."""
+        chain = self.transform
+        assert chain is not None  # the caller checked
+        try:
+            if not whole:
+                record.partition_key = chain.key_of(record.event)
+                return True
+            result = chain.apply(record.data, record.event)
+        except TransformFailed as failed:
+            self._outcomes.dead_letter_soon(record, REASON_TRANSFORM_FAILED, failed.detail, self._when_synced(record))
+            return False
+        if result is None:
+            self._filtered.add()
+            if self.window is not None and record.token is not None:
+                self.window.acknowledged((record.token,))  # like a delivered record: a restart reads past it
+            return False
+        record.data, record.event, record.partition_key = result
+        return True
 
     def _prepare(self, record: Record) -> Any:
         """The sink's entry for `record`, or None when it was dead-lettered instead."""

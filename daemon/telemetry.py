@@ -35,10 +35,11 @@ _REPEATED_DEAD_LETTER_LOG_INTERVAL_S = 10.0
 
 @dataclass
 class Ledger:
-    """Per-source counts; every received record ends as exactly one of sent, dead-lettered, unsent, kept,
-    dropped or lost.
+    """Per-source counts; every received record ends as exactly one of sent, dead-lettered, filtered, unsent,
+    kept, dropped or lost.
 
-    received = sent + dead_lettered + unsent + kept + dropped + lost once the daemon stopped. `kept`: left
+    received = sent + dead_lettered + filtered + unsent + kept + dropped + lost once the daemon stopped.
+    `filtered`: a filter of the source's transforms left it out (acknowledged, never sent). `kept`: left
     for the next start (after the source's checkpoint, or in its spool); `dropped`: a full spool dropped them
     (when_full: drop_oldest); `lost` is non-zero only after a fatal error: records that could be written
     neither to the sink nor to the dead-letter file. While running, received also counts the records in the
@@ -46,6 +47,7 @@ class Ledger:
     """
 
     tallies: dict[str, ReceivedTally] = field(default_factory=dict)  # source -> records received
+    filtered_tallies: dict[str, ReceivedTally] = field(default_factory=dict)  # source -> records filtered out
     sent: _Tally[str] = field(default_factory=_Tally)
     dead_lettered: _Tally[str] = field(default_factory=_Tally)
     unsent: _Tally[str] = field(default_factory=_Tally)
@@ -61,11 +63,17 @@ class Ledger:
             tallies = list(self.tallies.items())
         return _Tally({source: tally.count for source, tally in tallies})
 
+    @property
+    def filtered(self) -> _Tally[str]:
+        """Records filtered out, per source. Takes no lock (callers may hold `lock`): copying the dict is atomic."""
+        return _Tally({source: tally.count for source, tally in list(self.filtered_tallies.items())})
+
     def totals(self) -> dict[str, int]:
         with self.lock:
             outcomes = {
                 "sent": sum(self.sent.values()),
                 "dead_lettered": sum(self.dead_lettered.values()),
+                "filtered": sum(self.filtered.values()),
                 "unsent": sum(self.unsent.values()),
                 "kept": sum(self.kept.values()),
                 "dropped": sum(self.dropped.values()),
@@ -131,6 +139,21 @@ class ReceivedCollector:
         return 0 if tally is None else tally.count
 
 
+class FilteredCollector:
+    """Exposes the filtered tallies as `tweet_producer_records_filtered_total{source}`."""
+
+    def __init__(self, tallies: dict[str, ReceivedTally]) -> None:
+        self.tallies = tallies
+
+    def collect(self) -> Iterator[Metric]:
+        filtered = CounterMetricFamily(
+            "tweet_producer_records_filtered", "Records a filter of the source's transforms left out.", labels=["source"]
+        )
+        for source, tally in list(self.tallies.items()):
+            filtered.add_metric([source], tally.count)
+        yield filtered
+
+
 class Telemetry(SinkEngineTelemetry, StateTelemetry):
     """The daemon's metrics registry, counters and event functions."""
 
@@ -153,6 +176,7 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
             ["source", "sink"],
             registry=r,
         )
+        r.register(FilteredCollector(self.ledger.filtered_tallies))
         # Registered after the outcome counters on purpose: a scrape collects in registration order, and a
         # record is counted received before any outcome, so a scrape always sees sent+failed+unsent+lost <= received.
         self.received = ReceivedCollector(self.ledger.tallies)
@@ -214,16 +238,22 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
             "tweet_producer_put_requests", "Put requests (one per call), by result.", ["sink", "result"], registry=r
         )
         self.put_entry_errors = Counter(
-            "tweet_producer_put_entry_errors", "Entries a put request did not deliver, by error code.", ["sink", "code"],
+            "tweet_producer_put_entry_errors",
+            "Entries a put request did not deliver, by error code.",
+            ["sink", "code"],
             registry=r,
         )
         self.sink_healthy = Gauge(
-            "tweet_producer_sink_healthy", "1 while the destination takes writes, 0 while it refuses them all.", ["sink"],
+            "tweet_producer_sink_healthy",
+            "1 while the destination takes writes, 0 while it refuses them all.",
+            ["sink"],
             registry=r,
         )
         self.sink_unhealthy_reason = Gauge(
-            "tweet_producer_sink_unhealthy_reason", "1 for the error code an unhealthy sink is refused with.",
-            ["sink", "reason"], registry=r,
+            "tweet_producer_sink_unhealthy_reason",
+            "1 for the error code an unhealthy sink is refused with.",
+            ["sink", "reason"],
+            registry=r,
         )
         self.sink_healthy.labels(sink=sink).set(1)
         self.sink_log_limiter = RateLimitedLog(_REPEATED_SINK_LOG_INTERVAL_S)
@@ -241,6 +271,14 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
             tally = self.ledger.tallies.get(source)
             if tally is None:
                 tally = self.ledger.tallies[source] = ReceivedTally()
+            return tally
+
+    def filtered_tally(self, source: str) -> ReceivedTally:
+        """The filtered counter of `source` (counted per record by its context, like received)."""
+        with self.ledger.lock:
+            tally = self.ledger.filtered_tallies.get(source)
+            if tally is None:
+                tally = self.ledger.filtered_tallies[source] = ReceivedTally()
             return tally
 
     def record_received(self, source: str) -> None:
@@ -309,7 +347,11 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
         if latency_s is not None:
             self.put_latency.labels(sink=self.sink).observe(latency_s)
         self.log.debug(
-            "put_requested", sink=self.sink, result=result, records=records, accepted=accepted,
+            "put_requested",
+            sink=self.sink,
+            result=result,
+            records=records,
+            accepted=accepted,
             latency_s=None if latency_s is None else round(latency_s, 4),
         )
 
@@ -322,8 +364,14 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
     def records_retried(self, *, records: int, attempt: int, delay_s: float, reason: str) -> None:
         self.retried.labels(sink=self.sink).inc(records)
         self.sink_log_limiter.emit(
-            ("records_retried", reason), self.log.info, "records_retried",
-            sink=self.sink, records=records, attempt=attempt, delay_s=round(delay_s, 3), reason=reason,
+            ("records_retried", reason),
+            self.log.info,
+            "records_retried",
+            sink=self.sink,
+            records=records,
+            attempt=attempt,
+            delay_s=round(delay_s, 3),
+            reason=reason,
         )
 
     def sink_health(self, *, healthy: bool, reason: str, detail: str) -> None:
@@ -394,8 +442,12 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
         """A source's `acknowledge` raised: its checkpoint may lag (the records themselves are accounted)."""
         self.acknowledge_errors.labels(source=source).inc()
         self.source_log_limiter.emit(
-            ("acknowledge_failed", source), self.log.error, "acknowledge_failed",
-            source=source, records=records, error=f"{type(error).__name__}: {error}",
+            ("acknowledge_failed", source),
+            self.log.error,
+            "acknowledge_failed",
+            source=source,
+            records=records,
+            error=f"{type(error).__name__}: {error}",
         )
 
     def source_protocol_message(self, source: str, kind: str, detail: str) -> None:

@@ -34,6 +34,8 @@ class Record:
     # The source's position for this record (opaque to sinks): handed back to the source once the record
     # reached its end, so the source can move its checkpoint past it.
     token: Any = None
+    # A partition key chosen before the sink (a source's `partition_key` transform); None: the sink's own rule.
+    partition_key: str | None = None
 
 
 class Entry(Protocol):

@@ -104,9 +104,9 @@ class AddSpec(_Model):
 
     @model_validator(mode="after")
     def _paths(self) -> AddSpec:
-        for path in self.fields:
-            if any(segment.each for segment in parse_path(path)):
-                raise ValueError(f"fields: {path!r}: add sets one place; '[]' is not allowed here")
+        for key in self.fields:
+            if any(segment.each for segment in parse_path(key)):
+                raise ValueError(f"fields: {key!r}: add sets one place; '[]' is not allowed here")
         for path in (self.source, self.received_at):
             if path is not None and any(segment.each for segment in parse_path(path)):
                 raise ValueError(f"{path!r}: add sets one place; '[]' is not allowed here")

@@ -27,9 +27,7 @@ class KeyUnavailable(Exception):
     """No usable hash key; the message says where it was looked for (never what it holds)."""
 
 
-def load_key(
-    key_env: str, key_file: Path | None, key_credential: str, environ: Mapping[str, str] | None = None
-) -> bytes:
+def load_key(key_env: str, key_file: Path | None, key_credential: str, environ: Mapping[str, str] | None = None) -> bytes:
     """The hash key as bytes; raises KeyUnavailable naming the places looked at."""
     env = os.environ if environ is None else environ
     text = env.get(key_env, "").strip()

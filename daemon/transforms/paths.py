@@ -154,7 +154,7 @@ def _merge(tree: Tree, path: Path, index: int) -> None:
         return  # the whole value is kept already
     if found is None:
         found = tree[segment.key] = Branch(segment.each, {})
-    assert found.keep is not None  # noqa: S101 - set just above or found with a sub-tree
+    assert found.keep is not None  # set just above or found with a sub-tree
     _merge(found.keep, path, index + 1)
 
 

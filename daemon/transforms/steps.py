@@ -55,7 +55,7 @@ def redact_step(hashed: Sequence[Path], removed: Sequence[Path], key: bytes | No
             return node  # absent or null: nothing personal to hide
         if not isinstance(value, str):
             raise StepFailed(f"{where} is {kind_of(value)}; only strings are hashed")
-        assert key is not None  # noqa: S101 - compile.py loads a key whenever there are paths to hash
+        assert key is not None  # compile.py loads a key whenever there are paths to hash
         copy = dict(node)
         copy[name] = hmac.new(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
         return copy

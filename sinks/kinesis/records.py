@@ -1,7 +1,7 @@
 """One record -> one PutRecords entry: partition key from the event, size as Kinesis counts it.
 
-Partition key rule: the first configured path whose value is a non-empty string or an integer gives the
-key. A key Kinesis could refuse as too long (more than 256 characters, counted both as code points and as
+Partition key rule: the record's own `partition_key` when set (a source's transforms chose it), else the
+first configured path whose value is a non-empty string or an integer gives the key. A key Kinesis could refuse as too long (more than 256 characters, counted both as code points and as
 UTF-16 units, since either may be what "characters" means) or that cannot be sent as UTF-8 (a lone
 surrogate) is replaced by the SHA-256 hex digest of the whole key: distinct keys stay distinct and the
 same key always reaches the same shard, where cutting keys short would pile every key sharing a prefix
@@ -29,6 +29,7 @@ try:
     # per-call setup dominates; the same digest. Not part of every build, hence the fallback.
     from _md5 import md5 as _md5  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - builds without the module
+
     def _md5(data: bytes) -> Any:
         return hashlib.md5(data, usedforsecurity=False)
 
@@ -95,6 +96,9 @@ class EntryBuilder:
         return KinesisEntry(record, key, size, hash_key_of(key))
 
     def partition_key(self, record: Record) -> str:
+        chosen = record.partition_key
+        if chosen:  # set before the sink (a source's partition_key transform): the same rules as any key
+            return chosen if key_fits(chosen) else hashed_key(chosen)
         for path in self.paths:
             text = _key_text(_lookup(record.event, path))
             if text:
