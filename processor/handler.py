@@ -33,7 +33,7 @@ from processor.deadletter import DeadLetterDestination, dead_letter_entry, desti
 from processor.decoding import UserRecord, envelope, parse_json, user_records
 from processor.errors import PROCESSING_ERROR, REJECTED_BY_TABLE, ConfigurationError, DeadLetterUnavailable, PermanentFailure
 from processor.items import build_item, build_key
-from processor.mappings import map_deletion, map_event
+from processor.mappings import map_deletion, map_event, unwrap_envelope
 from processor.telemetry import InvocationMetrics, logger
 from processor.writer import PutItem, TableWriter
 
@@ -43,6 +43,9 @@ SAFETY_MARGIN_MS = 10_000
 # Budget when called without a Lambda context (tools, tests): the function's default timeout.
 DEFAULT_REMAINING_MS = 60_000
 DEAD_LETTER_UNAVAILABLE = "dead_letter_unavailable"
+# Item attributes for what the producer's envelope carried (a source's `add: {envelope: true}` transform).
+PRODUCER_SOURCE = "ProducerSource"
+RECEIVED_AT = "ReceivedAt"
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class _Invocation:
         for user in users:
             self.metrics.add(telemetry.USER_RECORDS)
             try:
-                event = parse_json(user)
+                event, wrapped = unwrap_envelope(parse_json(user))
                 deletion = map_deletion(event)
                 if deletion is not None:
                     if deletion.username is None:
@@ -119,7 +122,10 @@ class _Invocation:
                     puts.append(PutItem(item=build_key(deletion), ref=_Source(index, user), delete=True))
                     continue
                 post = map_event(event, self.settings.generic)
-                item = build_item(post, user.arrival or self.started_at, self.settings.ttl_attribute, self.settings.ttl_days)
+                extra = None if wrapped is None else {PRODUCER_SOURCE: wrapped.source, RECEIVED_AT: wrapped.received_at}
+                item = build_item(
+                    post, user.arrival or self.started_at, self.settings.ttl_attribute, self.settings.ttl_days, extra
+                )
             except PermanentFailure as failure:
                 self.dead_letter(user, failure)
                 continue

@@ -8,6 +8,7 @@ A post that reaches the stream twice (two records) keeps the later record's Inge
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,9 +60,12 @@ def item_size(item: Item) -> int:
     return size
 
 
-def build_item(post: Post, arrival: datetime, ttl_attribute: str | None, ttl_days: int) -> Item:
+def build_item(
+    post: Post, arrival: datetime, ttl_attribute: str | None, ttl_days: int, extra: Mapping[str, str] | None = None
+) -> Item:
     """The table item for a post that reached the stream at `arrival`; raises PermanentFailure if DynamoDB
-    could not store it (invalid text, a key or the item over DynamoDB's limits)."""
+    could not store it (invalid text, a key or the item over DynamoDB's limits). `extra`: more text attributes
+    (the producer's envelope: its source name and receive time), never replacing the item's own."""
     item: Item = {
         HASH_KEY: {"S": post.username},
         RANGE_KEY: {"S": post.id},
@@ -77,6 +81,9 @@ def build_item(post: Post, arrival: datetime, ttl_attribute: str | None, ttl_day
         item["AuthorId"] = {"S": post.author_id}
     if ttl_attribute and ttl_days > 0:
         item[ttl_attribute] = {"N": str(int(arrival.timestamp()) + ttl_days * SECONDS_PER_DAY)}
+    for name, value in (extra or {}).items():
+        if value and name not in item:
+            item[name] = {"S": value}
     _check_key(item)
     size = item_size(item)
     if size > MAX_ITEM_BYTES:

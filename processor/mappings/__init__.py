@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from processor.errors import UNMAPPABLE, PermanentFailure
@@ -11,7 +12,34 @@ from processor.mappings.generic import GenericPaths, map_generic
 from processor.mappings.mastodon import Deletion, is_mastodon, is_mastodon_delete, map_mastodon, map_mastodon_delete
 from processor.mappings.x import is_v1, is_v2, map_v1, map_v2
 
-__all__ = ["Deletion", "GenericPaths", "Post", "map_deletion", "map_event"]
+__all__ = ["Deletion", "Envelope", "GenericPaths", "Post", "map_deletion", "map_event", "unwrap_envelope"]
+
+# The keys of the producer's envelope (a source's `add: {envelope: true}` transform), exactly these three.
+_ENVELOPE_KEYS = frozenset(("source", "received_at", "payload"))
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the producer's envelope said about its payload: the producer's source name and receive time."""
+
+    source: str
+    received_at: str
+
+
+def unwrap_envelope(event: Any) -> tuple[Any, Envelope | None]:
+    """(payload, envelope) for a record the producer wrapped as {source, received_at, payload}; else (event, None).
+
+    Only an object of exactly those three keys with text in source and received_at counts: a post that happens
+    to have a `payload` field is mapped as it is.
+    """
+    if (
+        isinstance(event, dict)
+        and event.keys() == _ENVELOPE_KEYS
+        and isinstance(event["source"], str)
+        and isinstance(event["received_at"], str)
+    ):
+        return event["payload"], Envelope(event["source"], event["received_at"])
+    return event, None
 
 
 def map_deletion(event: Any) -> Deletion | None:

@@ -1,0 +1,90 @@
+"""Transforms through the real daemon: a file source with a filter and a projection into tests/fake_kinesis.py.
+
+Checked where it lands: the stream holds exactly the kept records, projected; the filtered counter and the
+shutdown totals match; after a restart with the checkpoint, filtered lines are not read again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tests.daemon.test_kinesis_delivery import (
+    LAND_TIMEOUT_S,
+    config_body,
+    dead_letters,
+    fake,  # noqa: F401 - the fixture
+    start,
+    stop,
+    write_lines,
+)
+from tests.daemon.transforms.tweets import line, tweet
+from tests.fake_kinesis import FakeKinesis
+
+FIRST_RUN = 300
+APPENDED = 60
+TRANSFORMS = """    transforms:
+      - filter: "data.lang == 'ja' && data.public_metrics.like_count > `5`"
+      - fields: [data.id, data.text, data.author_id, includes.users, matching_rules]
+"""
+FILTERED_METRIC = 'tweet_producer_records_filtered_total{source="replay"}'
+
+
+def lines_from(start_at: int, count: int) -> list[dict[str, Any]]:
+    """Tweets where every third is Japanese with likes; the last few are filtered out (the checkpoint must pass them)."""
+    return [
+        tweet(n % 100, lang="ja" if n % 3 == 0 and n < start_at + count - 5 else "en", likes=10, text=f"第{n}回 🎉 مرحبا")
+        | {"data": tweet(n % 100)["data"] | {"id": str(10**15 + n), "lang": "ja" if n % 3 == 0 and n < start_at + count - 5 else "en",
+                                             "text": f"第{n}回 🎉 مرحبا"}}
+        for n in range(start_at, start_at + count)
+    ]  # fmt: skip
+
+
+def shipped(event: dict[str, Any]) -> bytes | None:
+    """What the stream must hold for `event`: its projection in compact UTF-8 JSON, or None when filtered."""
+    if event["data"]["lang"] != "ja":
+        return None
+    data = {k: event["data"][k] for k in event["data"] if k in ("id", "text", "author_id")}
+    return line({"data": data, "includes": event["includes"], "matching_rules": event["matching_rules"]})
+
+
+def body(replay: Path, kinesis: FakeKinesis) -> str:
+    text = config_body(replay, kinesis)
+    return text.replace("    checkpoint: true\n", "    checkpoint: true\n" + TRANSFORMS, 1)
+
+
+def test_filtered_records_are_counted_projected_and_never_read_again(
+    tmp_path: Path, daemon_factory: Any, fake: FakeKinesis  # noqa: F811 - the fixture
+) -> None:
+    """The stream holds exactly the kept tweets, projected byte for byte; filtered = received - sent in the metric
+    and the totals; a restart reads only the lines appended since, never the filtered ones before them."""
+    first = lines_from(0, FIRST_RUN)
+    replay = write_lines(tmp_path / "tweets.jsonl", [line(e) for e in first])
+    expected = [b for b in map(shipped, first) if b is not None]
+    daemon = start(daemon_factory, body(replay, fake))
+    daemon.wait_for_event("all_sources_finished", timeout=LAND_TIMEOUT_S)
+    assert fake.wait_for_user_records(len(expected), timeout_s=LAND_TIMEOUT_S)
+    metrics = daemon.metrics()
+    summary = stop(daemon)
+
+    assert Counter(r.data for r in fake.user_records()) == Counter(expected)
+    filtered = FIRST_RUN - len(expected)
+    assert metrics[FILTERED_METRIC] == filtered
+    assert (summary["received"], summary["sent"], summary["filtered"]) == (FIRST_RUN, len(expected), filtered)
+    assert summary["dead_lettered"] == summary["unsent"] == summary["kept"] == summary["lost"] == 0
+    assert dead_letters(tmp_path) == []
+
+    more = lines_from(FIRST_RUN, APPENDED)
+    with replay.open("ab") as out:
+        out.write(b"\n".join(line(e) for e in more) + b"\n")
+    expected_more = [b for b in map(shipped, more) if b is not None]
+    daemon = start(daemon_factory, body(replay, fake))
+    daemon.wait_for_event("all_sources_finished", timeout=LAND_TIMEOUT_S)
+    assert fake.wait_for_user_records(len(expected) + len(expected_more), timeout_s=LAND_TIMEOUT_S)
+    again = stop(daemon)
+    assert again["received"] == APPENDED, "the restart read lines the first run had filtered or sent"
+    assert again["filtered"] == APPENDED - len(expected_more)
+    assert Counter(r.data for r in fake.user_records()) == Counter(expected + expected_more)
+    assert all(json.loads(r.data)["data"]["text"].startswith("第") for r in fake.user_records())
