@@ -25,6 +25,8 @@ from tests.fake_kinesis import FakeKinesis
 
 FIRST_RUN = 300
 APPENDED = 60
+TAIL_FILTERED = 5
+LIKES_AT_LEAST = 5
 TRANSFORMS = """    transforms:
       - filter: "data.lang == 'ja' && data.public_metrics.like_count > `5`"
       - fields: [data.id, data.text, data.author_id, includes.users, matching_rules]
@@ -33,21 +35,24 @@ FILTERED_METRIC = 'tweet_producer_records_filtered_total{source="replay"}'
 
 
 def lines_from(start_at: int, count: int) -> list[dict[str, Any]]:
-    """Tweets where every third is Japanese with likes; the last few are filtered out (the checkpoint must pass them)."""
-    return [
-        tweet(n % 100, lang="ja" if n % 3 == 0 and n < start_at + count - 5 else "en", likes=10, text=f"第{n}回 🎉 مرحبا")
-        | {"data": tweet(n % 100)["data"] | {"id": str(10**15 + n), "lang": "ja" if n % 3 == 0 and n < start_at + count - 5 else "en",
-                                             "text": f"第{n}回 🎉 مرحبا"}}
-        for n in range(start_at, start_at + count)
-    ]  # fmt: skip
+    """Tweets where every third is Japanese, every ninth has few likes; the last few are all filtered out (the
+    checkpoint must move past them)."""
+    events = []
+    for n in range(start_at, start_at + count):
+        japanese = n % 3 == 0 and n < start_at + count - TAIL_FILTERED
+        event = tweet(n % 100, lang="ja" if japanese else "en", likes=3 if n % 9 == 0 else 10, text=f"第{n}回 🎉 مرحبا")
+        event["data"]["id"] = str(10**15 + n)
+        events.append(event)
+    return events
 
 
 def shipped(event: dict[str, Any]) -> bytes | None:
     """What the stream must hold for `event`: its projection in compact UTF-8 JSON, or None when filtered."""
-    if event["data"]["lang"] != "ja":
+    data = event["data"]
+    if data["lang"] != "ja" or data["public_metrics"]["like_count"] <= LIKES_AT_LEAST:
         return None
-    data = {k: event["data"][k] for k in event["data"] if k in ("id", "text", "author_id")}
-    return line({"data": data, "includes": event["includes"], "matching_rules": event["matching_rules"]})
+    kept = {k: data[k] for k in data if k in ("id", "text", "author_id")}
+    return line({"data": kept, "includes": event["includes"], "matching_rules": event["matching_rules"]})
 
 
 def body(replay: Path, kinesis: FakeKinesis) -> str:
@@ -56,7 +61,9 @@ def body(replay: Path, kinesis: FakeKinesis) -> str:
 
 
 def test_filtered_records_are_counted_projected_and_never_read_again(
-    tmp_path: Path, daemon_factory: Any, fake: FakeKinesis  # noqa: F811 - the fixture
+    tmp_path: Path,
+    daemon_factory: Any,
+    fake: FakeKinesis,  # noqa: F811 - the fixture
 ) -> None:
     """The stream holds exactly the kept tweets, projected byte for byte; filtered = received - sent in the metric
     and the totals; a restart reads only the lines appended since, never the filtered ones before them."""
