@@ -65,6 +65,12 @@ def test_a_runtime_expression_error_is_a_step_failure() -> None:
         chain(FilterStep(filter="length(data.public_metrics.like_count) > `1`")).apply(line(tweet()), tweet())
 
 
+def test_a_type_error_inside_jmespath_is_a_step_failure_not_a_crash() -> None:
+    """Ordering a string against a number raises TypeError inside jmespath: the record fails, the daemon goes on."""
+    with pytest.raises(TransformFailed, match=r"^transforms\[0\] filter: TypeError"):
+        chain(FilterStep(filter="data.lang < `1`")).apply(line(tweet()), tweet())
+
+
 def test_bytes_without_a_parsed_event_are_parsed_once() -> None:
     """A record handed over as bytes only (event None) is parsed for the steps; not JSON is a failure."""
     event = tweet()
