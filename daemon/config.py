@@ -164,6 +164,9 @@ def load_config(path: Path) -> Config:
 
     sources = data.pop("sources", None)
     sink = data.pop("sink", None)
+    if "transforms" in data:  # Config.transforms is built from the sources' own lists, never written at the top
+        data.pop("transforms")
+        problems.append(doc.problem(("transforms",), "transforms belong to a source: write them under sources[].transforms"))
     top = _validate(Config, {**data, "sources": [], "sink": SinkConfig(type="placeholder")}, (), doc, problems)
 
     source_configs: list[SourceConfig] = []

@@ -10,7 +10,7 @@ import pytest
 from daemon.config import load_config
 from daemon.transforms.config import FieldsStep, FilterStep, PartitionKeyStep
 from daemon.yamlsource import ConfigError
-from tests.daemon.test_config import PROBLEM_LINE
+from tests.daemon.test_config import PROBLEM_LINE, REPO
 
 HEAD = """\
 sources:
@@ -103,3 +103,37 @@ def test_not_a_list_is_reported(tmp_path: Path) -> None:
     """`transforms:` holding a mapping says it must be a list of steps."""
     found = problems(tmp_path, "filter: a\n")
     assert found[0][1] == "sources[0].transforms" and "must be a list" in found[0][2]
+
+
+def test_top_level_transforms_are_refused(tmp_path: Path) -> None:
+    """`transforms:` at the top of the file is refused, pointing to sources[].transforms."""
+    path = tmp_path / "config.yaml"
+    path.write_text("sources: [{type: synthetic}]\nsink: {type: kinesis, stream: s}\ntransforms: {}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r":3: transforms: transforms belong to a source"):
+        load_config(path)
+
+
+def uncommented_example(text: str) -> str:
+    """config.yaml with its commented `transforms:` example (under the first source) uncommented."""
+    lines, inside = [], False
+    for raw in text.splitlines():
+        if raw.startswith("    # transforms:"):
+            inside = True
+        if inside and raw.startswith("    # "):
+            raw = "    " + raw[len("    # ") :]
+        elif inside:
+            inside = False
+        lines.append(raw)
+    return "\n".join(lines)
+
+
+def test_the_commented_example_in_config_yaml_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uncommented, the shipped example loads: every step of it validates and compiles (with a hash key set)."""
+    monkeypatch.setenv("TWEET_PRODUCER_REDACT_KEY", "an-example-key-of-16-bytes")
+    text = (REPO / "config.yaml").read_text(encoding="utf-8")
+    example = uncommented_example(text)
+    assert example != text
+    path = tmp_path / "config.yaml"
+    path.write_text(example.replace("data/sample_tweets.jsonl", str(REPO / "data" / "sample_tweets.jsonl")), encoding="utf-8")
+    kinds = [next(iter(step.model_dump())) for step in load_config(path).transforms["sample"].steps]
+    assert kinds == ["filter", "filter", "fields", "redact", "add", "partition_key"]
