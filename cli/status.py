@@ -70,7 +70,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 SOURCE_HEADER = [
-    "SOURCE", "STATE", "REC/S", "RECEIVED", "DEAD", "KEPT", "RECONN", "RESTARTS", "LAG", "LAG_S", "SPOOL", "SPOOL_AGE_S"
+    "SOURCE", "STATE", "REC/S", "RECEIVED", "DEAD", "FILTERED", "KEPT", "RECONN", "RESTARTS", "LAG", "LAG_S", "SPOOL",
+    "SPOOL_AGE_S",
 ]
 SINK_HEADER = ["SINK", "HEALTHY", "SENT/S", "SENT", "PUT_ERR", "IN_FLIGHT", "BUF_REC", "BUF_BYTES", "RETRIES", "THROTTLES"]
 
@@ -84,8 +85,8 @@ def render(url: str, after: Snapshot, rate: Rates) -> str:
         [
             [
                 name, _source_state(name, f, after, r), _num(r, 1), _num(f.received), _num(f.dead_lettered),
-                _num(f.kept), _num(f.reconnects), _num(f.restarts), _num(f.lag_records), _num(f.lag_seconds, 1),
-                _num(f.spool_records), _num(f.spool_oldest_age_s, 1),
+                _num(f.filtered), _num(f.kept), _num(f.reconnects), _num(f.restarts), _num(f.lag_records),
+                _num(f.lag_seconds, 1), _num(f.spool_records), _num(f.spool_oldest_age_s, 1),
             ]
             for name, f in after.sources.items()
             for r in [rate.received.get(name)]

@@ -27,6 +27,7 @@ class SourceFigures:
     connected: Value = None
     received: Value = None
     dead_lettered: Value = None
+    filtered: Value = None
     kept: Value = None
     reconnects: Value = None
     restarts: Value = None
@@ -111,6 +112,7 @@ def _keys(samples: _Samples, label: str, names: Iterable[str]) -> list[str]:
 _SOURCE_METRICS = (
     "tweet_producer_records_received_total",
     "tweet_producer_records_failed_total",
+    "tweet_producer_records_filtered_total",
     "tweet_producer_records_kept_total",
     "tweet_producer_source_connected",
     "tweet_producer_source_reconnects_total",
@@ -135,6 +137,7 @@ def parse_snapshot(text: str, taken_at: float) -> Snapshot:
             connected=_gauge(s, "tweet_producer_source_connected", "source", name),
             received=_by(s, "tweet_producer_records_received_total", "source", name),
             dead_lettered=_by(s, "tweet_producer_records_failed_total", "source", name),
+            filtered=_by(s, "tweet_producer_records_filtered_total", "source", name),
             kept=_by(s, "tweet_producer_records_kept_total", "source", name),
             reconnects=_by(s, "tweet_producer_source_reconnects_total", "source", name),
             restarts=_by(s, "tweet_producer_source_restarts_total", "source", name),

@@ -42,6 +42,7 @@ def _telemetry() -> Telemetry:
     for _ in range(3):
         t.record_dead_lettered("x", "x:1", "too_large", "over 1 MiB")
     t.records_kept(Counter({"file": 2}))
+    t.filtered_tally("x").add(5)
     t.source_connection("x", True, "stream open")
     t.source_reconnecting("x", "stall", 1.0, "no keep-alive")
     t.source_reconnecting("x", "network", 2.0, "reset")
@@ -127,7 +128,7 @@ def test_render_shows_each_source_and_sink_with_its_figures() -> None:
     shown = render("http://h/metrics", after, rates(before, after))
     x = dict(zip(SOURCE_HEADER, _row(shown, "x"), strict=True))
     assert x == {
-        "SOURCE": "x", "STATE": "connected", "REC/S": "4.0", "RECEIVED": "48", "DEAD": "3", "KEPT": "0",
+        "SOURCE": "x", "STATE": "connected", "REC/S": "4.0", "RECEIVED": "48", "DEAD": "3", "FILTERED": "5", "KEPT": "0",
         "RECONN": "2", "RESTARTS": "0", "LAG": MISSING, "LAG_S": MISSING, "SPOOL": "9", "SPOOL_AGE_S": "3.2",
     }
     file = dict(zip(SOURCE_HEADER, _row(shown, "file"), strict=True))
