@@ -221,7 +221,7 @@ class Daemon:
         systemd.send("STOPPING=1", "STATUS=stopping: delivering what is buffered, saving checkpoints")
         supervisors = units.supervisors()
         for unit in units.units.values():
-            unit.stop.set()
+            unit.stop_now()
         stop_and_flush(
             supervisors, worker, SOURCE_STOP_TIMEOUT_S, self.config.shutdown.flush_deadline, self.log,
             [unit.durable.feeder for unit in units.units.values() if unit.durable.feeder is not None],
