@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from daemon.logs import RateLimitedLog, get_logger
+from daemon.telemetry_reload import ReloadEvents
 from daemon.telemetry_sink import SinkEngineTelemetry
 from daemon.telemetry_state import StateTelemetry
 
@@ -219,6 +220,7 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
         self.last_request_at = float("-inf")  # monotonic time the sink last completed a request (any result)
         # Each live source's last reported connection state (read by /readyz).
         self.connections: dict[str, bool] = {}
+        self.reloads = ReloadEvents(r, self.log)
         self.source_reconnects = Counter(
             "tweet_producer_source_reconnects", "Reconnections of a live source, by reason.", ["source", "reason"], registry=r
         )

@@ -300,7 +300,13 @@ class RecordingContext:
 
 
 def ledger(
-    received: int = 0, sent: int = 0, dead_lettered: int = 0, unsent: int = 0, kept: int = 0, dropped: int = 0, lost: int = 0,
+    received: int = 0,
+    sent: int = 0,
+    dead_lettered: int = 0,
+    unsent: int = 0,
+    kept: int = 0,
+    dropped: int = 0,
+    lost: int = 0,
     filtered: int = 0,
 ) -> dict[str, int]:
     """The daemon's `Ledger.totals()` as a test expects it: every outcome named, the unnamed ones zero."""

@@ -1,11 +1,12 @@
 """One record -> one PutRecords entry: partition key from the event, size as Kinesis counts it.
 
 Partition key rule: the record's own `partition_key` when set (a source's transforms chose it), else the
-first configured path whose value is a non-empty string or an integer gives the key. A key Kinesis could refuse as too long (more than 256 characters, counted both as code points and as
-UTF-16 units, since either may be what "characters" means) or that cannot be sent as UTF-8 (a lone
-surrogate) is replaced by the SHA-256 hex digest of the whole key: distinct keys stay distinct and the
-same key always reaches the same shard, where cutting keys short would pile every key sharing a prefix
-onto one shard. A record without a usable key gets the MD5 hex digest of its bytes.
+first configured path whose value is a non-empty string or an integer gives the key. A key Kinesis could
+refuse as too long (more than 256 characters, counted both as code points and as UTF-16 units, since either
+may be what "characters" means) or that cannot be sent as UTF-8 (a lone surrogate) is replaced by the
+SHA-256 hex digest of the whole key: distinct keys stay distinct and the same key always reaches the same
+shard, where cutting keys short would pile every key sharing a prefix onto one shard. A record without a
+usable key gets the MD5 hex digest of its bytes.
 """
 
 from __future__ import annotations
