@@ -137,3 +137,14 @@ def test_the_commented_example_in_config_yaml_is_valid(tmp_path: Path, monkeypat
     path.write_text(example.replace("data/sample_tweets.jsonl", str(REPO / "data" / "sample_tweets.jsonl")), encoding="utf-8")
     kinds = [next(iter(step.model_dump())) for step in load_config(path).transforms["sample"].steps]
     assert kinds == ["filter", "filter", "fields", "redact", "add", "partition_key"]
+
+
+def test_a_reload_restarts_exactly_the_source_whose_transforms_changed(tmp_path: Path) -> None:
+    """Loaded twice, equal transforms leave the source unchanged; an edited expression restarts it (by value)."""
+    from daemon.reload_plan import plan_reload
+
+    first = load_config(write(tmp_path, "- filter: \"data.lang == 'ja'\"\n"))
+    same = load_config(write(tmp_path, "- filter: \"data.lang == 'ja'\"\n"))
+    edited = load_config(write(tmp_path, "- filter: \"data.lang == 'en'\"\n"))
+    assert plan_reload(first, same).restarted == [] and plan_reload(first, same).unchanged == ["replay", "synthetic"]
+    assert plan_reload(first, edited).restarted == ["replay"] and plan_reload(first, edited).unchanged == ["synthetic"]
