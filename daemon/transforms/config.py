@@ -16,6 +16,7 @@ into the chain that runs (jmespath caches compiled expressions, so that costs li
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -96,6 +97,16 @@ class RedactStep(_Model):
     redact: RedactSpec
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
 class AddSpec(_Model):
     fields: dict[str, JsonValue] = Field(default_factory=dict, description="path -> constant value to set.")
     source: FieldPath | None = Field(default=None, description="Set this path to the source's name.")
@@ -110,6 +121,9 @@ class AddSpec(_Model):
         for path in (self.source, self.received_at):
             if path is not None and any(segment.each for segment in parse_path(path)):
                 raise ValueError(f"{path!r}: add sets one place; '[]' is not allowed here")
+        for key, value in self.fields.items():
+            if not _finite(value):
+                raise ValueError(f"fields: {key!r}: NaN and infinities are not JSON")
         if self.envelope and (self.fields or self.source or self.received_at):
             raise ValueError("envelope: true wraps the whole record; set fields in a separate add step")
         return self

@@ -36,7 +36,10 @@ def truthy(value: Any) -> bool:
 
 def filter_step(search: Search) -> StepFn:
     def run(obj: Any) -> Any:
-        return obj if truthy(search(obj)) else DROP
+        result = search(obj)
+        if result is True:  # what a comparison gives: no need to ask further
+            return obj
+        return obj if truthy(result) else DROP
 
     return run
 

@@ -99,6 +99,12 @@ def test_a_redact_without_its_key_is_a_config_error(tmp_path: Path, monkeypatch:
     assert found[0][:2] == (6, "sources[0].transforms[0].redact") and "no hash key" in found[0][2]
 
 
+def test_a_constant_that_is_not_json_is_reported(tmp_path: Path) -> None:
+    """`add` of .nan (YAML's NaN) is refused at load: no record could carry it as JSON."""
+    found = problems(tmp_path, "- add: {fields: {score: .nan}}\n")
+    assert found[0][:2] == (6, "sources[0].transforms[0].add") and "NaN" in found[0][2]
+
+
 def test_not_a_list_is_reported(tmp_path: Path) -> None:
     """`transforms:` holding a mapping says it must be a list of steps."""
     found = problems(tmp_path, "filter: a\n")
