@@ -158,35 +158,58 @@ def _merge(tree: Tree, path: Path, index: int) -> None:
     _merge(found.keep, path, index + 1)
 
 
+Projector = Callable[[Any, str], Any]
+
+
 def project(node: Any, tree: Tree) -> Any:
     """Only the fields of `tree` from `node` (fields absent are left out); `node` itself when nothing is left out."""
-    return _project(node, tree, "")
+    return compile_projection(tree)(node, "")
 
 
-def _project(node: Any, tree: Tree, where: str) -> Any:
-    if not isinstance(node, dict):
-        raise StepFailed(f"{where.rstrip('.') or 'the record'} is {kind_of(node)}, not an object")
-    kept: dict[str, Any] = {}
-    same = True
-    # In the record's own key order, so a projected record reads like the original with fields left out.
-    for key, value in node.items():
-        branch = tree.get(key)
-        if branch is None:
-            same = False
-            continue
-        if branch.keep is not None and value is not None:
-            name = where + key
-            if branch.each:
-                if not isinstance(value, list):
-                    raise StepFailed(f"{name} is {kind_of(value)}, not a list")
-                items = [e if e is None else _project(e, branch.keep, f"{name}[{i}].") for i, e in enumerate(value)]
-                if any(a is not b for a, b in zip(items, value, strict=True)):
-                    value = items
-                    same = False
-            else:
-                projected = _project(value, branch.keep, name + ".")
-                if projected is not value:
-                    value = projected
-                    same = False
-        kept[key] = value
-    return node if same else kept  # nothing left out: the original, so it is not re-serialised
+def compile_projection(tree: Tree) -> Projector:
+    """`tree` as a function (node, where) -> projected node, each level split once into the keys kept whole and
+    the keys projected further, so the usual level (only whole keys) is one dict comprehension."""
+    whole = frozenset(key for key, branch in tree.items() if branch.keep is None)
+    nested = {key: (branch.each, compile_projection(branch.keep)) for key, branch in tree.items() if branch.keep is not None}
+
+    def flat(node: Any, where: str) -> Any:
+        if not isinstance(node, dict):
+            raise StepFailed(f"{where.rstrip('.') or 'the record'} is {kind_of(node)}, not an object")
+        # In the record's own key order, so a projected record reads like the original with fields left out.
+        kept = {key: value for key, value in node.items() if key in whole}
+        return node if len(kept) == len(node) else kept  # nothing left out: the original, not re-serialised
+
+    if not nested:
+        return flat
+
+    def mixed(node: Any, where: str) -> Any:
+        if not isinstance(node, dict):
+            raise StepFailed(f"{where.rstrip('.') or 'the record'} is {kind_of(node)}, not an object")
+        kept: dict[str, Any] = {}
+        same = True
+        for key, value in node.items():
+            if key in whole:
+                kept[key] = value
+                continue
+            found = nested.get(key)
+            if found is None:
+                same = False
+                continue
+            each, inner = found
+            if value is not None:
+                if each:
+                    if not isinstance(value, list):
+                        raise StepFailed(f"{where}{key} is {kind_of(value)}, not a list")
+                    items = [e if e is None else inner(e, f"{where}{key}[{i}].") for i, e in enumerate(value)]
+                    if any(a is not b for a, b in zip(items, value, strict=True)):
+                        value = items
+                        same = False
+                else:
+                    projected = inner(value, f"{where}{key}.")
+                    if projected is not value:
+                        value = projected
+                        same = False
+            kept[key] = value
+        return node if same else kept
+
+    return mixed

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.transforms.paths import Path, StepFailed, Tree, kind_of, project, rewrite
+from daemon.transforms.paths import Path, StepFailed, Tree, compile_projection, kind_of, rewrite
 
 # A filter's verdict that the record goes no further.
 DROP: Any = object()
@@ -45,8 +45,10 @@ def filter_step(search: Search) -> StepFn:
 
 
 def fields_step(tree: Tree) -> StepFn:
+    projector = compile_projection(tree)
+
     def run(obj: Any) -> Any:
-        return project(obj, tree)
+        return projector(obj, "")
 
     return run
 
