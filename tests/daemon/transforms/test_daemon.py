@@ -27,6 +27,7 @@ FIRST_RUN = 300
 APPENDED = 60
 TAIL_FILTERED = 5
 LIKES_AT_LEAST = 5
+BROKEN_EVERY = 75  # these fail the projection: dead-lettered as transform_failed
 TRANSFORMS = """    transforms:
       - filter: "data.lang == 'ja' && data.public_metrics.like_count > `5`"
       - fields: [data.id, data.text, data.author_id, includes.users, matching_rules]
@@ -42,13 +43,22 @@ def lines_from(start_at: int, count: int) -> list[dict[str, Any]]:
         japanese = n % 3 == 0 and n < start_at + count - TAIL_FILTERED
         event = tweet(n % 100, lang="ja" if japanese else "en", likes=3 if n % 9 == 0 else 10, text=f"第{n}回 🎉 مرحبا")
         event["data"]["id"] = str(10**15 + n)
+        if n % BROKEN_EVERY == 0 and japanese and n % 9:  # one the filter keeps
+            event["includes"] = "not an object"
         events.append(event)
     return events
+
+
+def broken(event: dict[str, Any]) -> bool:
+    """A tweet whose `includes` is a string: it passes the filter, and the projection cannot go into it."""
+    return isinstance(event["includes"], str)
 
 
 def shipped(event: dict[str, Any]) -> bytes | None:
     """What the stream must hold for `event`: its projection in compact UTF-8 JSON, or None when filtered."""
     data = event["data"]
+    if broken(event):
+        return None
     if data["lang"] != "ja" or data["public_metrics"]["like_count"] <= LIKES_AT_LEAST:
         return None
     kept = {k: data[k] for k in data if k in ("id", "text", "author_id")}
@@ -77,11 +87,16 @@ def test_filtered_records_are_counted_projected_and_never_read_again(
     summary = stop(daemon)
 
     assert Counter(r.data for r in fake.user_records()) == Counter(expected)
-    filtered = FIRST_RUN - len(expected)
-    assert metrics[FILTERED_METRIC] == filtered
+    failing = [e for e in first if broken(e)]
+    filtered = FIRST_RUN - len(expected) - len(failing)
+    assert metrics[FILTERED_METRIC] == filtered and len(failing) >= 2
     assert (summary["received"], summary["sent"], summary["filtered"]) == (FIRST_RUN, len(expected), filtered)
-    assert summary["dead_lettered"] == summary["unsent"] == summary["kept"] == summary["lost"] == 0
-    assert dead_letters(tmp_path) == []
+    assert summary["dead_lettered"] == len(failing)
+    assert summary["unsent"] == summary["kept"] == summary["lost"] == 0
+    dead = dead_letters(tmp_path)
+    assert [d["data"].encode() for d in dead] == [line(e) for e in failing], "the dead letter holds the line as read"
+    assert {d["reason"] for d in dead} == {"transform_failed"}
+    assert all(d["detail"] == "transforms[1] fields: includes is a string, not an object" for d in dead)
 
     more = lines_from(FIRST_RUN, APPENDED)
     with replay.open("ab") as out:
@@ -91,7 +106,8 @@ def test_filtered_records_are_counted_projected_and_never_read_again(
     daemon.wait_for_event("all_sources_finished", timeout=LAND_TIMEOUT_S)
     assert fake.wait_for_user_records(len(expected) + len(expected_more), timeout_s=LAND_TIMEOUT_S)
     again = stop(daemon)
-    assert again["received"] == APPENDED, "the restart read lines the first run had filtered or sent"
-    assert again["filtered"] == APPENDED - len(expected_more)
+    assert again["received"] == APPENDED, "the restart read lines the first run had filtered, sent or dead-lettered"
+    assert again["dead_lettered"] == sum(map(broken, more)) == 1
+    assert again["filtered"] == APPENDED - len(expected_more) - again["dead_lettered"]
     assert Counter(r.data for r in fake.user_records()) == Counter(expected + expected_more)
     assert all(json.loads(r.data)["data"]["text"].startswith("第") for r in fake.user_records())
