@@ -54,12 +54,13 @@ def broken(event: dict[str, Any]) -> bool:
     return isinstance(event["includes"], str)
 
 
-def shipped(event: dict[str, Any]) -> bytes | None:
-    """What the stream must hold for `event`: its projection in compact UTF-8 JSON, or None when filtered."""
+def shipped(event: dict[str, Any], lang: str = "ja") -> bytes | None:
+    """What the stream must hold for `event` (with the filter on `lang`): its projection in compact UTF-8 JSON, or
+    None when filtered out or failing."""
     data = event["data"]
     if broken(event):
         return None
-    if data["lang"] != "ja" or data["public_metrics"]["like_count"] <= LIKES_AT_LEAST:
+    if data["lang"] != lang or data["public_metrics"]["like_count"] <= LIKES_AT_LEAST:
         return None
     kept = {k: data[k] for k in data if k in ("id", "text", "author_id")}
     return line({"data": kept, "includes": event["includes"], "matching_rules": event["matching_rules"]})
