@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.transforms import Chain, SourceTransforms, TransformFailed, compile_chain
+from daemon.transforms.compile import serialise
 from daemon.transforms.config import AddSpec, AddStep, FieldsStep, FilterStep, PartitionKeyStep, RedactSpec, RedactStep
 from tests.daemon.transforms.tweets import line, tweet
 
@@ -135,3 +136,24 @@ def test_projected_bytes_parse_back_to_the_projection(text: str) -> None:
     result = chain(FieldsStep(fields=("data.text", "matching_rules"))).apply(line(event), event)
     assert result is not None
     assert json.loads(result[0].decode("utf-8")) == {"data": {"text": text}, "matching_rules": event["matching_rules"]}
+
+
+JSON_NO_FLOATS = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80) | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON_NO_FLOATS)
+def test_serialise_writes_what_the_reference_encoder_writes(value: Any) -> None:
+    """Without floats (whose spelling may differ), the bytes are exactly json.dumps(ensure_ascii=False, compact)
+    in UTF-8 - integers beyond 64 bits and real nulls included, which orjson leaves to the reference."""
+    reference = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert serialise(value) == reference
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False), TEXT)
+def test_serialised_floats_read_back_as_the_same_number(number: float, text: str) -> None:
+    """Any finite float survives the round trip exactly, beside any text."""
+    assert json.loads(serialise({"x": number, "t": text})) == {"x": number, "t": text}
