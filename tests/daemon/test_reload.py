@@ -5,7 +5,9 @@ metrics, systemd's notify socket and the final totals."""
 
 from __future__ import annotations
 
+import functools
 import re
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -32,9 +34,9 @@ from tests.daemon.reload_rig import (
     wait_stored,
     write_source,
 )
-from tests.daemon.test_kinesis_delivery import DUMMY_AWS, START_TIMEOUT_S, start, stop
+from tests.daemon.test_kinesis_delivery import DUMMY_AWS, LAND_TIMEOUT_S, START_TIMEOUT_S, start, stop
 from tests.daemon.test_notify import NotifySocket
-from tests.fake_kinesis import FakeKinesis
+from tests.fake_kinesis import INTERNAL_FAILURE, FakeKinesis
 
 SHARDS = 2
 # Each paced source's records/s: slow enough that its file outlasts the reloads, so records flow through them.
@@ -46,6 +48,12 @@ FLOWING = 100
 NO_RELOAD_YET = {**dict.fromkeys(RELOAD_RESULTS, 0.0), "at": 0.0, "successful": 1.0}
 # How far MONOTONIC_USEC may lie from this process's monotonic clock at the SIGHUP (the same system clock).
 MONOTONIC_SLACK_S = 10.0
+# The SIGTERM test: a short flush deadline (the stream refuses everything, so the flush runs out), the refused
+# put calls that show records are stuck in flight, and the exit bound: the deadline plus the sources' stop and a
+# loaded machine's slack.
+STOP_FLUSH_DEADLINE_S = 2.0
+REFUSED_CALLS = 3
+STOP_TIMEOUT_S = STOP_FLUSH_DEADLINE_S + 30
 
 
 @pytest.fixture
@@ -83,7 +91,7 @@ def test_a_reload_while_records_flow_adds_removes_changes_and_keeps_sources(
     assert lists == {"started": ["add"], "stopped": ["drop"], "restarted": ["change"], "unchanged": ["keep"]}
     assert outcome["sink_changed"] is False
     for spec, lines in ((keep, keep_lines), (change, change_lines), (add, add_lines)):
-        poll_until(lambda lines=lines: each_once(fake, lines), START_TIMEOUT_S * 2, f"every line of {spec.name} once")
+        poll_until(functools.partial(each_once, fake, lines), LAND_TIMEOUT_S, f"every line of {spec.name} once")
     summary = stop(daemon)
 
     for spec, lines in ((keep, keep_lines), (change, change_lines), (add, add_lines)):
@@ -229,3 +237,41 @@ def test_a_reload_of_an_unchanged_file_changes_nothing_and_tells_systemd(
     summary = stop(daemon)
     assert_balanced(summary)
     assert positions(fake, lines) == Counter(range(summary["sent"]))
+
+
+@pytest.mark.slow  # 10-20 s: two daemon runs, the first ending through its flush deadline
+def test_a_sigterm_while_a_reload_waits_on_a_changed_source_stops_the_daemon_and_loses_nothing(
+    tmp_path: Path, daemon_factory: Any, fake: FakeKinesis
+) -> None:
+    """SIGTERM while a reload waits for a changed source's records to settle (the stream refuses every write):
+    exit 0, the totals balance with nothing lost or dead-lettered, and the next start completes the file, each
+    line once."""
+    replay, lines = write_source(tmp_path, "replay", 4000, 2 * RATE)
+    body = reload_body([replay], fake, flush_deadline=STOP_FLUSH_DEADLINE_S)
+    daemon = start(daemon_factory, body)
+    wait_stored(fake, lines, FLOWING, "replay")
+    fake.set_faults(call_failure_rate=1.0, call_failure_status=500, call_failure_code=INTERNAL_FAILURE)
+    assert fake.wait_until(lambda f: f.stats().injected["call_failure"] >= REFUSED_CALLS, LAND_TIMEOUT_S)
+    refusing_from = stored(fake, lines)
+
+    # The changed source's records in flight cannot settle while every write is refused: the reload waits.
+    rewrite(daemon, body, reload_body([replace(replay, rate=RATE)], fake, flush_deadline=STOP_FLUSH_DEADLINE_S))
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_for_event("config_reload_requested", timeout=START_TIMEOUT_S)
+    assert daemon.stop(signal.SIGTERM, timeout=STOP_TIMEOUT_S) == 0
+    events = [entry["event"] for entry in daemon.logs()]
+    assert "shutdown_requested" in events, events[-20:]
+    before_sigterm = events[: events.index("shutdown_requested")]
+    assert not set(before_sigterm) & {"config_reloaded", "config_reload_failed"}, "the reload ended before the SIGTERM"
+    summary = daemon.wait_for_event("shutdown_complete", timeout=1)
+    assert_balanced(summary)
+    assert (summary["lost"], summary["dead_lettered"], summary["unsent"]) == (0, 0, 0), summary
+    assert stored(fake, lines) == refusing_from == summary["sent"], "the stream took records while refusing every write"
+
+    fake.set_faults(call_failure_rate=0.0)
+    again = start(daemon_factory, reload_body([replace(replay, rate=0)], fake))
+    poll_until(lambda: stored(fake, lines) >= len(lines), LAND_TIMEOUT_S, "the rest of the file after the restart")
+    second = stop(again)
+    assert each_once(fake, lines), "a line twice or missing across the two runs"
+    assert second["received"] == len(lines) - summary["sent"], "the restart read again what the first run delivered"

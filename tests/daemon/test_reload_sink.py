@@ -1,0 +1,114 @@
+"""Hot reload of the sink (issue 17) through real daemon processes and SIGHUP: moving from one fake stream to
+another while a paced source flows ends every line exactly once across the two (the old one holds the first
+lines, the new one the rest), and a new sink whose check fails is refused while the old one keeps delivering."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port, poll_until
+from tests.daemon.reload_rig import (
+    assert_balanced,
+    positions,
+    reload_body,
+    reload_metrics,
+    rewrite,
+    started_count,
+    stored,
+    wait_stored,
+    write_source,
+)
+from tests.daemon.test_kinesis_delivery import LAND_TIMEOUT_S, start, stop
+from tests.fake_kinesis import FakeKinesis
+
+SHARDS = 2
+RATE = 300
+# Lines in the old stream before the switch, and after a refused switch (the old sink still delivers).
+FLOWING = 300
+
+
+@pytest.fixture
+def old() -> Iterator[FakeKinesis]:
+    """The stream the daemon starts on."""
+    with FakeKinesis(SHARDS, stream="reload-old", seed=21) as kinesis:
+        yield kinesis
+        assert kinesis.stats().internal_errors == ()
+
+
+@pytest.fixture
+def new() -> Iterator[FakeKinesis]:
+    """The stream a reload moves the daemon to (another endpoint, another stream name)."""
+    with FakeKinesis(SHARDS, stream="reload-new", seed=22) as kinesis:
+        yield kinesis
+        assert kinesis.stats().internal_errors == ()
+
+
+@pytest.mark.slow  # 12-20 s: 3,000 lines at 300/s
+def test_a_sink_change_drains_the_old_stream_and_the_new_one_takes_every_later_line(
+    tmp_path: Path, daemon_factory: Any, old: FakeKinesis, new: FakeKinesis
+) -> None:
+    """A SIGHUP pointing the sink at another stream while records flow: each line ends exactly once across the
+    two streams, the old one takes nothing after the reload and holds exactly the first lines."""
+    replay, lines = write_source(tmp_path, "replay", 3000, RATE)
+    body = reload_body([replay], old)
+    daemon = start(daemon_factory, body)
+    wait_stored(old, lines, FLOWING, "replay in the old stream")
+
+    rewrite(daemon, body, reload_body([replay], old, stream=new.stream, endpoint_url=new.url))
+    outcome = daemon.reload()
+    assert (outcome["event"], outcome["result"], outcome["sink_changed"]) == ("config_reloaded", "success", True), outcome
+    in_old_at_switch = positions(old, lines)
+
+    def all_landed() -> bool:
+        return stored(old, lines) + stored(new, lines) >= len(lines)
+
+    poll_until(all_landed, LAND_TIMEOUT_S, "every line in one of the two streams")
+    summary = stop(daemon)
+
+    in_old, in_new = positions(old, lines), positions(new, lines)
+    assert in_old == in_old_at_switch, "the old stream took records after the reload reported the switch"
+    switched_at = len(in_old)
+    assert 0 < switched_at < len(lines), "the switch did not happen while the file was being read"
+    assert in_old == Counter(range(switched_at)), "the old stream does not hold the first lines, once each"
+    assert in_new == Counter(range(switched_at, len(lines))), "the new stream does not hold every later line, once each"
+    assert len(old.records()) + len(new.records()) == len(lines), "a stream holds something foreign"
+    assert_balanced(summary)
+    assert (summary["received"], summary["sent"], summary["dead_lettered"]) == (len(lines), len(lines), 0)
+
+
+FAILING_SINKS = pytest.mark.parametrize("failing", ["closed_port", "missing_stream"])
+
+
+@FAILING_SINKS
+def test_a_new_sink_whose_check_fails_is_refused_and_the_old_one_keeps_delivering(
+    tmp_path: Path, daemon_factory: Any, old: FakeKinesis, failing: str
+) -> None:
+    """A sink change to a closed port or to a stream that does not exist: result failed naming the sink and the
+    error, the metrics say so, the source is not restarted and the old stream keeps taking every line once."""
+    replay, lines = write_source(tmp_path, "replay", 6000, RATE)
+    body = reload_body([replay], old)
+    daemon = start(daemon_factory, body)
+    wait_stored(old, lines, FLOWING, "replay in the old stream")
+    if failing == "closed_port":
+        stream, endpoint, named = old.stream, f"http://127.0.0.1:{free_port()}", "127.0.0.1"
+    else:
+        stream, endpoint, named = "no-such-stream", old.url, "no-such-stream"
+
+    rewrite(daemon, body, reload_body([replay], old, stream=stream, endpoint_url=endpoint))
+    outcome = daemon.reload()
+    assert (outcome["event"], outcome["result"]) == ("config_reload_failed", "failed"), outcome
+    assert outcome["component"] and outcome["error"], outcome
+    assert named in f"{outcome['component']} {outcome['error']}", outcome
+    figures = reload_metrics(daemon)
+    assert (figures["failed"], figures["success"], figures["successful"]) == (1, 0, 0)
+    at_refusal = stored(old, lines)
+    wait_stored(old, lines, at_refusal + FLOWING, "replay in the old stream after the refused reload")
+    assert started_count(daemon, "replay") == 1, "a refused sink change restarted the source"
+    summary = stop(daemon)
+    assert_balanced(summary)
+    assert positions(old, lines) == Counter(range(summary["sent"])) and summary["dead_lettered"] == 0
