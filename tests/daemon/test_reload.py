@@ -34,7 +34,7 @@ from tests.daemon.reload_rig import (
     wait_stored,
     write_source,
 )
-from tests.daemon.test_kinesis_delivery import DUMMY_AWS, LAND_TIMEOUT_S, START_TIMEOUT_S, start, stop
+from tests.daemon.test_kinesis_delivery import DUMMY_AWS, FLUSH_OVERRUN_S, LAND_TIMEOUT_S, START_TIMEOUT_S, start, stop
 from tests.daemon.test_notify import NotifySocket
 from tests.fake_kinesis import INTERNAL_FAILURE, FakeKinesis
 
@@ -54,6 +54,8 @@ MONOTONIC_SLACK_S = 10.0
 STOP_FLUSH_DEADLINE_S = 2.0
 REFUSED_CALLS = 3
 STOP_TIMEOUT_S = STOP_FLUSH_DEADLINE_S + 30
+# A flush deadline a reload lowers: a shutdown that still waited for it would be plain to see.
+LONG_FLUSH_DEADLINE_S = 30.0
 
 
 @pytest.fixture
@@ -275,3 +277,59 @@ def test_a_sigterm_while_a_reload_waits_on_a_changed_source_stops_the_daemon_and
     second = stop(again)
     assert each_once(fake, lines), "a line twice or missing across the two runs"
     assert second["received"] == len(lines) - summary["sent"], "the restart read again what the first run delivered"
+
+
+def test_a_changed_flush_deadline_applies_without_restarting_anything(
+    tmp_path: Path, daemon_factory: Any, fake: FakeKinesis
+) -> None:
+    """shutdown.flush_deadline lowered by a reload: success with nothing restarted, and a later SIGTERM while
+    the stream refuses every write gives up after the new deadline, not the old one."""
+    replay, lines = write_source(tmp_path, "replay", 6000, RATE)
+    body = reload_body([replay], fake, flush_deadline=LONG_FLUSH_DEADLINE_S)
+    daemon = start(daemon_factory, body)
+    wait_stored(fake, lines, FLOWING, "replay")
+    rewrite(daemon, body, reload_body([replay], fake, flush_deadline=STOP_FLUSH_DEADLINE_S))
+    outcome = daemon.reload()
+    assert (outcome["event"], outcome["result"]) == ("config_reloaded", "success"), outcome
+    lists = {key: outcome[key] for key in ("started", "stopped", "restarted", "unchanged")}
+    assert lists == {"started": [], "stopped": [], "restarted": [], "unchanged": ["replay"]}
+
+    fake.set_faults(call_failure_rate=1.0, call_failure_status=500, call_failure_code=INTERNAL_FAILURE)
+    assert fake.wait_until(lambda f: f.stats().injected["call_failure"] >= REFUSED_CALLS, LAND_TIMEOUT_S)
+    assert daemon.stop(signal.SIGTERM, timeout=LONG_FLUSH_DEADLINE_S + STOP_TIMEOUT_S) == 0
+    summary = daemon.wait_for_event("shutdown_complete", timeout=1)
+    assert summary["seconds"] < STOP_FLUSH_DEADLINE_S + FLUSH_OVERRUN_S, "the flush waited for the old deadline"
+    assert_balanced(summary)
+    assert summary["kept"] > 0 and summary["lost"] == 0, summary
+    assert started_count(daemon, "replay") == 1
+
+
+def test_a_sighup_during_a_reload_causes_one_more_reload_after_it(tmp_path: Path, daemon_factory: Any, fake: FakeKinesis) -> None:
+    """A second SIGHUP while a reload waits on a changed source: once the stream takes writes again, the first
+    reload restarts the source and one more reload follows, finding nothing to change; no line twice."""
+    replay, lines = write_source(tmp_path, "replay", 6000, RATE)
+    body = reload_body([replay], fake)
+    daemon = start(daemon_factory, body)
+    wait_stored(fake, lines, FLOWING, "replay")
+    fake.set_faults(call_failure_rate=1.0, call_failure_status=500, call_failure_code=INTERNAL_FAILURE)
+    assert fake.wait_until(lambda f: f.stats().injected["call_failure"] >= REFUSED_CALLS, LAND_TIMEOUT_S)
+    rewrite(daemon, body, reload_body([replace(replay, rate=2 * RATE)], fake))
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_for_event("config_reload_requested", timeout=START_TIMEOUT_S)
+    daemon.process.send_signal(signal.SIGHUP)
+    fake.set_faults(call_failure_rate=0.0)
+
+    def two_reloads() -> list[dict[str, Any]] | None:
+        found = daemon.events("config_reloaded")
+        return found if len(found) >= 2 else None
+
+    outcomes = poll_until(two_reloads, LAND_TIMEOUT_S, "two reloads")
+    assert (outcomes[0]["restarted"], outcomes[1]["restarted"]) == (["replay"], []), outcomes
+    assert outcomes[1]["unchanged"] == ["replay"] and daemon.events("config_reload_failed") == []
+    at_second = stored(fake, lines)
+    wait_stored(fake, lines, at_second + FLOWING, "replay after both reloads")
+    summary = stop(daemon)
+    assert len(daemon.events("config_reloaded")) == 2, "more than one reload followed the second SIGHUP"
+    assert_balanced(summary)
+    assert positions(fake, lines) == Counter(range(summary["sent"])) and summary["dead_lettered"] == 0

@@ -95,7 +95,8 @@ def test_a_new_sink_whose_check_fails_is_refused_and_the_old_one_keeps_deliverin
     daemon = start(daemon_factory, body)
     wait_stored(old, lines, FLOWING, "replay in the old stream")
     if failing == "closed_port":
-        stream, endpoint, named = old.stream, f"http://127.0.0.1:{free_port()}", "127.0.0.1"
+        closed = f"127.0.0.1:{free_port()}"
+        stream, endpoint, named = old.stream, f"http://{closed}", closed
     else:
         stream, endpoint, named = "no-such-stream", old.url, "no-such-stream"
 
