@@ -171,8 +171,8 @@ def test_a_changed_metrics_listen_is_refused_as_restart_required_and_the_old_end
 
     outcome = daemon.reload()
     assert (outcome["event"], outcome["result"]) == ("config_reload_failed", "restart_required"), outcome
-    expected = f"config.yaml:{line}: metrics.listen: changed; a restart applies it"
-    assert any(expected in found for found in outcome["problems"]), outcome["problems"]
+    expected = re.compile(rf".*config\.yaml:{line}: metrics\.listen: changed; .*restart.*")
+    assert any(expected.fullmatch(found) for found in outcome["problems"]), outcome["problems"]
     figures = reload_metrics(daemon)  # from the old port
     assert (figures["restart_required"], figures["success"], figures["successful"]) == (1, 0, 0)
     with pytest.raises(urllib.error.URLError):
