@@ -269,6 +269,7 @@ def test_a_sigterm_while_a_reload_waits_on_a_changed_source_stops_the_daemon_and
     summary = daemon.wait_for_event("shutdown_complete", timeout=1)
     assert_balanced(summary)
     assert (summary["lost"], summary["dead_lettered"], summary["unsent"]) == (0, 0, 0), summary
+    assert summary["kept"] > 0, "no record was in flight: the reload had nothing to wait for"
     assert stored(fake, lines) == refusing_from == summary["sent"], "the stream took records while refusing every write"
 
     fake.set_faults(call_failure_rate=0.0)
