@@ -75,8 +75,9 @@ def each_once(fake: FakeKinesis, lines: list[bytes]) -> bool:
 def test_a_reload_while_records_flow_adds_removes_changes_and_keeps_sources(
     tmp_path: Path, daemon_factory: Any, fake: FakeKinesis
 ) -> None:
-    """One SIGHUP adds, removes, changes (rate) and keeps a source: the kept, changed and added files each land once
-    in full, the removed one's delivered prefix once with its checkpoint saved after it, the kept one never restarts."""
+    """One SIGHUP adds, removes, changes (rate) and keeps a source: the removed one's delivered prefix is in the
+    stream once with its checkpoint saved after it; re-added by a second SIGHUP it resumes there; every file
+    lands once in full and the kept source is never restarted."""
     keep, keep_lines = write_source(tmp_path, "keep", 2400, RATE)
     drop, drop_lines = write_source(tmp_path, "drop", 2400, RATE)
     change, change_lines = write_source(tmp_path, "change", 2400, RATE)
@@ -86,26 +87,38 @@ def test_a_reload_while_records_flow_adds_removes_changes_and_keeps_sources(
     for spec, lines in ((keep, keep_lines), (drop, drop_lines), (change, change_lines)):
         wait_stored(fake, lines, FLOWING, spec.name)
 
-    rewrite(daemon, body, reload_body([keep, replace(change, rate=3 * RATE), add], fake))
+    reloaded = reload_body([keep, replace(change, rate=3 * RATE), add], fake)
+    rewrite(daemon, body, reloaded)
     outcome = daemon.reload()
     assert outcome["event"] == "config_reloaded" and outcome["result"] == "success", outcome
     lists = {key: outcome[key] for key in ("started", "stopped", "restarted", "unchanged")}
     assert lists == {"started": ["add"], "stopped": ["drop"], "restarted": ["change"], "unchanged": ["keep"]}
     assert outcome["sink_changed"] is False
-    for spec, lines in ((keep, keep_lines), (change, change_lines), (add, add_lines)):
-        poll_until(functools.partial(each_once, fake, lines), LAND_TIMEOUT_S, f"every line of {spec.name} once")
-    summary = stop(daemon)
-
-    for spec, lines in ((keep, keep_lines), (change, change_lines), (add, add_lines)):
-        assert each_once(fake, lines), f"{spec.name}: a line twice or missing"
     removed = positions(fake, drop_lines)
     delivered = len(removed)
     assert 0 < delivered < len(drop_lines), "the removed source was not stopped part-way through its file"
     assert removed == Counter(range(delivered)), "the removed source's delivered lines are not its first ones, once each"
     assert checkpoint_offset(tmp_path, "drop") == sum(len(line) + 1 for line in drop_lines[:delivered])
+    wait_stored(fake, change_lines, stored(fake, change_lines) + FLOWING, "change after the reload")
+    assert positions(fake, drop_lines) == removed, "the removed source went on delivering"
+
+    # Added again (unpaced now): it starts from the checkpoint its name left.
+    rewrite(daemon, reloaded, reload_body([keep, replace(change, rate=3 * RATE), add, replace(drop, rate=0)], fake))
+    outcome = daemon.reload()
+    assert (outcome["event"], outcome["started"], outcome["stopped"], outcome["restarted"]) == (
+        "config_reloaded", ["drop"], [], []
+    ), outcome  # fmt: skip
+    assert sorted(outcome["unchanged"]) == ["add", "change", "keep"]
+    files = ((keep, keep_lines), (change, change_lines), (add, add_lines), (drop, drop_lines))
+    for spec, lines in files:
+        poll_until(functools.partial(each_once, fake, lines), LAND_TIMEOUT_S, f"every line of {spec.name} once")
+    summary = stop(daemon)
+
+    for spec, lines in files:
+        assert each_once(fake, lines), f"{spec.name}: a line twice or missing"
     assert started_count(daemon, "keep") == 1, "the unchanged source was restarted"
-    assert (started_count(daemon, "change"), started_count(daemon, "add"), started_count(daemon, "drop")) == (2, 1, 1)
-    everything = len(keep_lines) + len(change_lines) + len(add_lines) + delivered
+    assert (started_count(daemon, "change"), started_count(daemon, "add"), started_count(daemon, "drop")) == (2, 1, 2)
+    everything = sum(len(lines) for _, lines in files)
     assert sum(fake.data_counts().values()) == everything, "the stream holds something foreign"
     assert_balanced(summary)
     assert (summary["received"], summary["sent"], summary["dead_lettered"]) == (everything, everything, 0)

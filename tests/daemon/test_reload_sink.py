@@ -86,14 +86,14 @@ def test_a_sink_change_drains_the_old_stream_and_the_new_one_takes_every_later_l
 FAILING_SINKS = pytest.mark.parametrize("failing", ["closed_port", "missing_stream"])
 
 
-@pytest.mark.slow  # 30-40 s: the check of a closed port retries for 20 s before it fails, so the file outlasts it
+@pytest.mark.slow  # closed port 30-40 s: its check retries for 20 s before it fails, and the file outlasts it
 @FAILING_SINKS
 def test_a_new_sink_whose_check_fails_is_refused_and_the_old_one_keeps_delivering(
     tmp_path: Path, daemon_factory: Any, old: FakeKinesis, failing: str
 ) -> None:
     """A sink change to a closed port or to a stream that does not exist: result failed naming the sink and the
     error, the metrics say so, the source is not restarted and the old stream takes the whole file, once each."""
-    replay, lines = write_source(tmp_path, "replay", OUTLASTING_CHECK_LINES, RATE)
+    replay, lines = write_source(tmp_path, "replay", OUTLASTING_CHECK_LINES if failing == "closed_port" else 3000, RATE)
     body = reload_body([replay], old)
     daemon = start(daemon_factory, body)
     wait_stored(old, lines, FLOWING, "replay in the old stream")
