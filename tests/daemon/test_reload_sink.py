@@ -4,6 +4,7 @@ lines, the new one the rest), and a new sink whose check fails is refused while 
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, poll_until
+from tests.conftest import RELOAD_TIMEOUT_S, free_port, poll_until
 from tests.daemon.reload_rig import (
     assert_balanced,
     positions,
@@ -23,6 +24,7 @@ from tests.daemon.reload_rig import (
     wait_stored,
     write_source,
 )
+from tests.daemon.test_health import get
 from tests.daemon.test_kinesis_delivery import LAND_TIMEOUT_S, start, stop
 from tests.fake_kinesis import FakeKinesis
 
@@ -32,6 +34,8 @@ RATE = 300
 FLOWING = 300
 # 30 s of lines at RATE: more than the 20 s a sink check retries a closed port before it gives up.
 OUTLASTING_CHECK_LINES = 9000
+# How often the liveness test asks /healthz while a reload runs (each answer is quick: it only reads state).
+HEALTH_POLL_S = 0.5
 
 
 @pytest.fixture
@@ -117,3 +121,34 @@ def test_a_new_sink_whose_check_fails_is_refused_and_the_old_one_keeps_deliverin
     assert_balanced(summary)
     assert positions(old, lines) == Counter(range(len(lines))) and len(old.records()) == len(lines)
     assert (summary["received"], summary["sent"], summary["dead_lettered"]) == (len(lines), len(lines), 0)
+
+
+@pytest.mark.slow  # 30-40 s: the closed port's check retries for 20 s
+@pytest.mark.xfail(
+    strict=True,
+    reason="daemon/reload.py runs the new sink's check on the main thread without its duties (tick): a 20 s check "
+    "of an unreachable endpoint stalls the main loop past MAIN_LOOP_STALL_S, so /healthz answers 503 (and WATCHDOG=1 "
+    "pauses) - reported to the lead; remove this mark once the check runs beside the main loop's duties",
+)
+def test_the_daemon_stays_alive_while_a_reload_checks_an_unreachable_new_sink(
+    tmp_path: Path, daemon_factory: Any, old: FakeKinesis
+) -> None:
+    """While a reload waits on a new sink's check against a closed port (20 s of retries), /healthz keeps
+    answering 200: the main loop's duties go on through the reload."""
+    replay, lines = write_source(tmp_path, "replay", OUTLASTING_CHECK_LINES, RATE)
+    body = reload_body([replay], old)
+    daemon = start(daemon_factory, body)
+    wait_stored(old, lines, FLOWING, "replay in the old stream")
+    rewrite(daemon, body, reload_body([replay], old, endpoint_url=f"http://127.0.0.1:{free_port()}"))
+    statuses: list[int] = []
+
+    def refused() -> list[dict[str, Any]] | None:
+        statuses.append(get(daemon, "/healthz")[0])
+        return daemon.events("config_reload_failed") or None
+
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    outcome = poll_until(refused, RELOAD_TIMEOUT_S, "the refused reload", interval=HEALTH_POLL_S)[0]
+    assert outcome["result"] == "failed", outcome
+    assert_balanced(stop(daemon))
+    assert set(statuses) == {200}, f"/healthz answered {Counter(statuses)} during the reload"
