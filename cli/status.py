@@ -91,10 +91,20 @@ SOURCE_HEADER = [
 SINK_HEADER = ["SINK", "HEALTHY", "SENT/S", "SENT", "PUT_ERR", "IN_FLIGHT", "BUF_REC", "BUF_BYTES", "RETRIES", "THROTTLES"]
 
 
+def _config_state(snapshot: Snapshot) -> str:
+    """How the last reload went, once there was one (an older daemon exports nothing: then nothing is said)."""
+    if not snapshot.reloads:
+        return ""
+    reloads = _num(snapshot.reloads)
+    if snapshot.reload_successful == 0:
+        return f"  config: LAST RELOAD REFUSED ({reloads} reloads; see config_reload_failed in the log)"
+    return f"  config: reloaded ({reloads} reloads)"
+
+
 def render(url: str, after: Snapshot, rate: Rates) -> str:
     """The text view of one snapshot and the rates leading to it."""
     running = _num(after.sources_running)
-    lines = [f"tweet-producer status  {url}  sources running: {running}", ""]
+    lines = [f"tweet-producer status  {url}  sources running: {running}{_config_state(after)}", ""]
     lines += _table(
         SOURCE_HEADER,
         [

@@ -23,6 +23,7 @@ from daemon.notify import STATUS_INTERVAL_S, Notifier, WatchdogGate
 from daemon.pipeline import COMPONENT_SINK_WORKER, FatalStop, SinkWorker
 from daemon.progress import ProgressWindow
 from daemon.reload import Reloader, ReloadHost
+from daemon.reload_watch import ConfigWatch
 from daemon.source_units import SOURCE_STOP_TIMEOUT_S, SourceUnits
 from daemon.spooling import SpoolFeeder
 from daemon.supervisor import SourceSupervisor
@@ -193,24 +194,34 @@ class Daemon:
             self.config,
         )  # fmt: skip
         systemd.send("READY=1", _status(telemetry))
+        watch = _watch(self.config, self.config_path, None)
         while not self.shutdown_requested.wait(_MAIN_LOOP_TICK_S):
             loop.tick()
+            trigger = None
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
-                telemetry.reloads.requested("SIGHUP", str(self.config_path))
-                systemd.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}", "STATUS=reloading the config")
-                self.health.state = "reloading"
-                reloader.reload()
-                self.config = reloader.config
-                self.health.state = "serving"
-                systemd.send("READY=1", _status(telemetry))
+                trigger = "SIGHUP"
+            elif watch is not None and watch.due(time.monotonic()):
+                trigger = "file_changed"
+            if trigger is None:
+                continue
+            telemetry.reloads.requested(trigger, str(self.config_path))
+            systemd.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}", "STATUS=reloading the config")
+            self.health.state = "reloading"
+            if watch is not None:
+                watch.loaded()
+            reloader.reload()
+            self.config = reloader.config
+            watch = _watch(self.config, self.config_path, watch)
+            self.health.state = "serving"
+            systemd.send("READY=1", _status(telemetry))
 
         started = time.monotonic()
         self.health.state = "stopping"
         systemd.send("STOPPING=1", "STATUS=stopping: delivering what is buffered, saving checkpoints")
         supervisors = units.supervisors()
         for unit in units.units.values():
-            unit.stop.set()
+            unit.stop_now()
         stop_and_flush(
             supervisors, worker, SOURCE_STOP_TIMEOUT_S, self.config.shutdown.flush_deadline, self.log,
             [unit.durable.feeder for unit in units.units.values() if unit.durable.feeder is not None],
@@ -261,6 +272,16 @@ class _MainLoop:
             )
         elif not finished:
             self.announced_idle = False  # a reload started sources again
+
+
+def _watch(config: Config, path: Path, current: ConfigWatch | None) -> ConfigWatch | None:
+    """The file watch the config asks for (`reload.watch`), keeping the running one when its settings held."""
+    settings = config.reload
+    if not settings.watch:
+        return None
+    if current is not None and current.interval_s == settings.watch_interval:
+        return current
+    return ConfigWatch(path, settings.watch_interval, time.monotonic())
 
 
 def _status(telemetry: Telemetry) -> str:

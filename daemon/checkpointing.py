@@ -100,10 +100,6 @@ class Checkpointer:
         for tracked in leaving:
             self._save(tracked)
 
-    def settled(self, name: str) -> bool:
-        """Whether every record `name` handed over reached its end (its window has nothing pending)."""
-        return all(tracked.window.lag()[0] == 0 for tracked in self._tracked if tracked.name == name)
-
     def start(self) -> None:
         self._thread.start()
 

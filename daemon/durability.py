@@ -126,16 +126,11 @@ class Durability:
 
         self.telemetry.durability.watch_spool(name, level)
         self.spooled.append(name)
-        stopping = inner.stopping_event
-        feeder = SpoolFeeder(inner, spool, stopping, lambda exc: inner.fatal.trigger(f"spool feeder {name}", exc))
-        return DurableSource(name, source, SpoolingContext(inner, spool, stopping), feeder)
+        feeder = SpoolFeeder(inner, spool, inner.stopping_event, lambda exc: inner.fatal.trigger(f"spool feeder {name}", exc))
+        return DurableSource(name, source, SpoolingContext(inner, spool, inner.give_up_event), feeder)
 
     def start(self) -> None:
         self.checkpointer.start()
-
-    def settled(self, name: str) -> bool:
-        """Whether every record `name` handed over so far reached its end (delivered, dead-lettered, filtered)."""
-        return self.checkpointer.settled(name)
 
     def detach(self, name: str) -> None:
         """`name` stopped for good in this run (a reload removed or replaced it): its checkpoint or spool commit is

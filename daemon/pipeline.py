@@ -72,11 +72,15 @@ class SourceContext:
         fatal: FatalStop | None = None,
         window: ProgressWindow | None = None,
         keeping: AbstractSet[str] = frozenset(),
+        give_up: threading.Event | None = None,
     ) -> None:
         self._name = name
         self._buffer = buffer
         self._telemetry = telemetry
         self._stopping = stopping
+        # When a record waiting for room in a full buffer is given up (unsent): at once at shutdown, but a source
+        # a reload stops gets room as the sink drains, and gives up only once it is abandoned.
+        self._give_up = give_up or stopping
         self._sink = sink
         self._fatal = fatal or FatalStop(telemetry)
         self._outcomes = Outcomes(telemetry, dead_letters, self._fatal, keeping)
@@ -95,6 +99,10 @@ class SourceContext:
     @property
     def stopping_event(self) -> threading.Event:
         return self._stopping
+
+    @property
+    def give_up_event(self) -> threading.Event:
+        return self._give_up
 
     @property
     def fatal(self) -> FatalStop:
@@ -131,7 +139,7 @@ class SourceContext:
             if entry is None:
                 return True
             record.event = None  # the buffer holds bytes, not the parsed tree (max_bytes bounds memory)
-            if self._buffer.put(entry, self._stopping):
+            if self._buffer.put(entry, self._give_up):
                 return True
             self._outcomes.unsent([record], "the daemon stopped before this record reached the buffer")
             return False

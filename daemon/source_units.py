@@ -36,10 +36,19 @@ WAIT_TICK_S = 0.1
 class SourceUnit:
     name: str
     config: SourceConfig
-    stop: threading.Event
+    stop: threading.Event  # the source (and its spool feeder) should stop
+    give_up: threading.Event  # a record waiting for room in a full buffer or spool is given up (unsent or kept)
     durable: DurableSource
     supervisor: SourceSupervisor
     cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # closes its spool
+    # Its records counted unsent or kept when the reload that stops it began: those given up at the stop never
+    # reach the sink, so settling waits for the rest only.
+    given_up_before: int = 0
+
+    def stop_now(self) -> None:
+        """Shutdown: stop, and give up at once on a record waiting for room."""
+        self.stop.set()
+        self.give_up.set()
 
     @property
     def context(self) -> Any:
@@ -84,15 +93,16 @@ class SourceUnits:
     ) -> SourceUnit:
         """A unit for `source` (built from `source_config`), resumed from its checkpoint or spool, not started."""
         name = str(source_config.name)
-        stop = threading.Event()
+        stop, give_up = threading.Event(), threading.Event()
         if Durability.keeps(source_config, source):
             self.keeping.add(name)
         sink = self.worker.sink
 
         def make_context(context_name: str, window: ProgressWindow | None) -> SourceContext:
             return SourceContext(
-                context_name, self.buffer, self.telemetry, self.dead_letters, stop, sink, self.fatal, window, self.keeping
-            )
+                context_name, self.buffer, self.telemetry, self.dead_letters, stop, sink, self.fatal, window, self.keeping,
+                give_up=give_up,
+            )  # fmt: skip
 
         cleanup = contextlib.ExitStack()
         try:
@@ -108,7 +118,7 @@ class SourceUnits:
             durable.source, durable.context, self.telemetry, stop,
             supervision.restart_initial_backoff, supervision.restart_max_backoff, self.fatal,
         )  # fmt: skip
-        unit = SourceUnit(name, source_config, stop, durable, supervisor, cleanup)
+        unit = SourceUnit(name, source_config, stop, give_up, durable, supervisor, cleanup)
         self.units[name] = unit
         return unit
 
@@ -117,6 +127,7 @@ class SourceUnits:
         hands over from then on is refused, logged and counted)."""
         units = list(units)
         for unit in units:
+            unit.given_up_before = self._given_up(unit.name)
             unit.stop.set()
         for unit in units:
             threads = [("source_did_not_stop", unit.supervisor.thread)]
@@ -124,11 +135,25 @@ class SourceUnits:
                 threads.append(("spool_feeder_did_not_stop", unit.durable.feeder.thread))
             for event, thread in threads:
                 if not _join(thread, SOURCE_STOP_TIMEOUT_S, tick):
+                    unit.give_up.set()
                     unit.context.close()
                     self.log.error(event, source=unit.name, waited_s=SOURCE_STOP_TIMEOUT_S)
 
     def settled(self, units: Iterable[SourceUnit]) -> bool:
-        return all(self.durability.settled(unit.name) for unit in units)
+        """Whether every record the stopped units handed over reached its end - but those given up at the stop."""
+        for unit in units:
+            window = self.durability.windows.get(unit.name)
+            if window is None:
+                continue
+            pending, _ = window.lag()
+            if pending > self._given_up(unit.name) - unit.given_up_before:
+                return False
+        return True
+
+    def _given_up(self, name: str) -> int:
+        ledger = self.telemetry.ledger
+        with ledger.lock:
+            return ledger.unsent[name] + ledger.kept[name]
 
     def detach(self, unit: SourceUnit) -> None:
         """The unit stopped and settled: save its progress a last time, close its spool, forget it."""

@@ -34,8 +34,10 @@ class ReloadEvents:
         )
         self.last_reload_successful.set(1)
 
-    def requested(self, signal_name: str, path: str) -> None:
-        self.log.info("config_reload_requested", signal=signal_name, path=path)
+    def requested(self, trigger: str, path: str) -> None:
+        """`trigger`: the signal's name (SIGHUP), or `file_changed` (reload.watch)."""
+        signal = trigger if trigger.startswith("SIG") else None
+        self.log.info("config_reload_requested", trigger=trigger, signal=signal, path=path)
 
     def succeeded(self, path: str, seconds: float, **changes: Any) -> None:
         self._count(RESULT_SUCCESS)
