@@ -124,12 +124,6 @@ def test_a_new_sink_whose_check_fails_is_refused_and_the_old_one_keeps_deliverin
 
 
 @pytest.mark.slow  # 30-40 s: the closed port's check retries for 20 s
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon/reload.py runs the new sink's check on the main thread without its duties (tick): a 20 s check "
-    "of an unreachable endpoint stalls the main loop past MAIN_LOOP_STALL_S, so /healthz answers 503 (and WATCHDOG=1 "
-    "pauses) - reported to the lead; remove this mark once the check runs beside the main loop's duties",
-)
 def test_the_daemon_stays_alive_while_a_reload_checks_an_unreachable_new_sink(
     tmp_path: Path, daemon_factory: Any, old: FakeKinesis
 ) -> None:
