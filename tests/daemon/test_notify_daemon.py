@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,68 @@ def test_a_wedged_sink_worker_stops_the_watchdog_pings_while_a_healthy_one_keeps
         wedged_socket.close()
         healthy_socket.close()
     assert wedged.process is not None and wedged.process.returncode == -signal.SIGKILL
+
+
+def reload_datagrams(listener: NotifySocket, since: int) -> tuple[list[str], list[str]] | None:
+    """After datagram `since`: the first one saying RELOADING=1 (its lines) and the first READY=1 after it, or
+    None while either is missing."""
+    messages = [m.splitlines() for m in listener.drain()[since:]]
+    reloading = next((i for i, lines in enumerate(messages) if "RELOADING=1" in lines), None)
+    if reloading is None:
+        return None
+    ready = next((lines for lines in messages[reloading + 1 :] if "READY=1" in lines), None)
+    return None if ready is None else (messages[reloading], ready)
+
+
+def hup_and_watch(daemon: DaemonProcess, listener: NotifySocket, event: str) -> tuple[list[str], list[str]]:
+    """SIGHUP the daemon; once READY=1 followed RELOADING=1 on the socket, `event` must be logged already (the
+    daemon says READY after it). Checks the RELOADING datagram's MONOTONIC_USEC falls between the signal and
+    its arrival (CLOCK_MONOTONIC is the machine's, the same in both processes)."""
+    assert daemon.process is not None
+    since = len(listener.drain())
+    signalled_us = time.monotonic_ns() // 1000
+    daemon.process.send_signal(signal.SIGHUP)
+    reloading, ready = poll_until(lambda: reload_datagrams(listener, since), WAIT_S, "RELOADING=1 then READY=1")
+    received_us = time.monotonic_ns() // 1000
+    assert event in [entry.get("event") for entry in daemon.logs()], f"READY=1 came before {event} was logged"
+    assert reloading[0] == "RELOADING=1" and len(reloading) == 3, reloading
+    monotonic = [line.removeprefix("MONOTONIC_USEC=") for line in reloading if line.startswith("MONOTONIC_USEC=")]
+    assert len(monotonic) == 1 and monotonic[0].isdigit(), reloading
+    assert signalled_us <= int(monotonic[0]) <= received_us, (signalled_us, monotonic, received_us)
+    assert any(line.startswith("STATUS=reloading") for line in reloading), reloading
+    assert any(line.startswith("STATUS=") for line in ready), ready
+    return reloading, ready
+
+
+@pytest.mark.slow
+def test_a_reload_says_reloading_then_ready_and_an_invalid_one_ends_ready_too(
+    tmp_path: Path, daemon_factory: Any, notify_socket: NotifySocket
+) -> None:
+    """SIGHUP: RELOADING=1, MONOTONIC_USEC and STATUS in one datagram, READY=1 once config_reloaded was logged; a file
+    that does not load: the same pair around config_reload_failed, then pings go on and the old config delivers
+    every line once."""
+    with FakeKinesis(1, seed=19) as fake:
+        lines = tweet_lines(3000)
+        replay = write_lines(tmp_path / "tweets.jsonl", lines)
+        daemon = daemon_factory(config_body(replay, fake, rate=500), embedded=False).start(notify_env(notify_socket))
+        poll_until(lambda: "READY=1" in notify_socket.lines(), START_TIMEOUT_S, "READY=1")
+        original = daemon.config_path.read_text(encoding="utf-8")
+        assert "flush_deadline: 10.0s" in original and "rate: 500" in original
+
+        # A change that applies without restarting anything.
+        daemon.config_path.write_text(original.replace("flush_deadline: 10.0s", "flush_deadline: 9s"), encoding="utf-8")
+        hup_and_watch(daemon, notify_socket, "config_reloaded")
+        assert daemon.wait_for_event("config_reloaded", WAIT_S)["result"] == "success"
+
+        daemon.config_path.write_text(original.replace("rate: 500", "rate: fast"), encoding="utf-8")
+        hup_and_watch(daemon, notify_socket, "config_reload_failed")
+        failed = daemon.wait_for_event("config_reload_failed", WAIT_S)
+        assert failed["result"] == "invalid" and any("rate" in problem for problem in failed["problems"]), failed
+        after = len(notify_socket.drain())
+        poll_until(lambda: notify_socket.lines()[after:].count(WATCHDOG) >= 2, WAIT_S, "pings after the refused reload")
+
+        # The old config kept running: every line lands, once.
+        assert fake.wait_until(lambda f: sum(f.data_counts().values()) >= len(lines), WAIT_S), "lines missing"
+        assert daemon.stop(signal.SIGTERM, timeout=WAIT_S) == 0
+        assert fake.data_counts() == Counter(lines)
+        poll_until(lambda: "STOPPING=1" in notify_socket.lines(), WAIT_S, "STOPPING=1")
