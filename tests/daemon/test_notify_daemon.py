@@ -36,9 +36,9 @@ STALL_NOTICED_S = STALL_S + 1.0
 QUIET_SPAN_S = 4 * STALL_S
 # Lines per second the file source replays; the wedging sink takes this many records before it wedges.
 RATE = 200
-WEDGE_AFTER = 300
+WEDGE_AFTER = 600  # 3 s of flow: the first pings come well before it
 # The healthy daemon must still have lines to send when the quiet span ends (its start, the flow before the
-# wedge, the stall and the span take about 10 s at RATE; this leaves it room on a slow machine).
+# wedge, the stall and the span take about 15 s at RATE; this leaves it room on a slow machine).
 REPLAY_LINES = 8000
 
 
@@ -153,11 +153,12 @@ def test_a_wedged_sink_worker_stops_the_watchdog_pings_while_a_healthy_one_keeps
     try:
         wedged.start(notify_env(wedged_socket))
         healthy.start(notify_env(healthy_socket))
-        poll_until(lambda: all("READY=1" in s.lines() for s in (wedged_socket, healthy_socket)), START_TIMEOUT_S, "READY=1")
+        poll_until(lambda: "READY=1" in wedged_socket.lines(), START_TIMEOUT_S, "READY=1")
 
         # While records flow (some landed, the wedge not reached yet) the wedging daemon pings like any other.
         poll_until(lambda: wedged_socket.lines().count(WATCHDOG) >= 2, WAIT_S, "two pings while records flow")
         assert 0 < len(landed(wedged)) < WEDGE_AFTER, "the pings came before any record landed, or after the wedge"
+        poll_until(lambda: "READY=1" in healthy_socket.lines(), START_TIMEOUT_S, "READY=1 from the healthy daemon")
 
         poll_until(lambda: len(landed(wedged)) >= WEDGE_AFTER, WAIT_S, "the wedging sink to take its records")
         watch(STALL_NOTICED_S, wedged_socket, healthy_socket)  # pings may still come until the stall shows
