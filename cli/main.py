@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     from daemon.logs import configure_logging
 
     configure_logging(config.log.level, config.log.format)
-    return run(config)
+    return run(config, args.config)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ READY_PATH = "/readyz"
 EXIT_UNREACHABLE = 1
 EXIT_USAGE = 2
 # Bind-all addresses are not where a client connects: scrape the loopback instead.
-_ANY_HOSTS = {"0.0.0.0": "127.0.0.1",  # noqa: S104 - mapped away from, not bound to
-               "::": "::1", "[::]": "[::1]", "": "127.0.0.1"}
+_ANY_HOSTS = {
+    "0.0.0.0": "127.0.0.1",  # noqa: S104 - mapped away from, not bound to
+    "::": "::1",
+    "[::]": "[::1]",
+    "": "127.0.0.1",
+}
+
 
 def _num(value: Value, digits: int = 0) -> str:
     if value is None:
@@ -70,22 +75,52 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 SOURCE_HEADER = [
-    "SOURCE", "STATE", "REC/S", "RECEIVED", "DEAD", "KEPT", "RECONN", "RESTARTS", "LAG", "LAG_S", "SPOOL", "SPOOL_AGE_S"
+    "SOURCE",
+    "STATE",
+    "REC/S",
+    "RECEIVED",
+    "DEAD",
+    "KEPT",
+    "RECONN",
+    "RESTARTS",
+    "LAG",
+    "LAG_S",
+    "SPOOL",
+    "SPOOL_AGE_S",
 ]
 SINK_HEADER = ["SINK", "HEALTHY", "SENT/S", "SENT", "PUT_ERR", "IN_FLIGHT", "BUF_REC", "BUF_BYTES", "RETRIES", "THROTTLES"]
+
+
+def _config_state(snapshot: Snapshot) -> str:
+    """How the last reload went, once there was one (an older daemon exports nothing: then nothing is said)."""
+    if not snapshot.reloads:
+        return ""
+    reloads = _num(snapshot.reloads)
+    if snapshot.reload_successful == 0:
+        return f"  config: LAST RELOAD REFUSED ({reloads} reloads; see config_reload_failed in the log)"
+    return f"  config: reloaded ({reloads} reloads)"
 
 
 def render(url: str, after: Snapshot, rate: Rates) -> str:
     """The text view of one snapshot and the rates leading to it."""
     running = _num(after.sources_running)
-    lines = [f"tweet-producer status  {url}  sources running: {running}", ""]
+    lines = [f"tweet-producer status  {url}  sources running: {running}{_config_state(after)}", ""]
     lines += _table(
         SOURCE_HEADER,
         [
             [
-                name, _source_state(name, f, after, r), _num(r, 1), _num(f.received), _num(f.dead_lettered),
-                _num(f.kept), _num(f.reconnects), _num(f.restarts), _num(f.lag_records), _num(f.lag_seconds, 1),
-                _num(f.spool_records), _num(f.spool_oldest_age_s, 1),
+                name,
+                _source_state(name, f, after, r),
+                _num(r, 1),
+                _num(f.received),
+                _num(f.dead_lettered),
+                _num(f.kept),
+                _num(f.reconnects),
+                _num(f.restarts),
+                _num(f.lag_records),
+                _num(f.lag_seconds, 1),
+                _num(f.spool_records),
+                _num(f.spool_oldest_age_s, 1),
             ]
             for name, f in after.sources.items()
             for r in [rate.received.get(name)]
@@ -96,8 +131,16 @@ def render(url: str, after: Snapshot, rate: Rates) -> str:
         SINK_HEADER,
         [
             [
-                name, _healthy(f.healthy), _num(rate.sent.get(name), 1), _num(f.sent), _num(f.put_errors),
-                _num(f.in_flight), _num(f.buffer_records), _num(f.buffer_bytes), _num(f.retries), _num(f.throttles),
+                name,
+                _healthy(f.healthy),
+                _num(rate.sent.get(name), 1),
+                _num(f.sent),
+                _num(f.put_errors),
+                _num(f.in_flight),
+                _num(f.buffer_records),
+                _num(f.buffer_bytes),
+                _num(f.retries),
+                _num(f.throttles),
             ]
             for name, f in after.sinks.items()
         ],

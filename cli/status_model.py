@@ -59,6 +59,9 @@ class Snapshot:
     # Per source, the state /readyz reports (running, connected, disconnected, finished, not running); empty
     # when the daemon has no /readyz (an older version).
     states: dict[str, str] = field(default_factory=dict)
+    # 1: the running config is the file's latest; 0: the last reload was refused; None: a daemon without reloads.
+    reload_successful: Value = None
+    reloads: Value = None  # reload attempts since start, all results
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,12 @@ def parse_snapshot(text: str, taken_at: float) -> Snapshot:
         )
         for name in _keys(s, "sink", _SINK_METRICS)
     }
-    return Snapshot(taken_at, _gauge(s, "tweet_producer_sources_running"), sources, sinks)
+    reload_counts = [value for _, value in s.get("tweet_producer_config_reloads_total", [])]
+    return Snapshot(
+        taken_at, _gauge(s, "tweet_producer_sources_running"), sources, sinks,
+        reload_successful=_gauge(s, "tweet_producer_config_last_reload_successful"),
+        reloads=sum(reload_counts) if reload_counts else None,
+    )  # fmt: skip
 
 
 def _rate(before: Value, after: Value, seconds: float) -> Value:

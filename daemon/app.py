@@ -8,30 +8,30 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from daemon.buffer import RecordBuffer
-from daemon.config import Config, dead_letter_path, sink_name, split_listen
+from daemon.config import DEFAULT_CONFIG_PATH, Config, dead_letter_path, sink_name, split_listen
 from daemon.deadletter import DeadLetterFile
 from daemon.durability import Durability
 from daemon.durable import LOCAL, FileSystem
 from daemon.health import Health, MetricsServer
 from daemon.logs import get_logger
 from daemon.notify import STATUS_INTERVAL_S, Notifier, WatchdogGate
-from daemon.pipeline import COMPONENT_SINK_WORKER, FatalStop, SinkWorker, SourceContext
+from daemon.pipeline import COMPONENT_SINK_WORKER, FatalStop, SinkWorker
 from daemon.progress import ProgressWindow
+from daemon.reload import Reloader, ReloadHost
+from daemon.reload_watch import ConfigWatch
+from daemon.source_units import SOURCE_STOP_TIMEOUT_S, SourceUnits
 from daemon.spooling import SpoolFeeder
 from daemon.supervisor import SourceSupervisor
 from daemon.telemetry import Telemetry
 from daemon.telemetry_state import FILE_DEAD_LETTER
 from infra.settings import StackSettings
 from sinks import SINK_TYPES, SinkConfig
-from sources import SOURCE_TYPES
-from sources.base import Source, SourceConfig
 
-# Sources check their stop flag at least this often (buffer waits, rate limiter); joining them is quick.
-_SOURCE_STOP_TIMEOUT_S = 5.0
 # How often the main thread wakes to notice that every source has finished, or that a thread died.
 _MAIN_LOOP_TICK_S = 0.5
 
@@ -70,12 +70,14 @@ def resolve_sink_config(
 class Daemon:
     """One run of the producer, from start to the final summary."""
 
-    def __init__(self, config: Config, fs: FileSystem = LOCAL) -> None:
+    def __init__(self, config: Config, fs: FileSystem = LOCAL, config_path: Path = DEFAULT_CONFIG_PATH) -> None:
         self.config = config
+        self.config_path = config_path  # read again on SIGHUP
         self.fs = fs  # under the durable state; tests put a power-loss layer here
         self.log = get_logger()
         self.shutdown_requested = threading.Event()
-        self.stopping_sources = threading.Event()
+        self.reload_requested = threading.Event()
+        self._resolve_sink: Callable[[Config], SinkConfig] = lambda c: resolve_sink_config(c, None)
         self.health = Health(lambda: {})  # given the telemetry's connection states once it exists
 
     def request_shutdown(self, signum: int, _frame: FrameType | None = None) -> None:
@@ -84,6 +86,10 @@ class Daemon:
             return
         self.log.info("shutdown_requested", signal=signal.Signals(signum).name)
         self.shutdown_requested.set()
+
+    def request_reload(self, signum: int, _frame: FrameType | None = None) -> None:
+        """SIGHUP: the main loop reloads the config at its next turn (a reload under way is followed by one more)."""
+        self.reload_requested.set()  # logged by the main loop: a signal handler interrupts whatever was writing
 
     def run(self) -> int:
         with contextlib.ExitStack() as cleanup:
@@ -119,10 +125,13 @@ class Daemon:
                 metrics_server = MetricsServer(host, port, telemetry.registry, self.health)
             cleanup.callback(metrics_server.shutdown)
 
-        sink_config = resolve_sink_config(config, embedded_url, embedded_credentials)
+        self._resolve_sink = lambda c: resolve_sink_config(c, embedded_url, embedded_credentials)
+        sink_config = self._resolve_sink(config)
         with _step(f"sink {telemetry.sink}"):
             sink = SINK_TYPES[sink_config.type](sink_config, telemetry)
-        cleanup.callback(sink.close)
+        # Whichever sink is current at exit: a reload may have replaced (and closed) this one.
+        workers: list[SinkWorker] = []
+        cleanup.callback(lambda: (workers[0].sink if workers else sink).close())
         # Before any data flows: a wrong stream, region or credential fails start-up here, naming them.
         with _step(f"sink {telemetry.sink} check"):
             sink.check()
@@ -137,43 +146,19 @@ class Daemon:
         cleanup.callback(dead_letters.close)
         durability.checkpointer.sync_first = dead_letters.sync
         buffer = RecordBuffer(config.buffer.max_records, config.buffer.max_bytes)
-        with _step("sources"):
-            sources = {
-                source_config.name or source_config.type: SOURCE_TYPES[source_config.type](source_config)
-                for source_config in config.sources
-            }
-        keeping = frozenset(
-            name for (name, source), c in zip(sources.items(), config.sources, strict=True) if Durability.keeps(c, source)
-        )
+        keeping: set[str] = set()
         worker = SinkWorker(sink, buffer, telemetry, dead_letters, fatal, Acknowledger(durability.windows, telemetry), keeping)
-        destination = sink.destination()
-
-        def make_context(name: str, window: ProgressWindow | None) -> SourceContext:
-            return SourceContext(name, buffer, telemetry, dead_letters, self.stopping_sources, sink, fatal, window, keeping)
-
-        supervisors = []
-        feeders = []
-        for (name, source), source_config in zip(sources.items(), config.sources, strict=True):
-            with _step(f"source {name} state"):
-                durable = durability.attach(
-                    name, source_config, source, destination, make_context, _source_factory(source_config), cleanup
-                )
-            if durable.feeder is not None:
-                feeders.append(durable.feeder)
-            supervisors.append(
-                SourceSupervisor(
-                    durable.source,
-                    durable.context,
-                    telemetry,
-                    self.stopping_sources,
-                    config.supervision.restart_initial_backoff,
-                    config.supervision.restart_max_backoff,
-                    fatal,
-                )
-            )
+        workers.append(worker)
+        units = SourceUnits(durability, buffer, telemetry, dead_letters, fatal, worker, keeping, self.log)
+        cleanup.callback(units.close_all)  # the spools, before the dead-letter file and the state directory
+        with _step("sources"):
+            sources = [(source_config, SourceUnits.build(source_config)) for source_config in config.sources]
+        for source_config, source in sources:
+            with _step(f"source {source_config.name} state"):
+                units.attach(source, source_config, config)
         self.log.info(
             "daemon_started",
-            sources=[s.context.name for s in supervisors],
+            sources=list(units.units),
             sink=telemetry.sink,
             stream=getattr(sink_config, "stream", None),
             endpoint=getattr(sink_config, "endpoint_url", None) or "aws",
@@ -181,55 +166,66 @@ class Daemon:
             dead_letter=str(dead_letter_path(config)),
             state=str(config.state.directory),
         )
-        return Running(telemetry, fatal, worker, supervisors, feeders, durability)
+        return Running(telemetry, fatal, worker, units, durability)
 
     def _serve(self, running: Running) -> int:
-        """Run until SIGTERM/SIGINT or a fatal error, then stop the sources, flush within the deadline, save the
-        checkpoints, log the summary and return the exit code."""
-        telemetry, fatal, worker, supervisors = running.telemetry, running.fatal, running.worker, running.supervisors
+        """Run until SIGTERM/SIGINT or a fatal error, reloading on SIGHUP, then stop the sources, flush within the
+        deadline, save the checkpoints, log the summary and return the exit code."""
+        telemetry, fatal, worker, units = running.telemetry, running.fatal, running.worker, running.units
         self.health.attach(
             worker.thread,
-            [(s.context.name, s) for s in supervisors],
+            [(name, unit.supervisor) for name, unit in units.units.items()],
             lambda: getattr(worker.sink, "unhealthy", None),
             lambda: [component for component, _ in fatal.failures],
         )
         worker.start()
         running.durability.start()
-        for feeder in running.feeders:
-            feeder.start()
-        for supervisor in supervisors:
-            supervisor.start()
-        announced_idle = False
+        for unit in units.units.values():
+            unit.start()
         self.health.tick()
         self.health.state = "serving"
         systemd = Notifier()
-        watchdog = None
-        if systemd.watchdog_interval_s is not None:
-            watchdog = WatchdogGate(systemd.watchdog_interval_s, lambda: worker.heartbeat, lambda: telemetry.last_request_at)
+        loop = _MainLoop(self, running, systemd)
+        reloader = Reloader(
+            ReloadHost(
+                self.config_path, telemetry, units, self._resolve_sink, loop.tick, self.shutdown_requested.is_set,
+                lambda: self.health.set_sources([(name, unit.supervisor) for name, unit in units.units.items()]),
+            ),
+            self.config,
+        )  # fmt: skip
         systemd.send("READY=1", _status(telemetry))
-        status_at = time.monotonic()
+        watch = _watch(self.config, self.config_path, None)
         while not self.shutdown_requested.wait(_MAIN_LOOP_TICK_S):
-            self.health.tick()
-            now = time.monotonic()
-            if watchdog is not None and watchdog.due(now):
-                systemd.send("WATCHDOG=1")
-            if now - status_at >= STATUS_INTERVAL_S:
-                systemd.send(_status(telemetry))
-                status_at = now
-            watch_threads(fatal, worker, supervisors)
-            if not announced_idle and all(not s.thread.is_alive() for s in supervisors):
-                announced_idle = True
-                self.log.info(
-                    "all_sources_finished", note="still serving; stop with SIGTERM or Ctrl-C", **telemetry.ledger.totals()
-                )
+            loop.tick()
+            trigger = None
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                trigger = "SIGHUP"
+            elif watch is not None and watch.due(time.monotonic()):
+                trigger = "file_changed"
+            if trigger is None:
+                continue
+            telemetry.reloads.requested(trigger, str(self.config_path))
+            systemd.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}", "STATUS=reloading the config")
+            self.health.state = "reloading"
+            if watch is not None:
+                watch.loaded()
+            reloader.reload()
+            self.config = reloader.config
+            watch = _watch(self.config, self.config_path, watch)
+            self.health.state = "serving"
+            systemd.send("READY=1", _status(telemetry))
 
         started = time.monotonic()
         self.health.state = "stopping"
         systemd.send("STOPPING=1", "STATUS=stopping: delivering what is buffered, saving checkpoints")
-        self.stopping_sources.set()
+        supervisors = units.supervisors()
+        for unit in units.units.values():
+            unit.stop_now()
         stop_and_flush(
-            supervisors, worker, _SOURCE_STOP_TIMEOUT_S, self.config.shutdown.flush_deadline, self.log, running.feeders
-        )
+            supervisors, worker, SOURCE_STOP_TIMEOUT_S, self.config.shutdown.flush_deadline, self.log,
+            [unit.durable.feeder for unit in units.units.values() if unit.durable.feeder is not None],
+        )  # fmt: skip
         running.durability.finish()
         failed = [component for component, _ in fatal.failures]
         self.log.info(
@@ -240,6 +236,52 @@ class Daemon:
         )
         systemd.close()
         return EXIT_FATAL if failed else EXIT_OK
+
+
+class _MainLoop:
+    """The main loop's duties at each turn (also run while a reload waits): health, the watchdog, STATUS=, and
+    noticing dead threads and finished sources."""
+
+    def __init__(self, daemon: Daemon, running: Running, systemd: Notifier) -> None:
+        self.daemon = daemon
+        self.running = running
+        self.systemd = systemd
+        worker, telemetry = running.worker, running.telemetry
+        self.watchdog = None
+        if systemd.watchdog_interval_s is not None:
+            self.watchdog = WatchdogGate(systemd.watchdog_interval_s, lambda: worker.heartbeat, lambda: telemetry.last_request_at)
+        self.status_at = time.monotonic()
+        self.announced_idle = False
+
+    def tick(self) -> None:
+        running, daemon = self.running, self.daemon
+        daemon.health.tick()
+        now = time.monotonic()
+        if self.watchdog is not None and self.watchdog.due(now):
+            self.systemd.send("WATCHDOG=1")
+        if now - self.status_at >= STATUS_INTERVAL_S:
+            self.systemd.send(_status(running.telemetry))
+            self.status_at = now
+        supervisors = running.units.supervisors()
+        watch_threads(running.fatal, running.worker, supervisors)
+        finished = all(not s.thread.is_alive() for s in supervisors)
+        if finished and not self.announced_idle and daemon.health.state == "serving":
+            self.announced_idle = True
+            daemon.log.info(
+                "all_sources_finished", note="still serving; stop with SIGTERM or Ctrl-C", **running.telemetry.ledger.totals()
+            )
+        elif not finished:
+            self.announced_idle = False  # a reload started sources again
+
+
+def _watch(config: Config, path: Path, current: ConfigWatch | None) -> ConfigWatch | None:
+    """The file watch the config asks for (`reload.watch`), keeping the running one when its settings held."""
+    settings = config.reload
+    if not settings.watch:
+        return None
+    if current is not None and current.interval_s == settings.watch_interval:
+        return current
+    return ConfigWatch(path, settings.watch_interval, time.monotonic())
 
 
 def _status(telemetry: Telemetry) -> str:
@@ -255,8 +297,7 @@ class Running:
     telemetry: Telemetry
     fatal: FatalStop
     worker: SinkWorker
-    supervisors: list[SourceSupervisor]
-    feeders: list[SpoolFeeder]
+    units: SourceUnits
     durability: Durability
 
 
@@ -310,11 +351,6 @@ class Acknowledger:
             self.telemetry.acknowledge_failed(source, exc, len(tokens))
 
 
-def _source_factory(config: SourceConfig) -> Callable[[], Source]:
-    """Makes a new source from `config` (one whose checkpoint turned out unusable starts over with it)."""
-    return lambda: SOURCE_TYPES[config.type](config)
-
-
 def _embedded_stack_class() -> Any:
     """The embedded stack, imported only when enabled: it is an optional extra that production installs omit."""
     with _step("embedded stack"):
@@ -344,8 +380,9 @@ def _step(component: str) -> Iterator[None]:
         raise StartupError(component) from exc
 
 
-def run(config: Config) -> int:
-    daemon = Daemon(config)
+def run(config: Config, config_path: Path = DEFAULT_CONFIG_PATH) -> int:
+    daemon = Daemon(config, config_path=config_path)
     signal.signal(signal.SIGTERM, daemon.request_shutdown)
     signal.signal(signal.SIGINT, daemon.request_shutdown)
+    signal.signal(signal.SIGHUP, daemon.request_reload)
     return daemon.run()

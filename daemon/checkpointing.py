@@ -85,8 +85,20 @@ class Checkpointer:
         self._add(_Tracked(name, window, save))
 
     def _add(self, tracked: _Tracked) -> None:
-        self._tracked.append(tracked)
+        # Copied, not appended to: the thread iterates the list it read while a reload changes it.
+        self._tracked = [*self._tracked, tracked]
         self.telemetry.durability.watch_lag(tracked.name, tracked.lag)
+
+    def untrack(self, name: str) -> None:
+        """Save `name`'s progress a last time and stop tracking it (its source stopped and was settled)."""
+        leaving = [tracked for tracked in self._tracked if tracked.name == name]
+        self._tracked = [tracked for tracked in self._tracked if tracked.name != name]
+        self.telemetry.durability.forget(name)
+        if self.sync_first is not None:
+            with contextlib.suppress(DeadLetterUnavailable):
+                self.sync_first()
+        for tracked in leaving:
+            self._save(tracked)
 
     def start(self) -> None:
         self._thread.start()

@@ -122,6 +122,17 @@ class SupervisionConfig(_Section):
     restart_max_backoff: Duration = Field(default=60.0, description="Longest delay between restarts.")
 
 
+class ReloadConfig(_Section):
+    """Reloading the config without a restart: always on SIGHUP (systemctl reload), and on a change of the file."""
+
+    watch: bool = Field(
+        default=False, description="Also reload when the config file changes on disk (checked every watch_interval)."
+    )
+    watch_interval: Duration = Field(
+        default=2.0, gt=0, description="How often the file is checked; a change is applied once it held still for one interval."
+    )
+
+
 class Config(_Section):
     """The whole config.yaml after validation."""
 
@@ -136,6 +147,7 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     supervision: SupervisionConfig = SupervisionConfig()
+    reload: ReloadConfig = ReloadConfig()
 
 
 _PLUGIN_KEYS = ("sources", "sink")

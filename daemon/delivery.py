@@ -14,6 +14,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from daemon.deadletter import DeadLetterClosed, DeadLetterFile, DeadLetterUnavailable
@@ -67,7 +68,7 @@ class Outcomes:
     """
 
     def __init__(
-        self, telemetry: Telemetry, dead_letters: DeadLetterFile, fatal: FatalStop, keeping: frozenset[str] = frozenset()
+        self, telemetry: Telemetry, dead_letters: DeadLetterFile, fatal: FatalStop, keeping: AbstractSet[str] = frozenset()
     ) -> None:
         self.telemetry = telemetry
         self.dead_letters = dead_letters
@@ -155,6 +156,7 @@ class Outcomes:
         self.telemetry.records_lost([(r.source, r.origin) for r in records], why=f"{type(error).__name__}: {error}")
         if not isinstance(error, DeadLetterClosed):  # closed at shutdown: the daemon is already stopping
             self.fatal.trigger(COMPONENT_DEAD_LETTER, error)
+
 
 class Delivery:
     """The daemon's end of the sink's completion path (sinks/base.py `Completion`).

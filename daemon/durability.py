@@ -80,15 +80,19 @@ class Durability:
         make_context: ContextFactory,
         make_source: Callable[[], Source],
         cleanup: contextlib.ExitStack,
+        resume_destination: str | None = None,
     ) -> DurableSource:
-        """Give `source` its spool or its checkpoint (resumed) and the context it runs with."""
+        """Give `source` its spool or its checkpoint (resumed) and the context it runs with.
+
+        `resume_destination`: the destination the checkpoint to resume was written for, when a reload moved
+        the sink while this source ran (what reached the old stream is not sent to the new one again)."""
         settings = spool_settings(config)
         if settings is not None:
             return self._spooled(name, source, settings, make_context, cleanup)
         if not source.checkpoints():
             return DurableSource(name, source, make_context(name, None))
         assert self.store is not None, "open() first"
-        saved = self.store.load(name, config.type, destination)
+        saved = self.store.load(name, config.type, destination if resume_destination is None else resume_destination)
         if saved is not None:
             try:
                 source.resume(saved)
@@ -122,24 +126,35 @@ class Durability:
 
         self.telemetry.durability.watch_spool(name, level)
         self.spooled.append(name)
-        stopping = inner.stopping_event
-        feeder = SpoolFeeder(inner, spool, stopping, lambda exc: inner.fatal.trigger(f"spool feeder {name}", exc))
-        return DurableSource(name, source, SpoolingContext(inner, spool, stopping), feeder)
+        feeder = SpoolFeeder(inner, spool, inner.stopping_event, lambda exc: inner.fatal.trigger(f"spool feeder {name}", exc))
+        return DurableSource(name, source, SpoolingContext(inner, spool, inner.give_up_event), feeder)
 
     def start(self) -> None:
         self.checkpointer.start()
 
-    def finish(self) -> None:
-        """After the last record was settled: count what stays in the spools as kept, save every checkpoint."""
+    def detach(self, name: str) -> None:
+        """`name` stopped for good in this run (a reload removed or replaced it): its checkpoint or spool commit is
+        saved a last time, and what its spool still holds is counted as kept. Its spool is closed by the caller."""
+        self.checkpointer.untrack(name)
+        self.windows.pop(name, None)
+        if name in self.spooled:
+            self.spooled.remove(name)
+            self._count_kept([name])
+
+    def _count_kept(self, names: list[str]) -> None:
         ledger = self.telemetry.ledger
         received = ledger.received
         left: Counter[str] = Counter()
         with ledger.lock:
-            for name in self.spooled:
+            for name in names:
                 ended = sum(tally[name] for tally in (ledger.sent, ledger.dead_lettered, ledger.unsent, ledger.kept,
                                                        ledger.dropped, ledger.lost))  # fmt: skip
                 if received[name] > ended:
                     left[name] = received[name] - ended
         if left:
             self.telemetry.records_kept(left)
+
+    def finish(self) -> None:
+        """After the last record was settled: count what stays in the spools as kept, save every checkpoint."""
+        self._count_kept(self.spooled)
         self.checkpointer.stop()

@@ -49,7 +49,7 @@ class Health:
         self._supervisors: dict[str, _Supervisor] = {}
         self._sink_unhealthy: Callable[[], str | None] = lambda: None
         self._fatal: Callable[[], list[str]] = list
-        self.state = "starting"  # starting | serving | stopping
+        self.state = "starting"  # starting | serving | reloading (still serving) | stopping
 
     def attach(
         self,
@@ -62,6 +62,10 @@ class Health:
         self._supervisors = dict(supervisors)
         self._sink_unhealthy = sink_unhealthy
         self._fatal = fatal
+
+    def set_sources(self, supervisors: Iterable[tuple[str, _Supervisor]]) -> None:
+        """A reload changed the running sources."""
+        self._supervisors = dict(supervisors)
 
     def tick(self) -> None:
         """The main loop made a round."""
@@ -96,7 +100,7 @@ class Health:
                 sources[name] = {"ok": True, "state": "connected" if connected.get(name) else "running"}
         checks: dict[str, dict[str, Any]] = {
             "alive": {"ok": alive},
-            "serving": {"ok": self.state == "serving", "state": self.state},
+            "serving": {"ok": self.state in ("serving", "reloading"), "state": self.state},
             "sink": {"ok": unhealthy is None, "unhealthy_reason": unhealthy},
             "sources": {"ok": all(s["ok"] for s in sources.values()), "each": sources},
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from daemon.buffer import RecordBuffer
@@ -70,12 +71,16 @@ class SourceContext:
         sink: Sink[Any],
         fatal: FatalStop | None = None,
         window: ProgressWindow | None = None,
-        keeping: frozenset[str] = frozenset(),
+        keeping: AbstractSet[str] = frozenset(),
+        give_up: threading.Event | None = None,
     ) -> None:
         self._name = name
         self._buffer = buffer
         self._telemetry = telemetry
         self._stopping = stopping
+        # When a record waiting for room in a full buffer is given up (unsent): at once at shutdown, but a source
+        # a reload stops gets room as the sink drains, and gives up only once it is abandoned.
+        self._give_up = give_up or stopping
         self._sink = sink
         self._fatal = fatal or FatalStop(telemetry)
         self._outcomes = Outcomes(telemetry, dead_letters, self._fatal, keeping)
@@ -94,6 +99,10 @@ class SourceContext:
     @property
     def stopping_event(self) -> threading.Event:
         return self._stopping
+
+    @property
+    def give_up_event(self) -> threading.Event:
+        return self._give_up
 
     @property
     def fatal(self) -> FatalStop:
@@ -130,7 +139,7 @@ class SourceContext:
             if entry is None:
                 return True
             record.event = None  # the buffer holds bytes, not the parsed tree (max_bytes bounds memory)
-            if self._buffer.put(entry, self._stopping):
+            if self._buffer.put(entry, self._give_up):
                 return True
             self._outcomes.unsent([record], "the daemon stopped before this record reached the buffer")
             return False
@@ -204,7 +213,7 @@ class SinkWorker:
         dead_letters: DeadLetterFile,
         fatal: FatalStop | None = None,
         acknowledge: Callable[[str, list[Any]], None] | None = None,
-        keeping: frozenset[str] = frozenset(),
+        keeping: AbstractSet[str] = frozenset(),
     ) -> None:
         self.sink = sink
         self.buffer = buffer
@@ -215,6 +224,7 @@ class SinkWorker:
         self.deadline = Deadline()
         self._closing = threading.Event()
         self._started = False
+        self._swap: SinkSwap | None = None
         self.heartbeat = time.monotonic()
         self.thread = threading.Thread(target=self._run, name="sink-worker", daemon=True)
 
@@ -227,6 +237,14 @@ class SinkWorker:
         self.sink.start(self.delivery)
         self._started = True
         self.thread.start()
+
+    def swap_sink(self, sink: Sink[Any], deadline_s: float) -> SinkSwap:
+        """Hand over to `sink` (a reload changed it): with no source running, the worker moves what is buffered into
+        the old sink, which finishes within `deadline_s`, then starts `sink` and goes on with it. Wait on the
+        returned swap's `done`."""
+        swap = SinkSwap(sink, Deadline(time.monotonic() + deadline_s))
+        self._swap = swap
+        return swap
 
     def finish(self, deadline_s: float) -> None:
         """No more records will arrive: deliver what is buffered within `deadline_s`, then return."""
@@ -243,6 +261,8 @@ class SinkWorker:
         try:
             while True:
                 self.heartbeat = time.monotonic()  # the loop turned (read by the systemd watchdog)
+                if self._swap is not None:
+                    self._hand_over(self._swap)
                 closing = self._closing.is_set()
                 if closing:
                     entries = self.buffer.get_many(_SUBMIT_CHUNK, 0.0)
@@ -260,9 +280,20 @@ class SinkWorker:
             self.delivery.abandon("the sink never reported what became of this record")
             self._settle(self.buffer.drain(), UNSENT_DETAIL)
 
-    def _submit(self, entries: list[Entry]) -> None:
+    def _hand_over(self, swap: SinkSwap) -> None:
+        try:
+            while entries := self.buffer.get_many(_SUBMIT_CHUNK, 0.0):
+                self._submit(entries, swap.deadline)
+            self.sink.finish(swap.deadline)
+            swap.sink.start(self.delivery)
+            swap.old, self.sink = self.sink, swap.sink
+        finally:
+            self._swap = None
+            swap.done.set()
+
+    def _submit(self, entries: list[Entry], deadline: Deadline | None = None) -> None:
         self.delivery.track(entries)
-        taken = self.sink.submit(entries, self.deadline)
+        taken = self.sink.submit(entries, deadline or self.deadline)
         if taken < len(entries):  # the deadline passed while the sink was full
             rest = entries[taken:]
             self.delivery.untrack(rest)
@@ -286,3 +317,14 @@ class SinkWorker:
         except Exception as exc:  # noqa: BLE001 - telemetry broke while settling: say so, with the origins
             self.fatal.trigger(COMPONENT_SINK_WORKER, exc)
             last_resort(f"records_lost origins={[e.record.origin for e in entries]}")
+
+
+class SinkSwap:
+    """A hand-over from the worker's sink to `sink`; `old` is the sink it replaced once `done` is set (None: it
+    failed, and the worker stopped fatally)."""
+
+    def __init__(self, sink: Sink[Any], deadline: Deadline) -> None:
+        self.sink = sink
+        self.deadline = deadline
+        self.old: Sink[Any] | None = None
+        self.done = threading.Event()

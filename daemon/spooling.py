@@ -25,10 +25,10 @@ REPARSE_MAX_BYTES = 16 * 1024 * 1024
 class SpoolingContext:
     """The context a spooled source is handed: `emit` appends to the spool; the rest is its source context's."""
 
-    def __init__(self, inner: SourceContext, spool: Spool, stopping: threading.Event) -> None:
+    def __init__(self, inner: SourceContext, spool: Spool, give_up: threading.Event) -> None:
         self.inner = inner
         self.spool = spool
-        self._stopping = stopping
+        self._give_up = give_up  # when an append waiting for room in a full spool is given up
 
     @property
     def name(self) -> str:
@@ -44,7 +44,7 @@ class SpoolingContext:
     def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
         if self.inner.stopping:
             return False
-        if not self.spool.append(data, event, origin, self._stopping):
+        if not self.spool.append(data, event, origin, self._give_up):
             return False  # stopping while the spool was full: not taken, the source keeps it
         self.inner.count_received()
         return True

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from daemon.logs import RateLimitedLog, get_logger
+from daemon.telemetry_reload import ReloadEvents
 from daemon.telemetry_sink import SinkEngineTelemetry
 from daemon.telemetry_state import StateTelemetry
 
@@ -195,6 +196,7 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
         self.last_request_at = float("-inf")  # monotonic time the sink last completed a request (any result)
         # Each live source's last reported connection state (read by /readyz).
         self.connections: dict[str, bool] = {}
+        self.reloads = ReloadEvents(r, self.log)
         self.source_reconnects = Counter(
             "tweet_producer_source_reconnects", "Reconnections of a live source, by reason.", ["source", "reason"], registry=r
         )
@@ -214,16 +216,22 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
             "tweet_producer_put_requests", "Put requests (one per call), by result.", ["sink", "result"], registry=r
         )
         self.put_entry_errors = Counter(
-            "tweet_producer_put_entry_errors", "Entries a put request did not deliver, by error code.", ["sink", "code"],
+            "tweet_producer_put_entry_errors",
+            "Entries a put request did not deliver, by error code.",
+            ["sink", "code"],
             registry=r,
         )
         self.sink_healthy = Gauge(
-            "tweet_producer_sink_healthy", "1 while the destination takes writes, 0 while it refuses them all.", ["sink"],
+            "tweet_producer_sink_healthy",
+            "1 while the destination takes writes, 0 while it refuses them all.",
+            ["sink"],
             registry=r,
         )
         self.sink_unhealthy_reason = Gauge(
-            "tweet_producer_sink_unhealthy_reason", "1 for the error code an unhealthy sink is refused with.",
-            ["sink", "reason"], registry=r,
+            "tweet_producer_sink_unhealthy_reason",
+            "1 for the error code an unhealthy sink is refused with.",
+            ["sink", "reason"],
+            registry=r,
         )
         self.sink_healthy.labels(sink=sink).set(1)
         self.sink_log_limiter = RateLimitedLog(_REPEATED_SINK_LOG_INTERVAL_S)
@@ -309,7 +317,11 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
         if latency_s is not None:
             self.put_latency.labels(sink=self.sink).observe(latency_s)
         self.log.debug(
-            "put_requested", sink=self.sink, result=result, records=records, accepted=accepted,
+            "put_requested",
+            sink=self.sink,
+            result=result,
+            records=records,
+            accepted=accepted,
             latency_s=None if latency_s is None else round(latency_s, 4),
         )
 
@@ -322,8 +334,14 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
     def records_retried(self, *, records: int, attempt: int, delay_s: float, reason: str) -> None:
         self.retried.labels(sink=self.sink).inc(records)
         self.sink_log_limiter.emit(
-            ("records_retried", reason), self.log.info, "records_retried",
-            sink=self.sink, records=records, attempt=attempt, delay_s=round(delay_s, 3), reason=reason,
+            ("records_retried", reason),
+            self.log.info,
+            "records_retried",
+            sink=self.sink,
+            records=records,
+            attempt=attempt,
+            delay_s=round(delay_s, 3),
+            reason=reason,
         )
 
     def sink_health(self, *, healthy: bool, reason: str, detail: str) -> None:
@@ -394,8 +412,12 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
         """A source's `acknowledge` raised: its checkpoint may lag (the records themselves are accounted)."""
         self.acknowledge_errors.labels(source=source).inc()
         self.source_log_limiter.emit(
-            ("acknowledge_failed", source), self.log.error, "acknowledge_failed",
-            source=source, records=records, error=f"{type(error).__name__}: {error}",
+            ("acknowledge_failed", source),
+            self.log.error,
+            "acknowledge_failed",
+            source=source,
+            records=records,
+            error=f"{type(error).__name__}: {error}",
         )
 
     def source_protocol_message(self, source: str, kind: str, detail: str) -> None:

@@ -60,31 +60,43 @@ class SinkEngineTelemetry:
             "tweet_producer_sink_requests_in_flight", "Put requests on the wire right now.", ["sink"], registry=r
         )
         self.shard_throttles = Counter(
-            "tweet_producer_sink_shard_throttled_records", "Entries refused with a throttling code, by shard.",
-            ["sink", "shard"], registry=r,
+            "tweet_producer_sink_shard_throttled_records",
+            "Entries refused with a throttling code, by shard.",
+            ["sink", "shard"],
+            registry=r,
         )
         self.shard_map_refreshes = Counter(
-            "tweet_producer_sink_shard_map_refreshes", "Times the shard map was listed again, by reason.",
-            ["sink", "reason"], registry=r,
+            "tweet_producer_sink_shard_map_refreshes",
+            "Times the shard map was listed again, by reason.",
+            ["sink", "reason"],
+            registry=r,
         )
         self.shards_open = Gauge("tweet_producer_sink_shards", "Open shards in the sink's shard map.", ["sink"], registry=r)
         self.aggregated_user = Counter(
-            "tweet_producer_sink_aggregated_user_records", "User records packed into aggregated Kinesis records.",
-            ["sink"], registry=r,
+            "tweet_producer_sink_aggregated_user_records",
+            "User records packed into aggregated Kinesis records.",
+            ["sink"],
+            registry=r,
         )
         self.aggregated_kinesis = Counter(
-            "tweet_producer_sink_aggregated_kinesis_records", "Aggregated Kinesis records sent (each many user records).",
-            ["sink"], registry=r,
+            "tweet_producer_sink_aggregated_kinesis_records",
+            "Aggregated Kinesis records sent (each many user records).",
+            ["sink"],
+            registry=r,
         )
         self.record_attempts = AttemptsHistogram(self.sink)
         r.register(self.record_attempts)
         self.misrouted = Counter(
-            "tweet_producer_sink_misrouted_records", "Entries that landed on another shard than the map said.",
-            ["sink"], registry=r,
+            "tweet_producer_sink_misrouted_records",
+            "Entries that landed on another shard than the map said.",
+            ["sink"],
+            registry=r,
         )
         self.duplicates = Counter(
-            "tweet_producer_sink_possible_duplicates", "Records sent again after an answer was lost, by reason.",
-            ["sink", "reason"], registry=r,
+            "tweet_producer_sink_possible_duplicates",
+            "Records sent again after an answer was lost, by reason.",
+            ["sink", "reason"],
+            registry=r,
         )
         self.in_flight.labels(sink=self.sink).set(0)
         self.engine_log_limiter = RateLimitedLog(_REPEATED_ENGINE_LOG_INTERVAL_S)
@@ -111,13 +123,22 @@ class SinkEngineTelemetry:
     def records_misrouted(self, *, records: int, shard_id: str, detail: str) -> None:
         self.misrouted.labels(sink=self.sink).inc(records)
         self.engine_log_limiter.emit(
-            ("records_misrouted",), self.log.warning, "records_misrouted",
-            sink=self.sink, records=records, shard=shard_id, detail=detail,
+            ("records_misrouted",),
+            self.log.warning,
+            "records_misrouted",
+            sink=self.sink,
+            records=records,
+            shard=shard_id,
+            detail=detail,
         )
 
     def duplicates_possible(self, *, records: int, reason: str) -> None:
         self.duplicates.labels(sink=self.sink, reason=reason).inc(records)
         self.engine_log_limiter.emit(
-            ("duplicates_possible", reason), self.log.warning, "duplicates_possible",
-            sink=self.sink, records=records, reason=reason,
+            ("duplicates_possible", reason),
+            self.log.warning,
+            "duplicates_possible",
+            sink=self.sink,
+            records=records,
+            reason=reason,
         )

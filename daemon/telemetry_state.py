@@ -56,6 +56,12 @@ class DurabilityCollector:
         with self._lock:
             self._spools[source] = read
 
+    def forget(self, source: str) -> None:
+        """A source stopped for good (a reload removed or replaced it): its series end here."""
+        with self._lock:
+            self._lags.pop(source, None)
+            self._spools.pop(source, None)
+
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             lags, spools = list(self._lags.items()), list(self._spools.items())
@@ -115,18 +121,24 @@ class StateTelemetry:
             registry=r,
         )
         self.spool_dropped = Counter(
-            "tweet_producer_spool_dropped_records", "Records the spool dropped when full (when_full: drop_oldest).", ["source"],
+            "tweet_producer_spool_dropped_records",
+            "Records the spool dropped when full (when_full: drop_oldest).",
+            ["source"],
             registry=r,
         )
         self.spool_blocked = Counter(
             "tweet_producer_spool_blocked_seconds", "Time sources waited for room in a full spool.", ["source"], registry=r
         )
         self.spool_replayed = Counter(
-            "tweet_producer_spool_replayed_records", "Records an earlier run left in the spool, sent in this one.", ["source"],
+            "tweet_producer_spool_replayed_records",
+            "Records an earlier run left in the spool, sent in this one.",
+            ["source"],
             registry=r,
         )
         self.spool_errors = Counter(
-            "tweet_producer_spool_errors", "Spool write failures and damaged data cut at recovery, by kind.", ["source", "kind"],
+            "tweet_producer_spool_errors",
+            "Spool write failures and damaged data cut at recovery, by kind.",
+            ["source", "kind"],
             registry=r,
         )
         self.durability = DurabilityCollector()
@@ -162,8 +174,12 @@ class StateTelemetry:
     def checkpoint_write_failed(self, source: str, error: BaseException) -> None:
         self.checkpoint_errors.labels(source=source, reason="write_failed").inc()
         self.state_log_limiter.emit(
-            ("checkpoint_write_failed", source), self.log.error, "checkpoint_write_failed", source=source,
-            error=f"{type(error).__name__}: {error}", note="delivery goes on; a restart would re-read more",
+            ("checkpoint_write_failed", source),
+            self.log.error,
+            "checkpoint_write_failed",
+            source=source,
+            error=f"{type(error).__name__}: {error}",
+            note="delivery goes on; a restart would re-read more",
         )
 
     # --- records kept for the next start -------------------------------------------------------------
@@ -174,8 +190,12 @@ class StateTelemetry:
         with self.ledger.lock:
             self.ledger.kept.update(by_source)
         if by_source:
-            self.log.info("records_kept", records=sum(by_source.values()), by_source=dict(by_source),
-                          note="not sent before the shutdown deadline; read again at the next start")
+            self.log.info(
+                "records_kept",
+                records=sum(by_source.values()),
+                by_source=dict(by_source),
+                note="not sent before the shutdown deadline; read again at the next start",
+            )
 
     # --- fsyncs ------------------------------------------------------------------------------------
 
@@ -199,15 +219,25 @@ class SpoolEventsFor:
         with t.ledger.lock:
             t.ledger.dropped[self.source] += records
         t.state_log_limiter.emit(
-            ("spool_dropped", self.source), t.log.error, "spool_dropped", source=self.source, records=records,
-            first_origin=first_origin, last_origin=last_origin, note="the spool is full (when_full: drop_oldest)",
+            ("spool_dropped", self.source),
+            t.log.error,
+            "spool_dropped",
+            source=self.source,
+            records=records,
+            first_origin=first_origin,
+            last_origin=last_origin,
+            note="the spool is full (when_full: drop_oldest)",
         )
 
     def spool_blocked(self, seconds: float) -> None:
         t = self.telemetry
         t.spool_blocked.labels(source=self.source).inc(seconds)
         t.state_log_limiter.emit(
-            ("spool_full", self.source), t.log.warning, "spool_full", source=self.source, waited_s=round(seconds, 3),
+            ("spool_full", self.source),
+            t.log.warning,
+            "spool_full",
+            source=self.source,
+            waited_s=round(seconds, 3),
             note="the spool is full (when_full: block): the source waits",
         )
 
@@ -215,8 +245,12 @@ class SpoolEventsFor:
         t = self.telemetry
         t.spool_errors.labels(source=self.source, kind="write_failed").inc()
         t.state_log_limiter.emit(
-            ("spool_write_failed", self.source), t.log.error, "spool_write_failed", source=self.source,
-            error=f"{type(error).__name__}: {error}", note="the source waits until the spool can be written again",
+            ("spool_write_failed", self.source),
+            t.log.error,
+            "spool_write_failed",
+            source=self.source,
+            error=f"{type(error).__name__}: {error}",
+            note="the source waits until the spool can be written again",
         )
 
     def spool_recovered(self, records: int, bytes: int) -> None:  # noqa: A002 - the protocol's name
@@ -225,5 +259,11 @@ class SpoolEventsFor:
     def spool_corrupt(self, segment: str, offset: int, detail: str) -> None:
         t = self.telemetry
         t.spool_errors.labels(source=self.source, kind="corrupt").inc()
-        t.log.error("spool_corrupt", source=self.source, segment=segment, offset=offset, detail=detail,
-                    note="the damaged tail was cut; records before it are kept")
+        t.log.error(
+            "spool_corrupt",
+            source=self.source,
+            segment=segment,
+            offset=offset,
+            detail=detail,
+            note="the damaged tail was cut; records before it are kept",
+        )

@@ -127,20 +127,43 @@ def test_render_shows_each_source_and_sink_with_its_figures() -> None:
     shown = render("http://h/metrics", after, rates(before, after))
     x = dict(zip(SOURCE_HEADER, _row(shown, "x"), strict=True))
     assert x == {
-        "SOURCE": "x", "STATE": "connected", "REC/S": "4.0", "RECEIVED": "48", "DEAD": "3", "KEPT": "0",
-        "RECONN": "2", "RESTARTS": "0", "LAG": MISSING, "LAG_S": MISSING, "SPOOL": "9", "SPOOL_AGE_S": "3.2",
+        "SOURCE": "x",
+        "STATE": "connected",
+        "REC/S": "4.0",
+        "RECEIVED": "48",
+        "DEAD": "3",
+        "KEPT": "0",
+        "RECONN": "2",
+        "RESTARTS": "0",
+        "LAG": MISSING,
+        "LAG_S": MISSING,
+        "SPOOL": "9",
+        "SPOOL_AGE_S": "3.2",
     }
     file = dict(zip(SOURCE_HEADER, _row(shown, "file"), strict=True))
     assert (file["STATE"], file["REC/S"], file["RECEIVED"], file["KEPT"], file["LAG"], file["LAG_S"]) == (
-        "idle", "0.0", "12", "2", "6", "1.5"
+        "idle",
+        "0.0",
+        "12",
+        "2",
+        "6",
+        "1.5",
     )
     t.received_tally("file").add(1)
     moved = parse_snapshot(generate_latest(t.registry).decode(), taken_at=3.0)
     assert _cell(render("u", moved, rates(after, moved)), "file", SOURCE_HEADER, "STATE") == "active"
     sink = dict(zip(SINK_HEADER, _row(shown, SINK), strict=True))
     assert sink == {
-        "SINK": SINK, "HEALTHY": "yes", "SENT/S": "0.0", "SENT": "40", "PUT_ERR": "5", "IN_FLIGHT": "2",
-        "BUF_REC": "7", "BUF_BYTES": "7000", "RETRIES": "5", "THROTTLES": "4",
+        "SINK": SINK,
+        "HEALTHY": "yes",
+        "SENT/S": "0.0",
+        "SENT": "40",
+        "PUT_ERR": "5",
+        "IN_FLIGHT": "2",
+        "BUF_REC": "7",
+        "BUF_BYTES": "7000",
+        "RETRIES": "5",
+        "THROTTLES": "4",
     }
     t.sink_health(healthy=False, reason="ResourceNotFoundException", detail="no stream")
     t.source_connection("x", False, "reset")
@@ -176,7 +199,11 @@ def served() -> Iterator[str]:
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli.main", "status", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+        check=False,
     )
 
 
@@ -292,8 +319,11 @@ def test_source_states_come_from_the_daemons_readyz() -> None:
     health = Health(lambda: {"x": True})
     health.attach(
         alive,
-        [("x", _Supervisor(alive, threading.Event())), ("file", _Supervisor(done_thread, finished)),
-         ("tail", _Supervisor(alive, threading.Event()))],
+        [
+            ("x", _Supervisor(alive, threading.Event())),
+            ("file", _Supervisor(done_thread, finished)),
+            ("tail", _Supervisor(alive, threading.Event())),
+        ],
         sink_unhealthy=lambda: None,
         fatal=list,
     )
@@ -312,3 +342,16 @@ def test_source_states_come_from_the_daemons_readyz() -> None:
     states = {name: _cell(shown, name, SOURCE_HEADER, "STATE") for name in ("x", "file", "tail")}
     assert states == {"x": "connected", "file": "finished", "tail": "running"}
     assert parse_ready_states(b"# HELP not json\n") == {}
+
+
+def test_the_header_says_when_the_last_reload_was_refused() -> None:
+    """Nothing about reloads before the first; after a refused one the header says so; a good one clears it."""
+    telemetry = _telemetry()
+    before = parse_snapshot(generate_latest(telemetry.registry).decode(), taken_at=1.0)
+    assert "config:" not in render("u", before, rates(before, before)).splitlines()[0]
+    telemetry.reloads.failed("invalid", "config.yaml", problems=["config.yaml:3: sink: unknown key"])
+    refused = parse_snapshot(generate_latest(telemetry.registry).decode(), taken_at=2.0)
+    assert "LAST RELOAD REFUSED (1 reloads" in render("u", refused, rates(before, refused)).splitlines()[0]
+    telemetry.reloads.succeeded("config.yaml", 0.1, started=[], stopped=[], restarted=[], unchanged=["x"])
+    applied = parse_snapshot(generate_latest(telemetry.registry).decode(), taken_at=3.0)
+    assert render("u", applied, rates(refused, applied)).splitlines()[0].endswith("config: reloaded (2 reloads)")

@@ -51,3 +51,9 @@ def test_stop_timeout_leaves_room_for_the_flush_deadline() -> None:
     timeout = int(re.search(r"^TimeoutStopSec=(\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
     assert timeout > ShutdownConfig().flush_deadline
     assert re.search(r"^KillSignal=SIGTERM$", text, re.M)
+
+
+def test_reload_sends_sighup_to_the_daemon() -> None:
+    """`systemctl reload` signals the main process with SIGHUP (tests/daemon/test_reload.py: the daemon reloads on it)."""
+    text = UNIT.read_text()
+    assert re.search(r"^ExecReload=/bin/kill -HUP \$MAINPID$", text, re.M)

@@ -1,0 +1,205 @@
+"""Hot reload (SIGHUP): load the config file again and apply only what changed, on the main thread.
+
+1. Load and validate the file; refuse a file that does not load, or one that changes what only a restart
+   applies (daemon/reload_plan.py). Build every new part that can fail - the sources to start and, when `sink:`
+   changed, the new sink with its check - before anything stops. A refusal leaves the running config as it was.
+2. Stop the sources that are removed or changed (all of them when the sink changes); wait until what they
+   handed over reached its end, so their checkpoints cover it; save and detach them.
+3. A changed sink: the worker moves what is buffered into the old sink, which finishes within
+   shutdown.flush_deadline, then starts the new one.
+4. Start the new and changed sources (from their checkpoints or spools).
+
+Waits run the main loop's duties meanwhile (`tick`: health, the watchdog, STATUS=), and give up when the
+daemon is asked to stop; the shutdown then stops what is still running, as always.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Config, load_config, sink_name
+from daemon.reload_plan import ReloadPlan, plan_reload, restart_required
+from daemon.source_units import WAIT_TICK_S, SourceUnit, SourceUnits
+from daemon.telemetry import Telemetry
+from daemon.telemetry_reload import RESULT_FAILED, RESULT_INVALID, RESULT_RESTART_REQUIRED
+from daemon.yamlsource import ConfigError
+from sinks import SINK_TYPES
+from sinks.base import Sink, SinkConfig
+from sources.base import Source
+
+# How often a reload waiting on settling sources says so (a sink in an outage can hold them for long).
+WAITING_LOG_INTERVAL_S = 10.0
+
+
+class ReloadInterrupted(Exception):
+    """The daemon was asked to stop while a reload waited; the shutdown takes it from there."""
+
+
+@dataclass
+class ReloadHost:
+    """What a reload works on, owned by the daemon."""
+
+    path: Path
+    telemetry: Telemetry
+    units: SourceUnits
+    resolve_sink: Callable[[Config], SinkConfig]  # the sink config with what the stack fills in
+    tick: Callable[[], None]  # the main loop's duties, run while a reload waits
+    stopping: Callable[[], bool]  # True once the daemon is asked to stop
+    on_sources_changed: Callable[[], None]  # health follows the running sources
+
+
+class Reloader:
+    def __init__(self, host: ReloadHost, config: Config) -> None:
+        self.host = host
+        self.config = config  # the running config; replaced by each reload that applies
+
+    def reload(self) -> None:
+        host, events, path = self.host, self.host.telemetry.reloads, str(self.host.path)
+        started_at = time.monotonic()
+        try:
+            new = load_config(self.host.path)
+        except ConfigError as exc:
+            events.failed(RESULT_INVALID, path, problems=[str(problem) for problem in exc.problems])
+            return
+        except Exception as exc:  # noqa: BLE001 - the loader raises ConfigError only; a bug must not stop the daemon
+            events.failed(RESULT_INVALID, path, problems=[f"{path}: cannot load the config ({type(exc).__name__}: {exc})"])
+            return
+        problems = restart_required(self.config, new, host.path)
+        if problems:
+            events.failed(RESULT_RESTART_REQUIRED, path, problems=[str(problem) for problem in problems])
+            return
+        plan = plan_reload(self.config, new)
+        try:
+            prepared = self._prepare(plan, new)
+        except _PrepareFailed as failed:
+            events.failed(RESULT_FAILED, path, component=failed.component, error=failed.error)
+            return
+        try:
+            not_started = self._apply(plan, new, prepared)
+        except ReloadInterrupted:
+            events.failed(RESULT_FAILED, path, component="reload", error="the daemon was asked to stop meanwhile")
+            return
+        self.config = new
+        restarted, unchanged = plan.restarted, plan.unchanged
+        if plan.sink_changed:  # every source restarted behind the new sink
+            restarted, unchanged = restarted + unchanged, []
+        changes = {
+            "started": plan.started, "stopped": plan.stopped, "restarted": restarted, "unchanged": unchanged,
+            "sink_changed": plan.sink_changed,
+        }  # fmt: skip
+        if not_started:
+            events.failed(RESULT_FAILED, path, component="sources", error=f"applied, but these did not start: {not_started}",
+                          **changes)  # fmt: skip
+            return
+        events.succeeded(path, time.monotonic() - started_at, **changes)
+
+    # --- 1. everything that can fail, before anything stops ---------------------------------------------
+
+    def _prepare(self, plan: ReloadPlan, new: Config) -> _Prepared:
+        by_name = {str(source.name): source for source in new.sources}
+        to_start = plan.started + plan.restarted
+        if plan.sink_changed:
+            to_start = [str(source.name) for source in new.sources]
+        sources: dict[str, Source] = {}
+        for name in to_start:
+            try:
+                sources[name] = SourceUnits.build(by_name[name])
+            except Exception as exc:
+                raise _PrepareFailed(f"source {name}", f"{type(exc).__name__}: {exc}") from exc
+        sink = None
+        if plan.sink_changed:
+            sink = self._new_sink(new)
+        return _Prepared(sources, sink)
+
+    def _new_sink(self, new: Config) -> Sink[Any]:
+        telemetry = self.host.telemetry
+        sink_config = self.host.resolve_sink(new)
+        component = f"sink {sink_name(new)}"
+        try:
+            sink = SINK_TYPES[sink_config.type](sink_config, telemetry)
+        except Exception as exc:
+            raise _PrepareFailed(component, f"{type(exc).__name__}: {exc}") from exc
+        try:
+            sink.check()  # a wrong stream, region or credential refuses the reload here
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                sink.close()
+            raise _PrepareFailed(f"{component} check", f"{type(exc).__name__}: {exc}") from exc
+        return sink
+
+    # --- 2-4. stop, settle, hand over, start -----------------------------------------------------------
+
+    def _apply(self, plan: ReloadPlan, new: Config, prepared: _Prepared) -> list[str]:
+        host, units = self.host, self.host.units
+        leaving_names = plan.stopped + plan.restarted
+        if prepared.sink is not None:
+            leaving_names = list(units.units)
+        leaving = [units.units[name] for name in leaving_names if name in units.units]
+        units.stop(leaving, host.tick)
+        old_destination = None
+        if prepared.sink is not None:
+            old_destination = units.worker.sink.destination()
+            self._hand_over(prepared.sink, new)
+        else:
+            self._wait_settled(leaving)
+        for unit in leaving:
+            units.detach(unit)
+        not_started = []
+        by_name = {str(source.name): source for source in new.sources}
+        for name, source in prepared.sources.items():
+            resume = old_destination if name in {unit.name for unit in leaving} else None
+            try:
+                unit = units.attach(source, by_name[name], new, resume)
+            except Exception as exc:  # noqa: BLE001 - its state would not open: the others still start
+                host.telemetry.log.error("source_start_failed", source=name, error=f"{type(exc).__name__}: {exc}")
+                not_started.append(name)
+                continue
+            unit.start()
+        host.on_sources_changed()
+        return not_started
+
+    def _wait_settled(self, leaving: list[SourceUnit]) -> None:
+        host = self.host
+        said_at = time.monotonic()
+        while not host.units.settled(leaving):
+            if host.stopping():
+                raise ReloadInterrupted
+            host.tick()
+            time.sleep(WAIT_TICK_S)  # polled: acknowledgements arrive from the sink's threads, without a signal
+            if time.monotonic() - said_at >= WAITING_LOG_INTERVAL_S:
+                said_at = time.monotonic()
+                host.telemetry.log.warning(
+                    "config_reload_waiting", note="waiting for the stopped sources' records to be delivered",
+                    sources=[unit.name for unit in leaving if not host.units.settled([unit])],
+                )  # fmt: skip
+
+    def _hand_over(self, sink: Sink[Any], new: Config) -> None:
+        host, worker = self.host, self.host.units.worker
+        swap = worker.swap_sink(sink, new.shutdown.flush_deadline)
+        while not swap.done.wait(WAIT_TICK_S):
+            if not worker.thread.is_alive():
+                break
+            host.tick()
+        if swap.old is None:
+            raise ReloadInterrupted  # the worker failed (fatal): the daemon is stopping
+        host.telemetry.sink = sink_name(new)
+        with contextlib.suppress(Exception):
+            swap.old.close()
+
+
+@dataclass
+class _Prepared:
+    sources: dict[str, Source]
+    sink: Sink[Any] | None
+
+
+class _PrepareFailed(Exception):
+    def __init__(self, component: str, error: str) -> None:
+        super().__init__(f"{component}: {error}")
+        self.component = component
+        self.error = error
