@@ -42,6 +42,10 @@ WAITING_LOG_INTERVAL_S = 10.0
 class ReloadInterrupted(Exception):
     """The daemon was asked to stop while a reload waited; the shutdown takes it from there."""
 
+    def __init__(self, stopped: list[str] | None = None) -> None:
+        super().__init__("the daemon was asked to stop during a reload")
+        self.stopped = stopped or []  # sources the reload had stopped already
+
 
 @dataclass
 class ReloadHost:
@@ -83,12 +87,12 @@ class Reloader:
             events.failed(RESULT_FAILED, path, component=failed.component, error=failed.error)
             return
         except ReloadInterrupted:
-            events.failed(RESULT_FAILED, path, component="reload", error="the daemon was asked to stop meanwhile")
+            events.interrupted(path, [])
             return
         try:
             not_started = self._apply(plan, new, prepared)
-        except ReloadInterrupted:
-            events.failed(RESULT_FAILED, path, component="reload", error="the daemon was asked to stop meanwhile")
+        except ReloadInterrupted as interrupted:
+            events.interrupted(path, interrupted.stopped)
             return
         self.config = new
         restarted, unchanged = plan.restarted, plan.unchanged
@@ -99,8 +103,10 @@ class Reloader:
             "sink_changed": plan.sink_changed,
         }  # fmt: skip
         if not_started:
-            events.failed(RESULT_FAILED, path, component="sources", error=f"applied, but these did not start: {not_started}",
-                          **changes)  # fmt: skip
+            events.failed(
+                RESULT_FAILED, path, note="applied, except the sources that did not start (see source_start_failed)",
+                component="sources", error=f"did not start: {not_started}", **changes,
+            )  # fmt: skip
             return
         events.succeeded(path, time.monotonic() - started_at, **changes)
 
@@ -171,11 +177,14 @@ class Reloader:
         leaving = [units.units[name] for name in leaving_names if name in units.units]
         units.stop(leaving, host.tick)
         old_destination = None
-        if prepared.sink is not None:
-            old_destination = units.worker.sink.destination()
-            self._hand_over(prepared.sink, new)
-        else:
-            self._wait_settled(leaving)
+        try:
+            if prepared.sink is not None:
+                old_destination = units.worker.sink.destination()
+                self._hand_over(prepared.sink, new)
+            else:
+                self._wait_settled(leaving)
+        except ReloadInterrupted as interrupted:
+            raise ReloadInterrupted([unit.name for unit in leaving]) from interrupted
         for unit in leaving:
             units.detach(unit)
         not_started = []

@@ -279,6 +279,9 @@ def test_a_sigterm_while_a_reload_waits_on_a_changed_source_stops_the_daemon_and
     assert "shutdown_requested" in events, events[-20:]
     before_sigterm = events[: events.index("shutdown_requested")]
     assert not set(before_sigterm) & {"config_reloaded", "config_reload_failed"}, "the reload ended before the SIGTERM"
+    interrupted = daemon.events("config_reload_interrupted")
+    assert [entry["stopped"] for entry in interrupted] == [["replay"]], interrupted
+    assert not daemon.events("config_reload_failed"), "an interrupted reload is not a refused one"
     summary = daemon.wait_for_event("shutdown_complete", timeout=1)
     assert_balanced(summary)
     assert (summary["lost"], summary["dead_lettered"], summary["unsent"]) == (0, 0, 0), summary
