@@ -16,11 +16,12 @@ daemon is asked to stop; the shutdown then stops what is still running, as alway
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from daemon.config import Config, load_config, sink_name
 from daemon.reload_plan import ReloadPlan, plan_reload, restart_required
@@ -32,12 +33,18 @@ from sinks import SINK_TYPES
 from sinks.base import Sink, SinkConfig
 from sources.base import Source
 
+_T = TypeVar("_T")
+
 # How often a reload waiting on settling sources says so (a sink in an outage can hold them for long).
 WAITING_LOG_INTERVAL_S = 10.0
 
 
 class ReloadInterrupted(Exception):
     """The daemon was asked to stop while a reload waited; the shutdown takes it from there."""
+
+    def __init__(self, stopped: list[str] | None = None) -> None:
+        super().__init__("the daemon was asked to stop during a reload")
+        self.stopped = stopped or []  # sources the reload had stopped already
 
 
 @dataclass
@@ -79,10 +86,13 @@ class Reloader:
         except _PrepareFailed as failed:
             events.failed(RESULT_FAILED, path, component=failed.component, error=failed.error)
             return
+        except ReloadInterrupted:
+            events.interrupted(path, [])
+            return
         try:
             not_started = self._apply(plan, new, prepared)
-        except ReloadInterrupted:
-            events.failed(RESULT_FAILED, path, component="reload", error="the daemon was asked to stop meanwhile")
+        except ReloadInterrupted as interrupted:
+            events.interrupted(path, interrupted.stopped)
             return
         self.config = new
         restarted, unchanged = plan.restarted, plan.unchanged
@@ -93,8 +103,10 @@ class Reloader:
             "sink_changed": plan.sink_changed,
         }  # fmt: skip
         if not_started:
-            events.failed(RESULT_FAILED, path, component="sources", error=f"applied, but these did not start: {not_started}",
-                          **changes)  # fmt: skip
+            events.failed(
+                RESULT_FAILED, path, note="applied, except the sources that did not start (see source_start_failed)",
+                component="sources", error=f"did not start: {not_started}", **changes,
+            )  # fmt: skip
             return
         events.succeeded(path, time.monotonic() - started_at, **changes)
 
@@ -113,8 +125,31 @@ class Reloader:
                 raise _PrepareFailed(f"source {name}", f"{type(exc).__name__}: {exc}") from exc
         sink = None
         if plan.sink_changed:
-            sink = self._new_sink(new)
+            # Its check may wait for an unreachable endpoint's timeouts: off the main thread, whose duties go on.
+            sink = self._beside_the_main_loop(lambda: self._new_sink(new))
         return _Prepared(sources, sink)
+
+    def _beside_the_main_loop(self, work: Callable[[], _T]) -> _T:
+        """`work`'s result, computed in a thread while the main loop's duties run; ReloadInterrupted on a stop."""
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = work()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, name="reload-prepare", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            if self.host.stopping():
+                raise ReloadInterrupted  # the thread is left to its timeouts; the daemon is stopping
+            self.host.tick()
+            thread.join(WAIT_TICK_S)
+        if "error" in outcome:
+            raise outcome["error"]
+        value: _T = outcome["value"]
+        return value
 
     def _new_sink(self, new: Config) -> Sink[Any]:
         telemetry = self.host.telemetry
@@ -142,11 +177,14 @@ class Reloader:
         leaving = [units.units[name] for name in leaving_names if name in units.units]
         units.stop(leaving, host.tick)
         old_destination = None
-        if prepared.sink is not None:
-            old_destination = units.worker.sink.destination()
-            self._hand_over(prepared.sink, new)
-        else:
-            self._wait_settled(leaving)
+        try:
+            if prepared.sink is not None:
+                old_destination = units.worker.sink.destination()
+                self._hand_over(prepared.sink, new)
+            else:
+                self._wait_settled(leaving)
+        except ReloadInterrupted as interrupted:
+            raise ReloadInterrupted([unit.name for unit in leaving]) from interrupted
         for unit in leaving:
             units.detach(unit)
         not_started = []

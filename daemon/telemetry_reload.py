@@ -43,9 +43,16 @@ class ReloadEvents:
         self._count(RESULT_SUCCESS)
         self.log.info("config_reloaded", result=RESULT_SUCCESS, path=path, seconds=round(seconds, 3), **changes)
 
-    def failed(self, result: str, path: str, **why: Any) -> None:
+    def failed(self, result: str, path: str, note: str = "the running config is unchanged", **why: Any) -> None:
         self._count(result)
-        self.log.error("config_reload_failed", result=result, path=path, note="the running config is unchanged", **why)
+        self.log.error("config_reload_failed", result=result, path=path, note=note, **why)
+
+    def interrupted(self, path: str, stopped_sources: list[str]) -> None:
+        """The daemon was asked to stop during a reload: not a result (the process ends), only said."""
+        self.log.warning(
+            "config_reload_interrupted", path=path, stopped=stopped_sources,
+            note="the daemon is stopping; the shutdown saves what the stopped sources delivered",
+        )  # fmt: skip
 
     def _count(self, result: str) -> None:
         self.reloads.labels(result=result).inc()

@@ -24,6 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 # How often a test looks again while it waits for an outcome (always against a deadline).
 POLL_INTERVAL_S = 0.1
 T = TypeVar("T")
+# The events that end a hot reload (SIGHUP), whatever its result, and how long one may take on a loaded machine
+# (a changed source settles its records, a sink change drains the buffer and checks the new stream first).
+RELOAD_OUTCOMES = ("config_reloaded", "config_reload_failed")
+RELOAD_TIMEOUT_S = 60.0
 
 
 def poll_until(check: Callable[[], T | None], timeout: float, what: str, interval: float = POLL_INTERVAL_S) -> T:
@@ -114,6 +118,30 @@ class DaemonProcess:
                 key, _, value = line.rpartition(" ")
                 samples[key] = float(value)
         return samples
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Every logged event called `name`, in log order."""
+        return [entry for entry in self.logs() if entry.get("event") == name]
+
+    def reload(self, timeout: float = RELOAD_TIMEOUT_S) -> dict[str, Any]:
+        """SIGHUP (a hot reload of the config file), then that reload's outcome: the next `config_reloaded` or
+        `config_reload_failed` event."""
+        assert self.process is not None
+        before = len(self._reload_outcomes())
+        self.process.send_signal(signal.SIGHUP)
+
+        def outcome() -> dict[str, Any] | None:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                tail = self.stdout_path.read_text()[-5000:]
+                raise AssertionError(f"daemon exited ({self.process.returncode}) during a reload:\n{tail}")
+            outcomes = self._reload_outcomes()
+            return outcomes[before] if len(outcomes) > before else None
+
+        return poll_until(outcome, timeout, "the reload's config_reloaded or config_reload_failed event")
+
+    def _reload_outcomes(self) -> list[dict[str, Any]]:
+        return [entry for entry in self.logs() if entry.get("event") in RELOAD_OUTCOMES]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.process is not None

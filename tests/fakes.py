@@ -206,6 +206,84 @@ class ScriptedSink(BatchSink[FakeEntry]):
         return result
 
 
+# --- a sink that wedges for real, for the systemd watchdog's daemon tests ----------------------------
+
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Literal  # noqa: E402
+
+from sinks.base import Completion, Sink, SinkEvents, register_sink  # noqa: E402
+
+
+class WedgingSinkConfig(SinkConfig):
+    type: Literal["wedging"] = "wedging"
+    landed: Path  # each record taken is appended here (its data, one line): where a test checks what arrived
+    wedge_after: int | None = None  # once this many records were taken, `submit` never returns; None: never
+
+
+@dataclass
+class WedgingEntry:
+    record: Record
+    size: int
+
+
+class WedgingSink(Sink[WedgingEntry]):
+    """Takes records straight into the `landed` file (each submit is one completed "request") until
+    `wedge_after` were taken; then `submit` blocks forever, as a sink stuck in a call that never returns
+    would: the worker's loop stops turning and no request completes again. Only SIGKILL ends such a daemon."""
+
+    config_model = WedgingSinkConfig
+
+    def __init__(self, config: SinkConfig, events: SinkEvents) -> None:
+        assert isinstance(config, WedgingSinkConfig)
+        super().__init__(config, events)
+        self._wedge_after = config.wedge_after
+        self._landed = config.landed.open("ab")
+        self._taken = 0
+        self._completion: Completion[WedgingEntry] | None = None
+        # Never set: the wedged submit waits on it with no timeout, so nothing (not even a deadline) frees it.
+        self._never = threading.Event()
+
+    def prepare(self, record: Record) -> WedgingEntry:
+        return WedgingEntry(record, len(record.data))
+
+    def start(self, completion: Completion[WedgingEntry]) -> None:
+        self._completion = completion
+
+    def submit(self, entries: Sequence[WedgingEntry], deadline: Deadline) -> int:
+        assert self._completion is not None, "submit before start"
+        room = len(entries) if self._wedge_after is None else max(0, self._wedge_after - self._taken)
+        taken = list(entries[:room])
+        if taken:
+            self._landed.write(b"".join(entry.record.data + b"\n" for entry in taken))
+            self._landed.flush()  # the test reads the file while the daemon runs
+            self._taken += len(taken)
+            self._completion.sent(taken)
+            self.events.put_requested(result="success", records=len(taken), accepted=len(taken), latency_s=0.0)
+        if self._wedge_after is not None and self._taken >= self._wedge_after:
+            self._never.wait()
+        return len(taken)
+
+    def finish(self, deadline: Deadline) -> None:
+        return  # every taken entry was reported as it was taken; a wedged sink never gets here
+
+    def close(self) -> None:
+        self._landed.close()
+
+
+def register_test_sinks() -> None:
+    """Register the test sinks in this process only: called by a daemon a test starts through
+    `TEST_SINKS_RUNNER`, never at import, so the test session's own registry (which test_readme checks
+    against the README's tables) holds only the real sinks."""
+    register_sink(WedgingSink)
+
+
+# `python -c TEST_SINKS_RUNNER run -c CONFIG`: the `tweet-producer` command with the test sinks registered.
+TEST_SINKS_RUNNER = (
+    "from tests.fakes import register_test_sinks; register_test_sinks(); from cli.main import main; raise SystemExit(main())"
+)
+
+
 # --- a recording SourceContext, for the sources' own tests ---------------------------------------
 
 

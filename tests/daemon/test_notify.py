@@ -1,23 +1,15 @@
 """systemd's notify protocol: READY, STATUS, WATCHDOG and STOPPING datagrams on $NOTIFY_SOCKET, watchdog pings
-only while the main loop and the sink side make progress - through a real daemon and a real socket too."""
+only while the main loop and the sink side make progress (real daemons: test_notify_daemon.py)."""
 
 from __future__ import annotations
 
-import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from daemon.notify import Notifier, WatchdogGate
-from tests.conftest import poll_until
-from tests.daemon.test_kinesis_delivery import DUMMY_AWS, START_TIMEOUT_S, config_body, tweet_lines, write_lines
-from tests.fake_kinesis import FakeKinesis
-
-WAIT_S = 30.0
 
 
 class NotifySocket:
@@ -87,25 +79,3 @@ def test_the_watchdog_pings_only_while_the_main_loop_and_the_sink_side_move() ->
     assert gate.due(main_loop_at=6.0)
     now[0] = worker[0] = sink[0] = 12.0
     assert not gate.due(main_loop_at=6.5), "a main loop stalled for 5.5 s (4 intervals) still got a ping"
-
-
-@pytest.mark.slow
-def test_a_real_daemon_says_ready_pings_the_watchdog_and_says_stopping(
-    tmp_path: Path, daemon_factory: Any, notify_socket: NotifySocket
-) -> None:
-    """Started under a fake systemd: READY=1 with a STATUS once it serves, WATCHDOG=1 about every half
-    WATCHDOG_USEC while it runs, STOPPING=1 on SIGTERM."""
-    with FakeKinesis(1, seed=18) as fake:
-        replay = write_lines(tmp_path / "tweets.jsonl", tweet_lines(2000))
-        body = config_body(replay, fake, rate=500)
-        env = {**DUMMY_AWS, "NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "1000000"}
-        daemon = daemon_factory(body, embedded=False).start(env)
-        poll_until(lambda: "READY=1" in notify_socket.lines(), START_TIMEOUT_S, "READY=1")
-        started = time.monotonic()
-        poll_until(lambda: notify_socket.lines().count("WATCHDOG=1") >= 3, WAIT_S, "three watchdog pings")
-        assert time.monotonic() - started < WAIT_S
-        lines = notify_socket.lines()
-        assert lines.index("READY=1") < lines.index("WATCHDOG=1")
-        assert any(line.startswith("STATUS=") and "received" in line for line in lines)
-        assert daemon.stop(signal.SIGTERM, timeout=WAIT_S) == 0
-        poll_until(lambda: "STOPPING=1" in notify_socket.lines(), WAIT_S, "STOPPING=1")
