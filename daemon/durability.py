@@ -144,12 +144,10 @@ class Durability:
     def _count_kept(self, names: list[str]) -> None:
         ledger = self.telemetry.ledger
         received = ledger.received
-        filtered = ledger.filtered
         left: Counter[str] = Counter()
         with ledger.lock:
             for name in names:
-                ended = sum(tally[name] for tally in (ledger.sent, ledger.dead_lettered, filtered, ledger.unsent,
-                                                       ledger.kept, ledger.dropped, ledger.lost))  # fmt: skip
+                ended = ledger.ended(name)
                 if received[name] > ended:
                     left[name] = received[name] - ended
         if left:

@@ -49,17 +49,25 @@ class Ledger:
         """Records filtered out, per source. Takes no lock (callers may hold `lock`): copying the dict is atomic."""
         return _Tally({source: tally.count for source, tally in list(self.filtered_tallies.items())})
 
+    def outcomes(self) -> dict[str, _Tally[str]]:
+        """Each end a record can reach, with its per-source counts (hold `lock` for a consistent view)."""
+        return {
+            "sent": self.sent,
+            "dead_lettered": self.dead_lettered,
+            "filtered": self.filtered,
+            "unsent": self.unsent,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "lost": self.lost,
+        }
+
+    def ended(self, source: str) -> int:
+        """Records of `source` that reached an end, whichever (hold `lock`)."""
+        return sum(tally[source] for tally in self.outcomes().values())
+
     def totals(self) -> dict[str, int]:
         with self.lock:
-            outcomes = {
-                "sent": sum(self.sent.values()),
-                "dead_lettered": sum(self.dead_lettered.values()),
-                "filtered": sum(self.filtered.values()),
-                "unsent": sum(self.unsent.values()),
-                "kept": sum(self.kept.values()),
-                "dropped": sum(self.dropped.values()),
-                "lost": sum(self.lost.values()),
-            }
+            outcomes = {name: sum(tally.values()) for name, tally in self.outcomes().items()}
             tallies = list(self.tallies.values())
         # Read after the outcomes: a record is counted received before any outcome, so received >= their sum.
         return {"received": sum(t.count for t in tallies), **outcomes}
