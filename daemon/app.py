@@ -24,7 +24,7 @@ from daemon.pipeline import COMPONENT_SINK_WORKER, FatalStop, SinkWorker
 from daemon.progress import ProgressWindow
 from daemon.reload import Reloader, ReloadHost
 from daemon.reload_watch import ConfigWatch
-from daemon.source_units import SOURCE_STOP_TIMEOUT_S, SourceUnits
+from daemon.source_units import SOURCE_STOP_TIMEOUT_S, SourceUnits, join_or_abandon
 from daemon.spooling import SpoolFeeder
 from daemon.supervisor import SourceSupervisor
 from daemon.telemetry import Telemetry
@@ -312,16 +312,11 @@ def stop_and_flush(
     """With the stop flag set: wait for each source (and spool feeder), abandon the ones that do not stop, then
     flush the buffer."""
     for supervisor in supervisors:
-        if not supervisor.join(join_timeout_s):
-            # Abandoned: what it hands over from now on is refused (logged, counted), and a record it is
-            # putting right now ends as unsent (the buffer closes next) or, once the dead-letter file is
-            # closed, as lost - never written into a closed file.
-            supervisor.context.close()
-            log.error("source_did_not_stop", source=supervisor.context.name, waited_s=join_timeout_s)
+        # An abandoned source's record being put right now ends as unsent (the buffer closes next) or, once the
+        # dead-letter file is closed, as lost - never written into a closed file.
+        join_or_abandon(supervisor.thread, supervisor.context, "source_did_not_stop", log, timeout_s=join_timeout_s)
     for feeder in feeders:
-        if not feeder.join(join_timeout_s):
-            feeder.context.close()
-            log.error("spool_feeder_did_not_stop", source=feeder.context.name, waited_s=join_timeout_s)
+        join_or_abandon(feeder.thread, feeder.context, "spool_feeder_did_not_stop", log, timeout_s=join_timeout_s)
     worker.finish(flush_deadline_s)
 
 

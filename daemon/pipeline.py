@@ -115,8 +115,10 @@ class SourceContext:
         return self._fatal
 
     def close(self) -> None:
-        """The daemon gave up waiting for this source: whatever it hands over from now on is refused."""
+        """The daemon gave up waiting for this source: whatever it hands over from now on is refused, and a record
+        it is waiting to put into a full buffer (or spool) is given up."""
         self._closed = True
+        self._give_up.set()
 
     def count_received(self, records: int = 1) -> None:
         """Records that entered the daemon elsewhere (a spool) before they reach `forward`."""

@@ -133,14 +133,9 @@ class SourceUnits:
             unit.given_up_before = self._given_up(unit.name)
             unit.stop.set()
         for unit in units:
-            threads = [("source_did_not_stop", unit.supervisor.thread)]
+            join_or_abandon(unit.supervisor.thread, unit.context, "source_did_not_stop", self.log, tick)
             if unit.durable.feeder is not None:
-                threads.append(("spool_feeder_did_not_stop", unit.durable.feeder.thread))
-            for event, thread in threads:
-                if not _join(thread, SOURCE_STOP_TIMEOUT_S, tick):
-                    unit.give_up.set()
-                    unit.context.close()
-                    self.log.error(event, source=unit.name, waited_s=SOURCE_STOP_TIMEOUT_S)
+                join_or_abandon(unit.durable.feeder.thread, unit.context, "spool_feeder_did_not_stop", self.log, tick)
 
     def settled(self, units: Iterable[SourceUnit]) -> bool:
         """Whether every record the stopped units handed over reached its end - but those given up at the stop."""
@@ -175,10 +170,31 @@ class SourceUnits:
         return [unit.supervisor for unit in self.units.values()]
 
 
-def _join(thread: threading.Thread, timeout_s: float, tick: Callable[[], None]) -> bool:
+def join_or_abandon(
+    thread: threading.Thread,
+    context: Any,
+    event: str,
+    log: Any,
+    tick: Callable[[], None] | None = None,
+    timeout_s: float = SOURCE_STOP_TIMEOUT_S,
+) -> bool:
+    """Wait up to `timeout_s` for a stopping source's (or spool feeder's) thread, running `tick` meanwhile. One that
+    does not end is abandoned: its context is closed - what it hands over from then on is refused (logged,
+    counted), and a record it is putting right now ends as unsent or kept - and `event` is logged."""
+    if _join(thread, timeout_s, tick):
+        return True
+    context.close()
+    log.error(event, source=context.name, waited_s=timeout_s)
+    return False
+
+
+def _join(thread: threading.Thread, timeout_s: float, tick: Callable[[], None] | None) -> bool:
     """Join `thread` for up to `timeout_s`, running `tick` meanwhile; True when it ended (or never started)."""
     if thread.ident is None:
         return True
+    if tick is None:
+        thread.join(timeout_s)
+        return not thread.is_alive()
     waited = 0.0
     while waited < timeout_s:
         thread.join(WAIT_TICK_S)
