@@ -95,11 +95,8 @@ class Reloader:
             events.interrupted(path, interrupted.stopped)
             return
         self.config = new
-        restarted, unchanged = plan.restarted, plan.unchanged
-        if plan.sink_changed:  # every source restarted behind the new sink
-            restarted, unchanged = restarted + unchanged, []
         changes = {
-            "started": plan.started, "stopped": plan.stopped, "restarted": restarted, "unchanged": unchanged,
+            "started": plan.started, "stopped": plan.stopped, "restarted": plan.restarting, "unchanged": plan.staying,
             "sink_changed": plan.sink_changed,
         }  # fmt: skip
         if not_started:
@@ -114,11 +111,8 @@ class Reloader:
 
     def _prepare(self, plan: ReloadPlan, new: Config) -> _Prepared:
         by_name = {str(source.name): source for source in new.sources}
-        to_start = plan.started + plan.restarted
-        if plan.sink_changed:
-            to_start = [str(source.name) for source in new.sources]
         sources: dict[str, Source] = {}
-        for name in to_start:
+        for name in plan.starting:
             try:
                 sources[name] = SourceUnits.build(by_name[name])
             except Exception as exc:
@@ -171,10 +165,7 @@ class Reloader:
 
     def _apply(self, plan: ReloadPlan, new: Config, prepared: _Prepared) -> list[str]:
         host, units = self.host, self.host.units
-        leaving_names = plan.stopped + plan.restarted
-        if prepared.sink is not None:
-            leaving_names = list(units.units)
-        leaving = [units.units[name] for name in leaving_names if name in units.units]
+        leaving = [units.units[name] for name in plan.leaving if name in units.units]
         units.stop(leaving, host.tick)
         old_destination = None
         try:
@@ -189,8 +180,9 @@ class Reloader:
             units.detach(unit)
         not_started = []
         by_name = {str(source.name): source for source in new.sources}
+        restarting = set(plan.restarting)
         for name, source in prepared.sources.items():
-            resume = old_destination if name in {unit.name for unit in leaving} else None
+            resume = old_destination if name in restarting else None
             try:
                 unit = units.attach(source, by_name[name], new, resume)
             except Exception as exc:  # noqa: BLE001 - its state would not open: the others still start

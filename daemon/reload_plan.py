@@ -37,11 +37,30 @@ class ReloadPlan:
     def changes_nothing(self) -> bool:
         return not (self.started or self.stopped or self.restarted or self.sink_changed)
 
+    @property
+    def restarting(self) -> list[str]:
+        """The sources that stop and start again: the changed ones, and every kept one behind a new sink."""
+        return self.restarted + self.unchanged if self.sink_changed else self.restarted
+
+    @property
+    def staying(self) -> list[str]:
+        """The sources that keep running untouched."""
+        return [] if self.sink_changed else self.unchanged
+
+    @property
+    def leaving(self) -> list[str]:
+        """The running sources the reload stops."""
+        return self.stopped + self.restarting
+
+    @property
+    def starting(self) -> list[str]:
+        """The sources the reload starts, once the leaving ones stopped."""
+        return self.started + self.restarting
+
 
 def source_transforms(config: Config, name: str) -> Any:
     """A source's transforms as configured (compared by value), or None."""
-    transforms = getattr(config, "transforms", None) or {}
-    return transforms.get(name)
+    return config.transforms.get(name)
 
 
 def plan_reload(old: Config, new: Config) -> ReloadPlan:
