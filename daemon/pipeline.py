@@ -124,10 +124,23 @@ class SourceContext:
         """Records that entered the daemon elsewhere (a spool) before they reach `forward`."""
         self._received.add(records)
 
-    def count_filtered(self) -> None:
-        """A record a spooled source handed over that its transforms filtered out before the spool."""
-        self._received.add()
-        self._filtered.add()
+    def transform_for_spool(self, data: bytes, event: Any, origin: str) -> tuple[bytes, Any] | None:
+        """A spooled source's record through its transforms before the spool: the bytes and object to spool, or None
+        when it ended here - filtered out (counted received and filtered) or dead-lettered (`transform_failed`).
+        Its partition key is read as it leaves the spool (`forward`)."""
+        chain = self.transform
+        if chain is None:
+            return data, event
+        try:
+            result = chain.apply(data, event, keyed=False)
+        except TransformFailed as failed:
+            self.reject(data, origin, REASON_TRANSFORM_FAILED, failed.detail)
+            return None
+        if result is None:
+            self._received.add()
+            self._filtered.add()
+            return None
+        return result[0], result[1]
 
     def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
         return self._take(data, event, origin, token, True)

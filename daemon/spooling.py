@@ -12,7 +12,6 @@ from typing import Any
 
 from daemon.pipeline import SourceContext
 from daemon.spool import Spool
-from daemon.transforms import REASON_TRANSFORM_FAILED, TransformFailed
 from sources.parsing import Rejection, parse_json_record
 
 # Records the feeder moves per read; the buffer's own chunking takes it from there.
@@ -45,18 +44,12 @@ class SpoolingContext:
     def emit(self, data: bytes, event: Any, origin: str, token: Any = None) -> bool:
         if self.inner.stopping:
             return False
-        chain = self.inner.transform
-        if chain is not None:
+        if self.inner.transform is not None:
             # Before the spool: filtered records never take disk, and the spool holds the bytes that are shipped.
-            try:
-                result = chain.apply(data, event)
-            except TransformFailed as failed:
-                self.inner.reject(data, origin, REASON_TRANSFORM_FAILED, failed.detail)
-                return True
-            if result is None:
-                self.inner.count_filtered()
-                return True
-            data, event, _ = result  # the feeder reads the partition key again from the spooled record
+            transformed = self.inner.transform_for_spool(data, event, origin)
+            if transformed is None:
+                return True  # filtered out or dead-lettered: done, and counted
+            data, event = transformed
         if not self.spool.append(data, event, origin, self._give_up):
             return False  # stopping while the spool was full: not taken, the source keeps it
         self.inner.count_received()

@@ -91,7 +91,8 @@ class Chain:
         self._key = key  # the compiled partition key expression, or None
         self._key_label = key_label
 
-    def apply(self, data: bytes, event: Any) -> tuple[bytes, Any, str | None] | None:
+    def apply(self, data: bytes, event: Any, keyed: bool = True) -> tuple[bytes, Any, str | None] | None:
+        """`keyed` False: leave the partition key for later (None): a spooled record's is read as it leaves the spool."""
         obj = event
         if obj is None:
             parsed = parse_json_record(data, MAX_PARSE_BYTES)
@@ -114,7 +115,7 @@ class Chain:
                 data = serialise(obj)
             except (ValueError, TypeError, UnicodeEncodeError, RecursionError) as exc:  # a float beyond double range, say
                 raise TransformFailed(f"transforms: the changed record cannot be written as JSON ({exc})") from None
-        return data, obj, self.key_of(obj)
+        return data, obj, self.key_of(obj) if keyed else None
 
     def key_of(self, obj: Any) -> str | None:
         """The partition key of a record as shipped (None: the sink's configured paths decide)."""
