@@ -77,7 +77,6 @@ class Daemon:
         self.log = get_logger()
         self.shutdown_requested = threading.Event()
         self.reload_requested = threading.Event()
-        self._resolve_sink: Callable[[Config], SinkConfig] = lambda c: resolve_sink_config(c, None)
         self.health = Health(lambda: {})  # given the telemetry's connection states once it exists
 
     def request_shutdown(self, signum: int, _frame: FrameType | None = None) -> None:
@@ -125,8 +124,10 @@ class Daemon:
                 metrics_server = MetricsServer(host, port, telemetry.registry, self.health)
             cleanup.callback(metrics_server.shutdown)
 
-        self._resolve_sink = lambda c: resolve_sink_config(c, embedded_url, embedded_credentials)
-        sink_config = self._resolve_sink(config)
+        def resolve_sink(c: Config) -> SinkConfig:
+            return resolve_sink_config(c, embedded_url, embedded_credentials)
+
+        sink_config = resolve_sink(config)
         with _step(f"sink {telemetry.sink}"):
             sink = SINK_TYPES[sink_config.type](sink_config, telemetry)
         # Whichever sink is current at exit: a reload may have replaced (and closed) this one.
@@ -166,7 +167,7 @@ class Daemon:
             dead_letter=str(dead_letter_path(config)),
             state=str(config.state.directory),
         )
-        return Running(telemetry, fatal, worker, units, durability)
+        return Running(telemetry, fatal, worker, units, durability, resolve_sink)
 
     def _serve(self, running: Running) -> int:
         """Run until SIGTERM/SIGINT or a fatal error, reloading on SIGHUP, then stop the sources, flush within the
@@ -188,7 +189,7 @@ class Daemon:
         loop = _MainLoop(self, running, systemd)
         reloader = Reloader(
             ReloadHost(
-                self.config_path, telemetry, units, self._resolve_sink, loop.tick, self.shutdown_requested.is_set,
+                self.config_path, telemetry, units, running.resolve_sink, loop.tick, self.shutdown_requested.is_set,
                 lambda: self.health.set_sources([(name, unit.supervisor) for name, unit in units.units.items()]),
             ),
             self.config,
@@ -299,6 +300,7 @@ class Running:
     worker: SinkWorker
     units: SourceUnits
     durability: Durability
+    resolve_sink: Callable[[Config], SinkConfig]  # a config's sink with what the stack fills in (for reloads)
 
 
 def stop_and_flush(
