@@ -38,6 +38,19 @@ class Record:
     partition_key: str | None = None
 
 
+def key_text(value: Any) -> str | None:
+    """A value as partition key text: a non-empty string, or an integer's digits; None for anything else (bools
+    are not ids, and an integer with more digits than Python converts is not one either)."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return str(value)
+        except ValueError:  # more digits than sys.get_int_max_str_digits allows
+            return None
+    return None
+
+
 class Entry(Protocol):
     """A record encoded by a sink; `size` counts what it adds to a request against the sink's limits."""
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daemon.transforms.paths import Path, StepFailed, Tree, compile_projection, kind_of, rewrite
+from sinks.base import key_text as key_text  # the sink's rule for key values; the partition_key step uses it
 
 # A filter's verdict that the record goes no further.
 DROP: Any = object()
@@ -121,16 +122,3 @@ def envelope_step(source: str) -> StepFn:
         return {"source": source, "received_at": rfc3339_now(), "payload": obj}
 
     return run
-
-
-def key_text(value: Any) -> str | None:
-    """A partition key expression's result as key text: a non-empty string or an integer; else None (the
-    sink's configured paths decide)."""
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return str(value)
-        except ValueError:  # more digits than Python converts: not an id
-            return None
-    return None

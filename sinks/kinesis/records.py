@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sinks.base import Record, RecordRejected
+from sinks.base import Record, RecordRejected, key_text
 
 MAX_PARTITION_KEY_CHARS = 256
 # Bytes of one UTF-16 code unit: a character outside the Basic Multilingual Plane takes two units.
@@ -101,24 +101,12 @@ class EntryBuilder:
         if chosen:  # set before the sink (a source's partition_key transform): the same rules as any key
             return chosen if key_fits(chosen) else hashed_key(chosen)
         for path in self.paths:
-            text = _key_text(_lookup(record.event, path))
+            text = key_text(_lookup(record.event, path))
             if text:
                 return text if key_fits(text) else hashed_key(text)
         # No key in the record: the MD5 of its bytes spreads such records evenly over the shards while a
         # record resent after a failure still maps to the same shard.
         return hashlib.md5(record.data, usedforsecurity=False).hexdigest()
-
-
-def _key_text(value: Any) -> str | None:
-    """A string or integer value as key text; None for anything else (bools are not ids)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return str(value)
-        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits): not an id
-            return None
-    return None
 
 
 def _lookup(event: Any, path: tuple[str, ...]) -> Any:
