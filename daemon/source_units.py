@@ -157,7 +157,7 @@ class SourceUnits:
         """The unit stopped and settled: save its progress a last time, close its spool, forget it."""
         self.durability.detach(unit.name)
         unit.cleanup.close()
-        self.telemetry.connections.pop(unit.name, None)
+        self.telemetry.source_removed(unit.name)
         if self.units.get(unit.name) is unit:
             del self.units[unit.name]
 

@@ -6,6 +6,7 @@ counters. A `Ledger` keeps the per-source totals the final summary reports.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter as _Tally
 
@@ -301,6 +302,13 @@ class Telemetry(SinkEngineTelemetry, StateTelemetry):
         self.connections[source] = connected
         log = self.log.info if connected else self.log.warning
         log("source_connected" if connected else "source_disconnected", source=source, detail=detail)
+
+    def source_removed(self, source: str) -> None:
+        """A reload stopped `source` for good: its connection state goes (from /readyz and the connected gauge, so a
+        removed source's last "disconnected" does not alert forever); its counters stay until the next start."""
+        self.connections.pop(source, None)
+        with contextlib.suppress(KeyError):  # a source that never reported a connection has no series
+            self.source_connected.remove(source)
 
     def source_reconnecting(self, source: str, reason: str, delay_s: float, detail: str) -> None:
         self.source_reconnects.labels(source=source, reason=reason).inc()

@@ -49,3 +49,15 @@ def test_the_attempts_histogram_takes_counts_per_batch_and_exposes_cumulative_bu
     assert sample("tweet_producer_sink_record_attempts_bucket", {**labels, "le": "+Inf"}) == 513
     assert sample("tweet_producer_sink_record_attempts_count", labels) == 513
     assert sample("tweet_producer_sink_record_attempts_sum", labels) == 500 + 6 + 10 + 60
+
+
+def test_a_removed_source_leaves_no_connection_state_to_alert_on() -> None:
+    """After a reload removes a disconnected live source, neither the gauge nor /readyz's states name it; others stay."""
+    telemetry = Telemetry("kinesis")
+    telemetry.source_connection("gone", False, "stopped")
+    telemetry.source_connection("kept", True, "api.x.com")
+    telemetry.source_removed("gone")
+    telemetry.source_removed("never-connected")  # a file source: nothing to forget, no error
+    assert telemetry.registry.get_sample_value("tweet_producer_source_connected", {"source": "gone"}) is None
+    assert telemetry.registry.get_sample_value("tweet_producer_source_connected", {"source": "kept"}) == 1
+    assert telemetry.connections == {"kept": True}
